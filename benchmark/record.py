@@ -1,0 +1,153 @@
+"""The result record: one JSON file per evaluation, written atomically.
+
+The schema is fixed (``SCHEMA_VERSION``); the leaderboard reads these files and
+nothing else. Per-point results travel in the same file under ``points``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PointResult", "StageResult", "EvaluationResult", "write_json_atomic", "library_versions", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class PointResult:
+    """The outcome for one test point."""
+
+    index: int
+    label: int
+    clean_correct: bool
+    robust: bool
+    #: name of the first attack that broke the point ("clean" if misclassified clean, None if robust)
+    broken_by: str | None = None
+    #: norm of the adversarial perturbation that broke it (None if robust or clean-misclassified)
+    norm: float | None = None
+    #: forward passes spent on this point by all attacks
+    queries: int = 0
+    #: smallest adversarial norm found by any attack (FAB's minimal norm, or a smaller one), None if none
+    min_norm: float | None = None
+
+
+@dataclass
+class StageResult:
+    """One attack of the protocol, after it ran on the points still robust."""
+
+    attack: str
+    settings: dict[str, Any]
+    robust_accuracy: float
+    time_s: float = 0.0
+    #: points it broke
+    broken: int = 0
+    #: samples pushed through forward only / forward and backward
+    forward_samples: int = 0
+    backward_samples: int = 0
+
+
+@dataclass
+class EvaluationResult:
+    dataset: str
+    threat_model: str
+    eps: float
+    version: str
+    seed: int
+    n_examples: int
+    batch_size: int
+    device: str
+    clean_accuracy: float
+    robust_accuracy: float
+    stages: list[StageResult] = field(default_factory=list)
+    #: names of the checks that fired (benchmark.checks)
+    flags: list[str] = field(default_factory=list)
+    #: details per check (values measured), keyed by check name
+    check_details: dict[str, Any] = field(default_factory=dict)
+    #: baseline attacks outside the protocol (e.g. PGD-CE), name -> robust accuracy
+    baselines: dict[str, float] = field(default_factory=dict)
+    #: local-stability metrics, name -> value
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: robustness curve: list of [eps, robust accuracy]
+    curve: list[list[float]] = field(default_factory=list)
+    model: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    points: list[PointResult] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def per_attack_accuracy(self) -> dict[str, float]:
+        return {s.attack: s.robust_accuracy for s in self.stages}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EvaluationResult":
+        data = dict(data)
+        data["stages"] = [StageResult(**s) for s in data.get("stages", [])]
+        data["points"] = [PointResult(**p) for p in data.get("points", [])]
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "EvaluationResult":
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(json.load(fh))
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.model.get('name', 'model')} on {self.dataset} {self.threat_model} eps={self.eps:.4g} "
+            f"({self.version}, {self.n_examples} points, seed {self.seed})",
+            f"  clean accuracy:  {100 * self.clean_accuracy:6.2f}%",
+        ]
+        for s in self.stages:
+            lines.append(f"  after {s.attack:<9} {100 * s.robust_accuracy:6.2f}%   ({s.time_s:.1f}s, broke {s.broken})")
+        lines.append(f"  robust accuracy: {100 * self.robust_accuracy:6.2f}%")
+        for name, acc in self.baselines.items():
+            lines.append(f"  baseline {name}: {100 * acc:6.2f}%")
+        if self.flags:
+            lines.append("  flags: " + ", ".join(self.flags))
+        return "\n".join(lines)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON to a temporary file in the same folder, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    from . import __version__
+
+    versions = {"robench": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    try:
+        import torchvision
+
+        versions["torchvision"] = torchvision.__version__
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        pass
+    return versions
