@@ -1,0 +1,211 @@
+"""Square Attack (Andriushchenko et al., ECCV 2020): score-based black-box random search.
+
+Only the logits are queried, never gradients, so gradient masking does not stop it. The
+margin ``z_y - max_{k != y} z_k`` is driven below zero by random, localised changes of the
+perturbation (square windows), each kept only where it lowers the margin. A point is dropped
+from the active set (and costs no more queries) as soon as its margin is <= 0.
+
+Queries: ``RunOutput.queries`` counts forward passes per point, the initial one included: a
+point broken by the initial perturbation costs 1, a point never broken costs ``n_queries``
+per restart (``Attack.__call__`` adds its own success check on top).
+
+Window schedule: the paper halves the window fraction ``p`` after iterations 10, 50, 200, 500,
+1000, 2000, 4000, 6000 and 8000 of a 10,000-query run; for another budget ``N`` the iteration
+index is rescaled by ``10000 / N`` (the convention of the authors' evaluation setup, where
+AutoAttack's 5,000-query Square halves ``p`` after iterations 5, 25, 100, ...).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..threat_models import Linf, ThreatModel
+from .base import FixedBudgetAttack, RunOutput
+from .losses import margin
+
+__all__ = ["Square", "p_schedule", "window_side", "nested_rectangles"]
+
+#: iterations (of a 10,000-query run) after which the window fraction p halves
+HALVING_ITERATIONS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+_REFERENCE_BUDGET = 10_000
+
+
+def p_schedule(iteration: int, n_queries: int, p_init: float) -> float:
+    """Window fraction at update ``iteration`` (1-based) of a run of ``n_queries`` queries."""
+    scaled = iteration * _REFERENCE_BUDGET / n_queries
+    return p_init / 2 ** sum(scaled > t for t in HALVING_ITERATIONS)
+
+
+def window_side(p: float, h: int, w: int, min_side: int) -> int:
+    """Side of a square window covering a fraction ``p`` of the image, kept inside [min_side, min(h, w) - 1]."""
+    return min(max(round(math.sqrt(p * h * w)), min_side), min(h, w) - 1)
+
+
+def nested_rectangles(rows: int, cols: int) -> Tensor:
+    """The centre-peaked block: a pixel at Chebyshev ring r from the centre gets sum_{k >= r} 1/(k+1)^2.
+
+    Equivalently, every rectangle of radius k around the centre adds 1/(k+1)^2 to the pixels inside it.
+    """
+    ring_r = (torch.arange(rows, dtype=torch.float64) - (rows - 1) / 2).abs().floor()
+    ring_c = (torch.arange(cols, dtype=torch.float64) - (cols - 1) / 2).abs().floor()
+    ring = torch.maximum(ring_r[:, None], ring_c[None, :]).long()
+    weights = 1.0 / (torch.arange(int(ring.max()) + 1, dtype=torch.float64) + 1) ** 2
+    tail_sums = weights.flip(0).cumsum(0).flip(0)  # tail_sums[r] = sum_{k >= r} weights[k]
+    return tail_sums[ring]
+
+
+def _l2_pattern(side: int) -> Tensor:
+    """Unit-L2 side x side pattern: two nested-rectangle halves of opposite sign (left +, right -)."""
+    left = side // 2
+    block = torch.cat([nested_rectangles(side, left), -nested_rectangles(side, side - left)], dim=1)
+    return block / block.norm()
+
+
+def _window_mask(top: Tensor, left: Tensor, side: int, h: int, w: int) -> Tensor:
+    """Boolean (m, 1, h, w) masks of one side x side window per point, top-left corners (top, left)."""
+    rows = torch.arange(h, device=top.device)[None, :] - top[:, None]
+    cols = torch.arange(w, device=top.device)[None, :] - left[:, None]
+    in_rows = (rows >= 0) & (rows < side)
+    in_cols = (cols >= 0) & (cols < side)
+    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+
+
+def _sq_norm(t: Tensor, dims: tuple[int, ...]) -> Tensor:
+    return (t * t).sum(dim=dims, keepdim=True)
+
+
+class Square(FixedBudgetAttack):
+    """Square Attack for Linf and L2 with the margin loss (untargeted)."""
+
+    name = "square"
+
+    def __init__(
+        self, threat_model: str | ThreatModel, n_queries: int = 5000, p_init: float = 0.8, n_restarts: int = 1, seed: int = 0
+    ) -> None:
+        super().__init__(threat_model, seed)
+        if int(n_queries) < 1:
+            raise ValueError(f"n_queries must be >= 1, got {n_queries}")
+        if not 0 < float(p_init) <= 1:
+            raise ValueError(f"p_init must be in (0, 1], got {p_init}")
+        if int(n_restarts) < 1:
+            raise ValueError(f"n_restarts must be >= 1, got {n_restarts}")
+        self.n_queries, self.p_init, self.n_restarts = int(n_queries), float(p_init), int(n_restarts)
+        self._linf = isinstance(self.threat_model, Linf)
+
+    def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, generator: torch.Generator) -> RunOutput:
+        if x.ndim != 4:
+            raise ValueError(f"Square needs image batches of shape (n, c, h, w), got shape {tuple(x.shape)}")
+        min_side = 1 if self._linf else 3
+        if min(x.shape[2:]) - 1 < min_side:
+            raise ValueError(f"Square ({self.threat_model}) needs images of at least {min_side + 1}x{min_side + 1} pixels, got {tuple(x.shape[2:])}")
+        x_best = x.clone()
+        queries = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        todo = torch.arange(len(x), device=x.device)
+        for _ in range(self.n_restarts):
+            if todo.numel() == 0:
+                break
+            x_found, fooled = self._attack(model, x[todo], y[todo], eps[todo], generator, queries, todo)
+            x_best[todo] = x_found
+            todo = todo[~fooled]
+        return RunOutput(self.threat_model.project(x_best, x, eps), queries)
+
+    def _attack(
+        self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, gen: torch.Generator, queries: Tensor, index: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """One restart on a batch; updates ``queries[index]``; returns (best points, fooled flags)."""
+        eps4 = eps.view(-1, 1, 1, 1)
+        x_best = self._init_linf(x, eps4, gen) if self._linf else self._init_l2(x, eps4, gen)
+        with torch.inference_mode():
+            m_best = margin(model(x_best), y)
+        queries[index] += 1
+        out = x_best.clone()
+        active = torch.arange(len(x), device=x.device)  # positions into this batch still being attacked
+        for it in range(1, self.n_queries):
+            alive = m_best > 0
+            if not bool(alive.all()):  # the one host sync per iteration: drop broken points
+                out[active[~alive]] = x_best[~alive]
+                active, x, y, eps4, x_best, m_best = (t[alive] for t in (active, x, y, eps4, x_best, m_best))
+                if active.numel() == 0:
+                    break
+            side = window_side(p_schedule(it, self.n_queries, self.p_init), x.shape[2], x.shape[3], 1 if self._linf else 3)
+            update = self._update_linf if self._linf else self._update_l2
+            x_new = update(x, x_best, eps4, side, gen)
+            with torch.inference_mode():
+                m_new = margin(model(x_new), y)
+            queries[index[active]] += 1
+            better = m_new < m_best
+            x_best = torch.where(better.view(-1, 1, 1, 1), x_new, x_best)
+            m_best = torch.where(better, m_new, m_best)
+        out[active] = x_best
+        fooled = torch.ones(len(out), dtype=torch.bool, device=x.device)
+        fooled[active] = m_best <= 0
+        return out, fooled
+
+    # --- Linf -------------------------------------------------------------------------------
+    @staticmethod
+    def _signs(shape: tuple[int, ...], gen: torch.Generator, like: Tensor) -> Tensor:
+        return torch.randint(0, 2, shape, generator=gen, device=like.device).to(like.dtype) * 2 - 1
+
+    def _init_linf(self, x: Tensor, eps4: Tensor, gen: torch.Generator) -> Tensor:
+        n, c, _, w = x.shape
+        return (x + eps4 * self._signs((n, c, 1, w), gen, x)).clamp(0.0, 1.0)
+
+    def _update_linf(self, x: Tensor, x_best: Tensor, eps4: Tensor, side: int, gen: torch.Generator) -> Tensor:
+        m, c, h, w = x.shape
+        top = torch.randint(0, h - side + 1, (m,), generator=gen, device=x.device)
+        left = torch.randint(0, w - side + 1, (m,), generator=gen, device=x.device)
+        window = _window_mask(top, left, side, h, w)
+        signs = self._signs((m, c, 1, 1), gen, x)
+        # a draw that would leave the window as it is wastes a query: there, flip a uniformly chosen
+        # non-empty set of channels instead (the same law as redrawing until something changes)
+        flip_code = torch.randint(1, 2 ** min(c, 62), (m, 1), generator=gen, device=x.device)
+        flip_bits = (flip_code >> torch.arange(c, device=x.device).clamp(max=62)) & 1
+        unchanged = ~(((x + eps4 * signs).clamp(0.0, 1.0) != x_best) & window).flatten(1).any(1)
+        flip = flip_bits.bool() & unchanged[:, None]
+        signs = torch.where(flip.view(m, c, 1, 1), -signs, signs)
+        return torch.where(window, (x + eps4 * signs).clamp(0.0, 1.0), x_best)
+
+    # --- L2 ---------------------------------------------------------------------------------
+    def _init_l2(self, x: Tensor, eps4: Tensor, gen: torch.Generator) -> Tensor:
+        """Tiles of size max(3, h // 5), each one pattern with a random sign per channel, scaled to norm eps."""
+        n, c, h, w = x.shape
+        tile = max(3, min(h, w) // 5)
+        pattern = _l2_pattern(tile).to(device=x.device, dtype=x.dtype)
+        r, q = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        base = pattern[(r % tile)[:, None], (q % tile)[None, :]]  # (h, w); edge tiles are cropped
+        signs = self._signs((n, c, -(-h // tile), -(-w // tile)), gen, x)
+        delta = signs[:, :, r // tile][:, :, :, q // tile] * base
+        delta = delta * eps4 / _sq_norm(delta, (1, 2, 3)).sqrt().clamp_min(1e-12)
+        return (x + delta).clamp(0.0, 1.0)
+
+    def _update_l2(self, x: Tensor, x_best: Tensor, eps4: Tensor, side: int, gen: torch.Generator) -> Tensor:
+        """Move the mass of windows W1 and W2 (and the unused budget) into W1 as a new pattern.
+
+        Per channel i: the new content of W1 is  a_i * normalise(rho_i * eta + nu_{W1,i} / ||nu_{W1,i}||)
+        with a_i^2 = ||nu_{W1 u W2,i}||^2 + (eps^2 - ||nu||^2) / c, and W2 \\ W1 is emptied, so the
+        perturbation's norm becomes exactly eps before the box clipping (which can only shrink it).
+        """
+        m, c, h, w = x.shape
+        nu = x_best - x
+        corners = torch.randint(0, h - side + 1, (2, m), generator=gen, device=x.device), torch.randint(
+            0, w - side + 1, (2, m), generator=gen, device=x.device
+        )
+        w1 = _window_mask(corners[0][0], corners[1][0], side, h, w)
+        w2 = _window_mask(corners[0][1], corners[1][1], side, h, w)
+        transpose = torch.randint(0, 2, (m, 1, 1), generator=gen, device=x.device).bool()
+        rho = self._signs((m, c, 1, 1), gen, x)
+        # the pattern placed at W1 (optionally transposed), zero outside
+        pattern = _l2_pattern(side).to(device=x.device, dtype=x.dtype)
+        rel_r = (torch.arange(h, device=x.device)[None, :] - corners[0][0][:, None]).clamp(0, side - 1)
+        rel_c = (torch.arange(w, device=x.device)[None, :] - corners[1][0][:, None]).clamp(0, side - 1)
+        rr, cc = rel_r[:, :, None], rel_c[:, None, :]
+        eta = torch.where(transpose, pattern[cc, rr], pattern[rr, cc])[:, None] * w1
+        nu_w1 = nu * w1
+        unused = (eps4**2 - _sq_norm(nu, (1, 2, 3))).clamp_min(0.0)
+        available = (_sq_norm(nu * (w1 | w2), (2, 3)) + unused / c).sqrt()
+        direction = rho * eta + nu_w1 / _sq_norm(nu_w1, (2, 3)).sqrt().clamp_min(1e-12)
+        new_w1 = direction * (available / _sq_norm(direction, (2, 3)).sqrt().clamp_min(1e-12))
+        nu_new = torch.where(w1, new_w1, torch.where(w2, torch.zeros_like(nu), nu))
+        return (x + nu_new).clamp(0.0, 1.0)

@@ -1,0 +1,102 @@
+"""The evaluation journal: finished chunks are appended as they complete, so a killed run resumes.
+
+One JSON line per finished chunk, after a header line holding the run's configuration. A
+journal written under another configuration (arguments, checkpoint, data) is refused. Under
+torchrun each rank appends to its own file (``<path>.rank<R>``); any rank may reuse any
+finished chunk, since a chunk's results do not depend on who computed it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Journal", "JournalMismatchError", "fingerprint_model"]
+
+JOURNAL_FORMAT = 1
+
+
+class JournalMismatchError(RuntimeError):
+    """A journal exists for this output but was written by a run with other settings."""
+
+
+def fingerprint_model(model: nn.Module | None, tensors: Iterable[Tensor] = ()) -> str:
+    """sha256 over a model's state dict (names, dtypes, shapes, bytes) and any extra tensors."""
+    h = hashlib.sha256()
+    items = list(model.state_dict().items()) if model is not None else []
+    items += [(f"tensor{i}", t) for i, t in enumerate(tensors)]
+    for name, t in items:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class Journal:
+    def __init__(self, path: str | os.PathLike, config: dict[str, Any], rank: int = 0) -> None:
+        self.base = Path(path)
+        self.path = self.base if rank == 0 else self.base.with_name(f"{self.base.name}.rank{rank}")
+        self.config = json.loads(json.dumps(config))  # normalise (tuples -> lists, floats)
+        self._check_existing()
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_line({"journal": JOURNAL_FORMAT, "config": self.config})
+
+    def _files(self) -> list[Path]:
+        return [p for p in [self.base, *sorted(self.base.parent.glob(f"{self.base.name}.rank*"))] if p.exists()]
+
+    def _check_existing(self) -> None:
+        for f in self._files():
+            header = self._read_lines(f)[:1]
+            if not header or header[0].get("config") != self.config:
+                theirs = header[0].get("config", {}) if header else {}
+                diff = sorted(k for k in set(theirs) | set(self.config) if theirs.get(k) != self.config.get(k))
+                raise JournalMismatchError(
+                    f"the journal {f} belongs to a run with different settings ({', '.join(diff) or 'unreadable header'}); "
+                    "delete it or choose another output to start afresh"
+                )
+
+    @staticmethod
+    def _read_lines(path: Path) -> list[dict[str, Any]]:
+        lines = []
+        with open(path, encoding="utf-8") as fh:
+            for raw in fh:
+                try:
+                    lines.append(json.loads(raw))
+                except json.JSONDecodeError:
+                    break  # a line torn by a kill mid-write: everything after it is ignored
+        return lines
+
+    def completed(self) -> dict[int, tuple[list[dict], list[dict]]]:
+        """Finished chunks from every rank's file: start index -> (points, stage stats)."""
+        done = {}
+        for f in self._files():
+            for line in self._read_lines(f)[1:]:
+                done[int(line["chunk"])] = (line["points"], line["stats"])
+        return done
+
+    def append(self, start: int, points: list[dict], stats: list[dict]) -> None:
+        self._write_line({"chunk": start, "points": points, "stats": stats})
+
+    def _write_line(self, obj: dict[str, Any]) -> None:
+        # a torn previous line (killed mid-write) must not swallow this one
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                needs_newline = fh.read(1) != b"\n"
+        else:
+            needs_newline = False
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(("\n" if needs_newline else "") + json.dumps(obj) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def finish(self) -> None:
+        """The record is written: the journal is no longer needed."""
+        for f in self._files():
+            f.unlink(missing_ok=True)

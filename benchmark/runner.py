@@ -1,0 +1,282 @@
+"""The evaluation runner: runs a protocol version on a model and writes the result record.
+
+Points are processed in fixed chunks of ``batch_size`` consecutive indices. Every random
+number an attack draws comes from a generator seeded by (seed, first index of the chunk,
+attack position), so a chunk's results do not depend on which process runs it or when:
+a single process, several torchrun ranks, and a run resumed from its journal all give
+bit-identical per-point results.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from . import distributed as dist_utils
+from .attacks.base import Attack
+from .budgets import default_eps, format_eps
+from .checks import CheckResult, black_box_check, run_checks
+from .data import DATASETS, load_dataset
+from .journal import Journal, fingerprint_model
+from .protocol import AttackEntry, build_attack, get_protocol
+from .record import EvaluationResult, PointResult, StageResult, library_versions
+from .threat_models import get_threat_model
+
+__all__ = ["evaluate", "EvaluationError", "result_path"]
+
+
+class EvaluationError(ValueError):
+    """The model or the inputs cannot be evaluated as given."""
+
+
+class PassCounter(nn.Module):
+    """Wraps a model and counts the samples pushed through forward, with and without autograd."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_samples = 0
+        self.backward_samples = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.backward_samples += x.shape[0]
+        else:
+            self.forward_samples += x.shape[0]
+        return self.model(x)
+
+
+@dataclass
+class _StageStats:
+    time_s: float = 0.0
+    forward_samples: int = 0
+    backward_samples: int = 0
+
+    def add(self, other: dict[str, Any]) -> None:
+        self.time_s += other["time_s"]
+        self.forward_samples += other["forward_samples"]
+        self.backward_samples += other["backward_samples"]
+
+
+def _validate_inputs(x: Tensor, y: Tensor) -> None:
+    if not torch.is_tensor(x) or not torch.is_floating_point(x):
+        raise EvaluationError(f"inputs must be a float tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim != 4:
+        raise EvaluationError(f"inputs must be NCHW (4 dimensions), got shape {tuple(x.shape)}")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise EvaluationError(f"inputs must lie in [0, 1], got range [{x.min().item():.4g}, {x.max().item():.4g}]")
+    if y.shape != (x.shape[0],) or y.dtype != torch.int64:
+        raise EvaluationError(f"labels must be an int64 tensor of shape ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
+
+
+def _probe_model(model: nn.Module, x: Tensor, num_classes: int) -> None:
+    with torch.no_grad():
+        out = model(x)
+    if not torch.is_tensor(out) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        raise EvaluationError(
+            f"the model must return logits of shape (batch, {num_classes}), got "
+            f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}"
+        )
+    if out.shape[1] != num_classes:
+        raise EvaluationError(f"the model returns {out.shape[1]} classes but the dataset has {num_classes}")
+    if not torch.isfinite(out).all():
+        raise EvaluationError("the model returned NaN or infinite logits on clean inputs")
+
+
+def result_path(out: str | Path, dataset: str, threat_model: str, model_id: str, version: str) -> Path:
+    return Path(out) / dataset / threat_model / f"{model_id}.{version}.json"
+
+
+def _attack_chunk(
+    model: PassCounter, x: Tensor, y: Tensor, start: int, entries: tuple[AttackEntry, ...], attacks: list[Attack],
+    eps: float, seed: int, bars: list[Any] | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run every attack of the protocol on one chunk; return per-point dicts and per-stage stats."""
+    n = x.shape[0]
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+    robust = clean.clone()
+    broken_by: list[str | None] = [None if c else "clean" for c in clean.tolist()]
+    norm = torch.full((n,), float("nan"), dtype=torch.float64)
+    min_norm = torch.full((n,), float("inf"), dtype=torch.float64)
+    queries = torch.zeros(n, dtype=torch.long)
+    stats = []
+    for position, (entry, attack) in enumerate(zip(entries, attacks)):
+        idx = robust.nonzero().flatten()
+        f0, b0, t0 = model.forward_samples, model.backward_samples, time.perf_counter()
+        if idx.numel():
+            gen = attack.generator(x.device, offset=(start + 1) * 1000 + position)
+            out = attack(model, x[idx], y[idx], eps, generator=gen)
+            queries[idx.cpu()] += out.queries.cpu()
+            if out.min_norm is not None:
+                min_norm[idx.cpu()] = torch.minimum(min_norm[idx.cpu()], out.min_norm.double().cpu())
+            hit = idx[out.success].cpu()
+            norm[hit] = out.norm[out.success].double().cpu()
+            min_norm[hit] = torch.minimum(min_norm[hit], norm[hit])
+            robust[idx[out.success]] = False
+            for i in hit.tolist():
+                broken_by[i] = entry.name
+        stats.append({"time_s": time.perf_counter() - t0, "forward_samples": model.forward_samples - f0,
+                      "backward_samples": model.backward_samples - b0})
+        if bars is not None:
+            bars[position].update(n)
+    points = []
+    for i in range(n):
+        points.append({
+            "index": start + i, "label": int(y[i]), "clean_correct": bool(clean[i]), "robust": bool(robust[i]),
+            "broken_by": broken_by[i], "norm": None if math.isnan(norm[i]) else float(norm[i]),
+            "queries": int(queries[i]), "min_norm": None if math.isinf(min_norm[i]) else float(min_norm[i]),
+        })
+    return points, stats
+
+
+def _stages(entries: Iterable[AttackEntry], points: list[PointResult], stats: list[_StageStats]) -> list[StageResult]:
+    n = len(points)
+    remaining = sum(p.clean_correct for p in points)
+    stages = []
+    for entry, st in zip(entries, stats):
+        broken = sum(1 for p in points if p.broken_by == entry.name)
+        remaining -= broken
+        stages.append(StageResult(entry.name, dict(entry.settings), remaining / n, st.time_s, broken,
+                                  st.forward_samples, st.backward_samples))
+    return stages
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: str = "digits",
+    threat_model: str = "Linf",
+    eps: float | None = None,
+    *,
+    n_examples: int | None = None,
+    version: str = "standard",
+    seed: int = 0,
+    batch_size: int = 500,
+    device: str | torch.device | None = None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    x: Tensor | None = None,
+    y: Tensor | None = None,
+    model_info: dict[str, Any] | None = None,
+    progress: bool = True,
+    journal: str | Path | None = None,
+    analysis: bool = True,
+) -> EvaluationResult:
+    """Evaluate ``model`` (an nn.Module taking [0,1] inputs, returning logits) under a protocol version.
+
+    ``x``/``y`` replace the dataset's test split (the dataset then only fixes the number of
+    classes and the default eps). ``journal`` makes the run resumable; ``out`` writes the
+    record to ``out/<dataset>/<threat_model>/<model id>.<version>.json``. ``analysis`` adds the
+    baselines (PGD-CE), the robustness curve and the local-stability metrics (benchmark.analysis).
+    """
+    if dataset not in DATASETS:
+        raise EvaluationError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    try:
+        tm = get_threat_model(threat_model)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
+    entries = get_protocol(version)
+    if eps is None:
+        eps = default_eps(dataset, tm.name)
+    if not eps > 0:
+        raise EvaluationError(f"eps must be positive, got {eps}")
+    if batch_size < 1:
+        raise EvaluationError(f"batch_size must be at least 1, got {batch_size}")
+    num_classes = DATASETS[dataset]
+    if x is None:
+        x, y = load_dataset(dataset, "test", n_examples=n_examples, data_dir=data_dir)
+    elif y is None:
+        raise EvaluationError("labels y are required with inputs x")
+    elif n_examples is not None:
+        x, y = x[:n_examples], y[:n_examples]
+    _validate_inputs(x, y)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.eval().to(device)
+    _probe_model(model, x[: min(len(x), 4)].to(device), num_classes)
+    info = dict(model_info or {})
+    info.setdefault("id", type(model).__name__)
+    info["fingerprint"] = fingerprint_model(model)
+    counter = PassCounter(model)
+
+    t_start = time.perf_counter()
+    sample = slice(0, min(len(x), 64))
+    max_targets = max((e.settings.get("n_targets", 0) for e in entries), default=0)
+    checks: list[CheckResult] = run_checks(model, x[sample].to(device), y[sample].to(device), num_classes, max_targets)
+    runnable = tuple(e for e in entries if e.min_classes <= num_classes)
+    attacks = [build_attack(e, tm, num_classes, seed) for e in runnable]
+    t_checks = time.perf_counter() - t_start
+
+    n = len(x)
+    chunks = list(range(0, n, batch_size))
+    config = {"dataset": dataset, "threat_model": tm.name, "eps": eps, "version": version, "seed": seed,
+              "batch_size": batch_size, "n_examples": n, "model": info["fingerprint"],
+              "checkpoint_sha256": info.get("checkpoint_sha256"),
+              "data": fingerprint_model(None, tensors=(x, y))}
+    rank, world = dist_utils.rank_and_world()
+    log = Journal(journal, config, rank=rank) if journal is not None else None
+    done = log.completed() if log is not None else {}
+    mine = [c for i, c in enumerate(chunks) if i % world == rank]
+    bars = _progress_bars(runnable, sum(min(batch_size, n - c) for c in mine if c not in done), progress and rank == 0)
+
+    results: dict[int, tuple[list[dict], list[dict]]] = {c: done[c] for c in mine if c in done}
+    for start in mine:
+        if start in results:
+            continue
+        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        results[start] = _attack_chunk(counter, xb, yb, start, runnable, attacks, eps, seed, bars)
+        if log is not None:
+            log.append(start, *results[start])
+    for bar in bars or []:
+        bar.close()
+    if world > 1:
+        results = dist_utils.gather_chunks(results)
+        if rank != 0:
+            return None  # type: ignore[return-value]
+
+    points = [PointResult(**p) for start in sorted(results) for p in results[start][0]]
+    stats = [_StageStats() for _ in runnable]
+    for start in results:
+        for st, chunk_stat in zip(stats, results[start][1]):
+            st.add(chunk_stat)
+    flags_checks = checks + ([black_box_check([p.broken_by for p in points], n)] if any(e.kind == "square" for e in runnable) else [])
+    clean_acc = sum(p.clean_correct for p in points) / n
+    robust_acc = sum(p.robust for p in points) / n
+    result = EvaluationResult(
+        dataset=dataset, threat_model=tm.name, eps=float(eps), version=version, seed=seed, n_examples=n,
+        batch_size=batch_size, device=str(device), clean_accuracy=clean_acc, robust_accuracy=robust_acc,
+        stages=_stages(runnable, points, stats),
+        flags=[c.name for c in flags_checks if c.fired],
+        check_details={c.name: c.details for c in flags_checks},
+        model=info,
+        timings={"checks_s": t_checks, "total_s": time.perf_counter() - t_start},
+        versions=library_versions(),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        points=points,
+    )
+    if analysis:
+        from .analysis import analyse
+
+        extra = analyse(model, x, y, tm, float(eps), points, seed=seed, device=device, batch_size=batch_size)
+        result.baselines, result.metrics, result.curve = extra.baselines, extra.metrics, extra.curve
+        result.timings["analysis_s"] = extra.time_s
+    result.model.setdefault("eps_text", format_eps(dataset, tm.name, float(eps)))
+    if out is not None:
+        result.save(result_path(out, dataset, tm.name, str(info["id"]), version))
+    if log is not None:
+        log.finish()
+    return result
+
+
+def _progress_bars(entries: Iterable[AttackEntry], total: int, enabled: bool) -> list[Any] | None:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return [tqdm(total=total, desc=f"{e.name:<9}", unit="pt", position=i, leave=True, dynamic_ncols=True)
+            for i, e in enumerate(entries)]
