@@ -96,17 +96,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return run_evaluation(args)
 
 
+def _up_to_date(record: Any, card: Any, args: argparse.Namespace) -> bool:
+    """The record was made from this checkpoint with these settings."""
+    from .data import load_dataset
+
+    n = args.n_examples or len(load_dataset(args.dataset, "test", data_dir=args.data_dir)[1])
+    return (record.model.get("checkpoint_sha256") == card.checkpoint.sha256 and record.seed == args.seed
+            and record.n_examples == n and abs(record.eps - card.eps) < 1e-12 and record.batch_size == args.batch_size)
+
+
 def _cmd_evaluate_zoo(args: argparse.Namespace) -> int:
     """Evaluate every zoo model of a dataset's boards, skipping those whose record is up to date."""
     from model_zoo import get_card, list_models
 
     from .budgets import BOARDS
 
+    from .record import EvaluationResult
+    from .runner import result_path
+
     failures = 0
     boards = [tm for (ds, tm) in BOARDS if ds == args.dataset and args.threat_model in (None, tm)]
     for tm in boards:
         for name in list_models(dataset=args.dataset, threat_model=tm):
             card = get_card(name, dataset=args.dataset, threat_model=tm)
+            path = result_path(args.out, args.dataset, tm, card.id, args.version)
+            if not args.force and path.exists() and _up_to_date(EvaluationResult.load(path), card, args):
+                print(f"== {card.id} ({args.dataset} {tm}): record up to date, skipped (--force re-evaluates)")
+                continue
             print(f"== {card.id} ({args.dataset} {tm})", flush=True)
             ns = argparse.Namespace(**{**vars(args), "model": card.id, "threat_model": tm, "eps": None})
             failures += run_evaluation(ns) != 0
@@ -125,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
     zoo = sub.add_parser("evaluate-zoo", help="evaluate every zoo model of a dataset (what `make run` does)")
     add_evaluation_arguments(zoo)
+    zoo.add_argument("--force", action="store_true", help="re-evaluate models whose record is up to date")
     zoo.set_defaults(func=_cmd_evaluate_zoo, threat_model=None)
     for name in SUBCOMMAND_MODULES:
         try:
