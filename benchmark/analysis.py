@@ -1,16 +1,220 @@
-"""Placeholder replaced by the issue-6 work: baselines, robustness curve, local-stability metrics."""
+"""What the runner adds to a result after the protocol: a baseline, a robustness curve, metrics.
+
+* ``baselines["pgd-ce"]``: robust accuracy under plain PGD on the cross-entropy (the attack most
+  papers report); far above the protocol's number, it betrays gradient masking.
+* ``curve``: robust accuracy as a function of eps on a grid from 0 to 2 eps, from each point's
+  smallest known adversarial norm (FAB's minimal norms and the norms of the points that broke).
+* ``metrics``: the local-stability metrics of :mod:`benchmark.metrics`, averaged over points.
+
+Every setting lives in the constants below (written down in docs/trustworthy.md); every random
+draw comes from a generator seeded from ``seed``, so the analysis is reproducible.
+"""
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import metrics as local
+from .attacks.base import Attack
+from .attacks.fab import FAB
+from .attacks.pgd import PGD
+from .record import PointResult
+from .threat_models import ThreatModel, get_threat_model
+
+__all__ = [
+    "Analysis", "analyse", "PGD_CE", "FAB_CURVE", "LINEARITY_PGD", "CURVE_STEPS", "METRIC_POINTS", "NOISE_DRAWS",
+    "LIPSCHITZ_STEPS", "needs_fab", "point_norms", "curve_from_norms", "pgd_ce_accuracy",
+]
+
+#: the PGD-CE baseline: 50 steps of 0.1 eps from a random start, 1 restart (Madry et al. 2018 style)
+PGD_CE: Mapping[str, Any] = MappingProxyType({"n_iter": 50, "step_size": 0.1, "loss": "ce", "random_start": True})
+#: FAB-T for the curve on the points FAB did not see in the protocol (targets capped at classes - 1)
+FAB_CURVE: Mapping[str, Any] = MappingProxyType({"n_iter": 100, "n_targets": 9})
+#: the adversarial points of the local-linearity metric: 10 PGD-CE steps of 0.25 eps, every point to the end
+LINEARITY_PGD: Mapping[str, Any] = MappingProxyType({"n_iter": 10, "step_size": 0.25, "loss": "ce", "early_stop": False})
+#: the curve's grid: CURVE_STEPS + 1 values from 0 to 2 eps; eps itself is the middle one, exactly
+CURVE_STEPS = 20
+#: the metrics other than noise accuracy use the first METRIC_POINTS points
+METRIC_POINTS = 100
+#: noisy copies per point for the noise accuracy
+NOISE_DRAWS = 20
+#: gradient-ascent steps of the Lipschitz lower bound
+LIPSCHITZ_STEPS = 50
+
+# generator streams, so that no two parts of the analysis (nor the protocol) share random numbers
+_STREAM_PGD, _STREAM_FAB, _STREAM_NOISE, _STREAM_JACOBIAN, _STREAM_LINEARITY, _STREAM_LIPSCHITZ = range(1, 7)
 
 
 @dataclass
 class Analysis:
+    #: baseline attack name -> robust accuracy
     baselines: dict[str, float] = field(default_factory=dict)
+    #: metric name -> value (means over points)
     metrics: dict[str, float] = field(default_factory=dict)
+    #: [[eps, robust accuracy], ...] on the grid 0 .. 2 eps
     curve: list[list[float]] = field(default_factory=list)
     time_s: float = 0.0
 
 
-def analyse(model, x, y, threat_model, eps, points, *, seed=0, device=None, batch_size=500) -> Analysis:
-    return Analysis()
+def _generator(seed: int, stream: int, offset: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed) * 1_000_003 + 10_000_019 * stream + offset)
+    return g
+
+
+def _attack_generator(attack: Attack, stream: int, offset: int, device: torch.device) -> torch.Generator:
+    return attack.generator(device, offset=10_000_019 * stream + offset)
+
+
+def pgd_ce_accuracy(
+    model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel, eps: float, clean_correct: Tensor, *,
+    seed: int = 0, device: torch.device, batch_size: int = 500,
+) -> float:
+    """Robust accuracy under the PGD-CE baseline (:data:`PGD_CE`), attacking the clean-correct points."""
+    attack = PGD(threat_model, seed=seed, **PGD_CE)
+    robust = 0
+    idx = clean_correct.nonzero().flatten()
+    for start in range(0, len(idx), batch_size):
+        rows = idx[start:start + batch_size]
+        gen = _attack_generator(attack, _STREAM_PGD, int(rows[0]), device)
+        out = attack(model, x[rows].to(device), y[rows].to(device), eps, generator=gen)
+        robust += int((~out.success).sum())
+    return robust / len(x)
+
+
+def needs_fab(point: PointResult) -> bool:
+    """Whether a point lacks a minimal norm from FAB: clean-correct and broken by an APGD stage
+    (which only proves a norm <= eps), or robust with no adversarial norm recorded at all."""
+    if not point.clean_correct:
+        return False
+    if point.broken_by is None:
+        return point.min_norm is None
+    return point.broken_by.startswith("apgd")
+
+
+def point_norms(points: Sequence[PointResult], eps: float, extra: Mapping[int, float] | None = None) -> Tensor:
+    """Per point, the smallest known adversarial norm, made consistent with the protocol at eps.
+
+    0 for a clean-misclassified point; else the minimum of ``min_norm``, ``norm`` and ``extra``
+    (by position in ``points``), inf if none. Then a point the protocol broke gets at most eps and
+    a point it left robust gets more than eps (so the curve at eps is the protocol's robust
+    accuracy even if an extra attack found more: the protocol's number is what the board reports),
+    and a clean-correct point gets more than 0 (so the curve at 0 is the clean accuracy).
+    """
+    extra = extra or {}
+    above_eps, above_zero = math.nextafter(eps, math.inf), math.nextafter(0.0, 1.0)
+    out = []
+    for i, p in enumerate(points):
+        if not p.clean_correct:
+            out.append(0.0)
+            continue
+        known = [v for v in (p.min_norm, p.norm, extra.get(i)) if v is not None]
+        r = min(known, default=math.inf)
+        r = max(r, above_eps) if p.robust else min(r, eps)
+        out.append(max(r, above_zero))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def curve_from_norms(norms: Tensor, eps: float, steps: int = CURVE_STEPS) -> list[list[float]]:
+    """[[e, share of points with norm > e], ...] for e on ``steps + 1`` values from 0 to 2 eps.
+
+    A point counts as robust at e when no adversarial example of norm <= e is known. ``steps``
+    must be even, so that eps itself (exactly) is the middle value of the grid.
+    """
+    if steps < 2 or steps % 2:
+        raise ValueError(f"steps must be even and at least 2, got {steps}")
+    grid = [2 * eps * i / steps for i in range(steps + 1)]
+    grid[steps // 2] = float(eps)
+    n = max(len(norms), 1)
+    return [[e, float((norms > e).sum()) / n] for e in grid]
+
+
+def _fab_norms(
+    model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel, eps: float, index: list[int], num_classes: int,
+    *, seed: int, device: torch.device, batch_size: int,
+) -> dict[int, float]:
+    """FAB-T's minimal norm (:data:`FAB_CURVE`) for the points at ``index``; inf-free (points where it found none are left out)."""
+    settings = dict(FAB_CURVE)
+    settings["n_targets"] = min(settings["n_targets"], num_classes - 1)
+    attack = FAB(threat_model, seed=seed, **settings)
+    found: dict[int, float] = {}
+    for start in range(0, len(index), batch_size):
+        rows = torch.tensor(index[start:start + batch_size])
+        gen = _attack_generator(attack, _STREAM_FAB, int(rows[0]), device)
+        out = attack(model, x[rows].to(device), y[rows].to(device), eps, generator=gen)
+        for i, r in zip(rows.tolist(), out.min_norm.double().cpu().tolist()):
+            if math.isfinite(r):
+                found[i] = r
+    return found
+
+
+def _local_metrics(
+    model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel, eps: float, robust_accuracy: float, *,
+    seed: int, device: torch.device, batch_size: int,
+) -> dict[str, float]:
+    noise_correct = 0.0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        gen = _generator(seed, _STREAM_NOISE, start, device)
+        noise_correct += float(local.noise_accuracy(model, xb, yb, threat_model, eps, n_draws=NOISE_DRAWS, generator=gen).sum())
+    noise_acc = noise_correct / len(x)
+
+    m = min(len(x), METRIC_POINTS)
+    pgd = PGD(threat_model, seed=seed, **LINEARITY_PGD)
+    jac, gaps, lips = [], [], []
+    for start in range(0, m, batch_size):
+        xb, yb = x[start:min(start + batch_size, m)].to(device), y[start:min(start + batch_size, m)].to(device)
+        jac.append(local.jacobian_norms(model, xb, generator=_generator(seed, _STREAM_JACOBIAN, start, device)))
+        x_adv = pgd(model, xb, yb, eps, generator=_attack_generator(pgd, _STREAM_LINEARITY, start, device)).x_adv
+        gaps.append(local.linearity_gaps(model, xb, yb, x_adv))
+        lips.append(local.lipschitz_lower_bounds(model, xb, threat_model, eps, n_steps=LIPSCHITZ_STEPS,
+                                                 generator=_generator(seed, _STREAM_LIPSCHITZ, start, device)))
+    return {
+        "noise_accuracy": noise_acc,
+        "noise_gap": noise_acc - robust_accuracy,
+        "jacobian_norm": float(torch.cat(jac).double().mean()),
+        "local_linearity": float(torch.cat(gaps).double().mean()),
+        "lipschitz_lower_bound": float(torch.cat(lips).double().mean()),
+    }
+
+
+def analyse(
+    model: nn.Module, x: Tensor, y: Tensor, threat_model: str | ThreatModel, eps: float, points: Sequence[PointResult],
+    *, seed: int = 0, device: str | torch.device | None = None, batch_size: int = 500,
+) -> Analysis:
+    """Baseline, robustness curve and metrics for a model whose protocol results are ``points``.
+
+    ``points`` are the protocol's per-point results, in the order of ``x``. The model is used as
+    given (the runner has put it in eval mode on ``device``); ``x``/``y`` may live on the CPU.
+    """
+    t0 = time.perf_counter()
+    if len(points) != len(x) or len(y) != len(x):
+        raise ValueError(f"need one point result and one label per input; got {len(x)} inputs, "
+                         f"{len(y)} labels, {len(points)} point results")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    tm = get_threat_model(threat_model)
+    device = torch.device(device) if device is not None else x.device
+    eps = float(eps)
+    if len(x) == 0:
+        return Analysis(time_s=time.perf_counter() - t0)
+    clean_correct = torch.tensor([p.clean_correct for p in points])
+    robust_accuracy = sum(p.robust for p in points) / len(points)
+    with torch.no_grad():
+        num_classes = model(x[:1].to(device)).shape[1]
+
+    baselines = {"pgd-ce": pgd_ce_accuracy(model, x, y, tm, eps, clean_correct, seed=seed, device=device,
+                                           batch_size=batch_size)}
+    todo = [i for i, p in enumerate(points) if needs_fab(p)]
+    extra = _fab_norms(model, x, y, tm, eps, todo, num_classes, seed=seed, device=device, batch_size=batch_size)
+    curve = curve_from_norms(point_norms(points, eps, extra), eps)
+    metrics = _local_metrics(model, x, y, tm, eps, robust_accuracy, seed=seed, device=device, batch_size=batch_size)
+    return Analysis(baselines, metrics, curve, time.perf_counter() - t0)

@@ -56,13 +56,12 @@ def project_onto_hyperplane_in_box(x: Tensor, w: Tensor, r: Tensor, p: float) ->
     moving = a > 0
     # room along the direction sign(w_i)
     cap = torch.where(w > 0, 1.0 - x, x)
-    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
     if p == 2:
         slope = a * a
-        breaks = torch.where(moving, cap / torch.where(moving, a, 1.0), inf)
+        breaks = torch.where(moving, cap / torch.where(moving, a, 1.0), float("inf"))
     else:
         slope = a
-        breaks = torch.where(moving, cap, inf)
+        breaks = torch.where(moving, cap, float("inf"))
     breaks, order = breaks.sort(dim=1, stable=True)
     slope = slope.gather(1, order)
     # H at breakpoint k: sum_{j<k} slope_j b_j (saturated) + b_k * sum_{j>=k} slope_j (still growing)
@@ -75,6 +74,6 @@ def project_onto_hyperplane_in_box(x: Tensor, w: Tensor, r: Tensor, p: float) ->
     k = k.clamp(max=x.shape[1] - 1)
     free_k = free_from.gather(1, k).squeeze(1)
     s = (r - sat_before.gather(1, k).squeeze(1)).clamp_min(0.0) / free_k.clamp_min(torch.finfo(x.dtype).tiny)
-    s = torch.where(feasible, s, inf)[:, None]
+    s = torch.where(feasible, s, float("inf"))[:, None]
     step = s * a if p == 2 else s.expand_as(a)
     return torch.where(moving, torch.sign(w) * torch.minimum(step, cap), 0.0)

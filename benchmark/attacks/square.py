@@ -17,6 +17,7 @@ AutoAttack's 5,000-query Square halves ``p`` after iterations 5, 25, 100, ...).
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
@@ -56,11 +57,15 @@ def nested_rectangles(rows: int, cols: int) -> Tensor:
     return tail_sums[ring]
 
 
-def _l2_pattern(side: int) -> Tensor:
-    """Unit-L2 side x side pattern: two nested-rectangle halves of opposite sign (left +, right -)."""
+@lru_cache(maxsize=64)
+def _l2_pattern(side: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Unit-L2 side x side pattern: two nested-rectangle halves of opposite sign (left +, right -).
+
+    Cached (the window side takes few values in a run); callers must not modify the result.
+    """
     left = side // 2
     block = torch.cat([nested_rectangles(side, left), -nested_rectangles(side, side - left)], dim=1)
-    return block / block.norm()
+    return (block / block.norm()).to(device=device, dtype=dtype)
 
 
 def _window_mask(top: Tensor, left: Tensor, side: int, h: int, w: int) -> Tensor:
@@ -172,7 +177,7 @@ class Square(FixedBudgetAttack):
         """Tiles of size max(3, h // 5), each one pattern with a random sign per channel, scaled to norm eps."""
         n, c, h, w = x.shape
         tile = max(3, min(h, w) // 5)
-        pattern = _l2_pattern(tile).to(device=x.device, dtype=x.dtype)
+        pattern = _l2_pattern(tile, x.device, x.dtype)
         r, q = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
         base = pattern[(r % tile)[:, None], (q % tile)[None, :]]  # (h, w); edge tiles are cropped
         signs = self._signs((n, c, -(-h // tile), -(-w // tile)), gen, x)
@@ -197,7 +202,7 @@ class Square(FixedBudgetAttack):
         transpose = torch.randint(0, 2, (m, 1, 1), generator=gen, device=x.device).bool()
         rho = self._signs((m, c, 1, 1), gen, x)
         # the pattern placed at W1 (optionally transposed), zero outside
-        pattern = _l2_pattern(side).to(device=x.device, dtype=x.dtype)
+        pattern = _l2_pattern(side, x.device, x.dtype)
         rel_r = (torch.arange(h, device=x.device)[None, :] - corners[0][0][:, None]).clamp(0, side - 1)
         rel_c = (torch.arange(w, device=x.device)[None, :] - corners[1][0][:, None]).clamp(0, side - 1)
         rr, cc = rel_r[:, :, None], rel_c[:, None, :]

@@ -1,0 +1,277 @@
+"""Aggregation: result records + model cards -> one ranked table per board, with one column schema.
+
+Rules:
+- a record is matched to a model by (dataset, threat model, model id); records that match no
+  model are returned in ``Aggregation.unmatched_records``, named in a logged warning and still
+  listed in ``all_results.csv`` (nothing is dropped silently);
+- a model evaluated twice with the same protocol version keeps the record created last (imported
+  records have no date, so any robench evaluation supersedes them);
+- a model both in the zoo and imported is shown with its zoo card;
+- a board row shows the model's "standard" record (else its record of the next protocol version);
+  its best known robust accuracy is the minimum over that record, the model's other protocol
+  versions and external evaluations at the board's eps; boards rank by it, ties by clean accuracy.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from benchmark.budgets import BOARDS, format_eps
+from benchmark.external import ExternalEvaluation
+from benchmark.protocol import PROTOCOLS
+from benchmark.record import EvaluationResult
+from model_zoo.cards import ModelCard
+
+from .entries import ListedModel, as_listed, external_from_dict, external_key
+
+__all__ = [
+    "STANDARD_ATTACKS", "BOARD_COLUMNS", "ALL_RESULTS_COLUMNS", "SHA_PREFIX", "VERSION_PREFERENCE",
+    "ModelResults", "Board", "Aggregation", "aggregate", "write_csvs", "board_file_name",
+]
+
+log = logging.getLogger(__name__)
+
+#: one column per attack of the standard protocol (robust accuracy after that attack)
+STANDARD_ATTACKS: tuple[str, ...] = tuple(entry.name for entry in PROTOCOLS["standard"])
+BOARD_COLUMNS: tuple[str, ...] = (
+    "rank", "model_id", "paper", "venue", "architecture", "additional_data",
+    "clean_accuracy", "robust_accuracy", "best_known_robust_accuracy", *STANDARD_ATTACKS,
+    "flags", "eps", "n_examples", "version", "date", "checkpoint_sha256",
+)
+ALL_RESULTS_COLUMNS: tuple[str, ...] = ("dataset", "threat_model", *BOARD_COLUMNS)
+SHA_PREFIX = 12
+#: the protocol version a board row shows, in order of preference
+VERSION_PREFERENCE: tuple[str, ...] = tuple(PROTOCOLS)
+
+
+@dataclass
+class ModelResults:
+    """Everything known about one model: kept records (one per protocol version), external evaluations."""
+
+    model: ListedModel
+    records: list[EvaluationResult] = field(default_factory=list)
+    external: list[ExternalEvaluation] = field(default_factory=list)
+    #: the record its board row shows (None: no record at the board's eps)
+    board_record: EvaluationResult | None = None
+    best_known: float | None = None
+    #: where the best known robust accuracy comes from, in words
+    best_known_source: str = ""
+    rank: int | None = None
+
+
+@dataclass
+class Board:
+    dataset: str
+    threat_model: str
+    eps: float
+    #: rows in rank order, columns BOARD_COLUMNS
+    table: pd.DataFrame
+    #: listed models with no record at the board's eps yet
+    pending: list[ListedModel] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return board_file_name(self.dataset, self.threat_model)
+
+    @property
+    def eps_text(self) -> str:
+        return format_eps(self.dataset, self.threat_model, self.eps)
+
+
+@dataclass
+class Aggregation:
+    boards: dict[tuple[str, str], Board]
+    models: dict[tuple[str, str, str], ModelResults]
+    #: every kept record (and every unmatched one), columns ALL_RESULTS_COLUMNS
+    all_results: pd.DataFrame
+    unmatched_records: list[EvaluationResult]
+    unmatched_external: list[ExternalEvaluation]
+    #: every warning logged while aggregating, in words
+    warnings: list[str]
+
+
+def board_file_name(dataset: str, threat_model: str) -> str:
+    return f"{dataset}_{threat_model}"
+
+
+def _created_key(record: EvaluationResult) -> float:
+    """Seconds since the epoch of ``created`` (naive times read as UTC); unknown dates sort first."""
+    try:
+        when = _dt.datetime.fromisoformat(record.created)
+    except (TypeError, ValueError):
+        return -math.inf
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return when.timestamp()
+
+
+def _version_rank(version: str) -> tuple[int, str]:
+    order = VERSION_PREFERENCE.index(version) if version in VERSION_PREFERENCE else len(VERSION_PREFERENCE)
+    return (order, version)
+
+
+def _same_eps(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
+
+
+def _describe(record: EvaluationResult) -> str:
+    return (f"{record.dataset}/{record.threat_model}/{record.model.get('id', '?')} "
+            f"({record.version}, created {record.created or 'unknown'})")
+
+
+def _row(model: ListedModel | None, record: EvaluationResult, best_known: float | None, rank: int | None) -> dict[str, Any]:
+    per_attack = record.per_attack_accuracy
+    sha = record.model.get("checkpoint_sha256") or (model.checkpoint_sha256 if model else None) or ""
+    return {
+        "dataset": record.dataset,
+        "threat_model": record.threat_model,
+        "rank": rank,
+        "model_id": str(record.model.get("id", "")),
+        "paper": model.name if model else "",
+        "venue": model.venue if model else "",
+        "architecture": model.architecture if model else "",
+        "additional_data": model.additional_data if model else None,
+        "clean_accuracy": float(record.clean_accuracy),
+        "robust_accuracy": float(record.robust_accuracy),
+        "best_known_robust_accuracy": best_known,
+        **{name: per_attack.get(name, math.nan) for name in STANDARD_ATTACKS},
+        "flags": ";".join(record.flags),
+        "eps": float(record.eps),
+        "n_examples": int(record.n_examples),
+        "version": record.version,
+        "date": record.created[:10],
+        "checkpoint_sha256": str(sha)[:SHA_PREFIX],
+    }
+
+
+def _board_eps(key: tuple[str, str], models: list[ListedModel], warnings: list[str]) -> float:
+    if key in BOARDS:
+        eps = BOARDS[key][0]
+    else:
+        eps = models[0].eps
+    for m in models:
+        if not _same_eps(m.eps, eps):
+            warnings.append(f"{'/'.join(m.key)} is listed at eps {m.eps:.6g} but its board uses {eps:.6g}")
+    return eps
+
+
+def _rank(rows: list[ModelResults]) -> list[ModelResults]:
+    """Sort by best known robust accuracy, then clean accuracy (both descending), then id; ties share a rank."""
+    rows = sorted(rows, key=lambda r: (-r.best_known, -r.board_record.clean_accuracy, r.model.id))  # type: ignore[operator,union-attr]
+    previous: tuple[float, float] | None = None
+    for position, entry in enumerate(rows, start=1):
+        score = (entry.best_known, entry.board_record.clean_accuracy)  # type: ignore[union-attr]
+        entry.rank = rows[position - 2].rank if score == previous else position
+        previous = score
+    return rows
+
+
+def _pick_board_record(entry: ModelResults, eps: float) -> None:
+    on_board = sorted((r for r in entry.records if _same_eps(r.eps, eps)), key=lambda r: _version_rank(r.version))
+    if not on_board:
+        return
+    entry.board_record = on_board[0]
+    candidates: list[tuple[float, str]] = [(r.robust_accuracy, f"robench '{r.version}' protocol") for r in on_board]
+    candidates += [(e.robust_accuracy, f"{e.attack} by {e.who}") for e in entry.external if _same_eps(e.eps, eps)]
+    entry.best_known, entry.best_known_source = min(candidates, key=lambda c: c[0])
+
+
+def aggregate(
+    cards: Iterable[ModelCard | ListedModel],
+    records: Iterable[EvaluationResult],
+    external: Iterable[ExternalEvaluation | Mapping[str, Any]] = (),
+) -> Aggregation:
+    """Match records to models, keep the latest record per protocol version, rank every board."""
+    warnings: list[str] = []
+    models: dict[tuple[str, str, str], ModelResults] = {}
+    for card in cards:
+        listed = as_listed(card)
+        known = models.get(listed.key)
+        if known is None:
+            models[listed.key] = ModelResults(listed)
+        elif {known.model.origin, listed.origin} == {"submission", "imported"}:
+            kept, dropped = (known.model, listed) if known.model.origin == "submission" else (listed, known.model)
+            models[listed.key] = ModelResults(kept)
+            warnings.append(f"{'/'.join(listed.key)} is both a zoo submission and an imported entry "
+                            f"({dropped.source_file}); the submission's card is shown")
+        else:
+            raise ValueError(f"model {'/'.join(listed.key)} is listed twice "
+                             f"({known.model.source_file} and {listed.source_file})")
+
+    latest: dict[tuple[str, str, str, str], EvaluationResult] = {}
+    unmatched: list[EvaluationResult] = []
+    for record in records:
+        key = (record.dataset, record.threat_model, str(record.model.get("id", "")))
+        if key not in models:
+            unmatched.append(record)
+            continue
+        slot = (*key, record.version)
+        if slot not in latest or _created_key(record) >= _created_key(latest[slot]):
+            latest[slot] = record
+    for (dataset, threat, model_id, _), record in sorted(latest.items(), key=lambda kv: _version_rank(kv[0][3])):
+        models[(dataset, threat, model_id)].records.append(record)
+    if unmatched:
+        warnings.append(f"{len(unmatched)} result record(s) match no listed model and appear in all_results.csv only: "
+                        + "; ".join(_describe(r) for r in unmatched))
+
+    unmatched_external: list[ExternalEvaluation] = []
+    for item in external:
+        ext = item if isinstance(item, ExternalEvaluation) else external_from_dict(item)
+        if external_key(ext) in models:
+            models[external_key(ext)].external.append(ext)
+        else:
+            unmatched_external.append(ext)
+    if unmatched_external:
+        warnings.append(f"{len(unmatched_external)} external evaluation(s) match no listed model: "
+                        + "; ".join(f"{'/'.join(external_key(e))} ({e.attack} by {e.who})" for e in unmatched_external))
+
+    by_board: dict[tuple[str, str], list[ModelResults]] = {key: [] for key in BOARDS}
+    for entry in models.values():
+        by_board.setdefault((entry.model.dataset, entry.model.threat_model), []).append(entry)
+
+    boards: dict[tuple[str, str], Board] = {}
+    for key, entries in by_board.items():
+        eps = _board_eps(key, [e.model for e in entries], warnings) if entries else BOARDS[key][0]
+        for entry in entries:
+            _pick_board_record(entry, eps)
+            for r in entry.records:
+                if not _same_eps(r.eps, eps):
+                    warnings.append(f"{_describe(r)} is at eps {r.eps:.6g}, not the board's {eps:.6g}: "
+                                    "shown on the model page and in all_results.csv only")
+        ranked = _rank([e for e in entries if e.board_record is not None])
+        table = pd.DataFrame([_row(e.model, e.board_record, e.best_known, e.rank) for e in ranked],  # type: ignore[arg-type]
+                             columns=list(ALL_RESULTS_COLUMNS))[list(BOARD_COLUMNS)]
+        pending = sorted((e.model for e in entries if e.board_record is None), key=lambda m: m.id)
+        boards[key] = Board(key[0], key[1], eps, table.reset_index(drop=True), pending)
+
+    all_rows = [_row(e.model, r, e.best_known if r is e.board_record else None, e.rank if r is e.board_record else None)
+                for e in models.values() for r in e.records]
+    all_rows += [_row(None, r, None, None) for r in unmatched]
+    all_results = pd.DataFrame(all_rows, columns=list(ALL_RESULTS_COLUMNS))
+    all_results["rank"] = all_results["rank"].astype("Int64")
+    all_results = all_results.sort_values(["dataset", "threat_model", "rank", "model_id", "version"],
+                                          na_position="last", kind="stable").reset_index(drop=True)
+    for message in warnings:
+        log.warning(message)
+    return Aggregation(boards, models, all_results, unmatched, unmatched_external, warnings)
+
+
+def write_csvs(aggregation: Aggregation, out_dir: str | Path) -> list[Path]:
+    """Write ``<dataset>_<threat_model>.csv`` per board and ``all_results.csv``; return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for board in aggregation.boards.values():
+        path = out / f"{board.name}.csv"
+        board.table.to_csv(path, index=False)
+        written.append(path)
+    path = out / "all_results.csv"
+    aggregation.all_results.to_csv(path, index=False)
+    written.append(path)
+    return written

@@ -1,0 +1,88 @@
+"""Robustness curves drawn at build time as small hand-written SVG files.
+
+Hand-written rather than matplotlib: a matplotlib SVG costs 20-35 ms per figure on the CI
+machine (benchmarks/leaderboard_scale.py), which alone would take a 300-model board past
+its 10 s build budget; this writer needs well under 1 ms. The picture is self-contained
+(no fonts, scripts or links), so it loads from file:// with no request.
+"""
+from __future__ import annotations
+
+import math
+from html import escape
+from typing import Sequence
+
+__all__ = ["curve_svg", "nice_ticks", "clean_curve"]
+
+_W, _H = 520, 320
+_LEFT, _RIGHT, _TOP, _BOTTOM = 62, 18, 20, 48
+
+
+def nice_ticks(high: float, target: int = 5) -> list[float]:
+    """Round tick positions from 0 to at least ``high`` (steps of 1, 2 or 5 times a power of ten)."""
+    if not high > 0 or not math.isfinite(high):
+        return [0.0, 1.0]
+    raw = high / target
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    count = math.ceil(high / step - 1e-9)
+    return [round(i * step, 12) for i in range(count + 1)]
+
+
+def clean_curve(curve: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
+    """The finite (eps >= 0, accuracy in [0, 1]) points of a curve, sorted by eps; bad points raise ValueError."""
+    points = []
+    for item in curve:
+        if len(item) != 2:
+            raise ValueError(f"a curve point must be [eps, accuracy], got {item!r}")
+        eps, acc = float(item[0]), float(item[1])
+        if not (math.isfinite(eps) and eps >= 0 and math.isfinite(acc) and 0.0 <= acc <= 1.0):
+            raise ValueError(f"curve point {item!r} is not an eps >= 0 with an accuracy in [0, 1]")
+        points.append((eps, acc))
+    return sorted(points)
+
+
+def _label(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def curve_svg(curve: Sequence[Sequence[float]], board_eps: float | None = None, *, x_label: str = "eps") -> str:
+    """An SVG line chart of robust accuracy (%) against eps, with the board's eps marked."""
+    points = clean_curve(curve)
+    if not points:
+        raise ValueError("the curve has no points")
+    x_max_data = max([p[0] for p in points] + ([board_eps] if board_eps else []))
+    x_ticks = nice_ticks(x_max_data)
+    x_max = x_ticks[-1]
+    y_ticks = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
+
+    def sx(x: float) -> float:
+        return _LEFT + plot_w * x / x_max
+
+    def sy(y: float) -> float:
+        return _TOP + plot_h * (1.0 - y)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" '
+             'font-family="sans-serif" font-size="12" role="img">',
+             '<title>Robust accuracy against eps</title>',
+             f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="#ffffff"/>']
+    for y in y_ticks:
+        parts.append(f'<line x1="{_LEFT}" y1="{sy(y):.2f}" x2="{_W - _RIGHT}" y2="{sy(y):.2f}" stroke="#e3e3e3"/>')
+        parts.append(f'<text x="{_LEFT - 6}" y="{sy(y) + 4:.2f}" text-anchor="end">{100 * y:.0f}</text>')
+    for x in x_ticks:
+        parts.append(f'<line x1="{sx(x):.2f}" y1="{_TOP}" x2="{sx(x):.2f}" y2="{_TOP + plot_h}" stroke="#e3e3e3"/>')
+        parts.append(f'<text x="{sx(x):.2f}" y="{_TOP + plot_h + 16}" text-anchor="middle">{escape(_label(x))}</text>')
+    parts.append(f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#555"/>')
+    if board_eps:
+        bx = sx(board_eps)
+        parts.append(f'<line x1="{bx:.2f}" y1="{_TOP}" x2="{bx:.2f}" y2="{_TOP + plot_h}" stroke="#c0392b" '
+                     'stroke-dasharray="5,4"/>')
+        parts.append(f'<text x="{bx + 4:.2f}" y="{_TOP + 14}" fill="#c0392b">board eps {escape(_label(board_eps))}</text>')
+    path = " ".join(f"{sx(x):.2f},{sy(y):.2f}" for x, y in points)
+    parts.append(f'<polyline points="{path}" fill="none" stroke="#1f5fa8" stroke-width="2"/>')
+    parts.extend(f'<circle cx="{sx(x):.2f}" cy="{sy(y):.2f}" r="3" fill="#1f5fa8"/>' for x, y in points)
+    parts.append(f'<text x="{_LEFT + plot_w / 2:.2f}" y="{_H - 10}" text-anchor="middle">{escape(x_label)}</text>')
+    parts.append(f'<text transform="translate(16,{_TOP + plot_h / 2:.2f}) rotate(-90)" text-anchor="middle">'
+                 'robust accuracy (%)</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"

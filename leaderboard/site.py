@@ -1,0 +1,253 @@
+"""The static site: index of boards, one page per board and per model, a protocol page.
+
+Rendered with jinja2 with autoescaping on, from an ``Aggregation`` (the CSV tables plus the
+model entries). The pages load only files written next to them (css, js, svg), so the site
+works from file:// and sends no request to any other site. User text is escaped, and links
+become ``<a href>`` only for http and https URLs.
+"""
+from __future__ import annotations
+
+import math
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+import jinja2
+
+from benchmark.budgets import BOARDS, format_eps
+from benchmark.protocol import PROTOCOLS
+from benchmark.record import EvaluationResult
+
+from .aggregate import STANDARD_ATTACKS, Aggregation, Board, ModelResults, write_csvs
+from .entries import ListedModel
+from .plots import clean_curve, curve_svg
+
+__all__ = ["SiteReport", "build_site", "flag_explanations", "http_url", "bibtex_entry", "reproduce_command",
+           "model_page_path", "board_page_path"]
+
+_TEMPLATES = Path(__file__).parent / "templates"
+_STATIC_FILES = ("site.css", "board.js")
+
+#: used only when benchmark.checks is unavailable; same flag names
+_FALLBACK_FLAGS = {
+    "randomness": "The model's outputs change between forward passes of the same input (a randomised model).",
+    "softmax_output": "The model returns probabilities instead of logits, which can hide gradients.",
+    "test_time_optimisation": "The forward pass runs autograd itself (optimisation at test time).",
+    "zero_gradients": "Some points have an input gradient of exactly zero: gradient attacks are blind there.",
+    "too_few_classes": "Too few classes for some attacks of the protocol; they were skipped or shortened.",
+    "black_box_beats_white_box": "The black-box Square attack broke points every gradient attack missed: "
+    "a sign of gradient masking.",
+}
+#: flags that only the leaderboard sets
+_LEADERBOARD_FLAGS = {
+    "unreliable": "The source this result was imported from marks the evaluation as unreliable.",
+}
+
+
+def flag_explanations() -> dict[str, str]:
+    """Flag name -> sentence shown on the site (benchmark.checks when available)."""
+    try:
+        from benchmark.checks import FLAG_EXPLANATIONS
+    except ImportError:
+        FLAG_EXPLANATIONS = _FALLBACK_FLAGS
+    return {**FLAG_EXPLANATIONS, **_LEADERBOARD_FLAGS}
+
+
+def http_url(value: Any) -> bool:
+    """Whether ``value`` may become a clickable link: an http(s) URL with a host."""
+    if not isinstance(value, str) or any(ch in value for ch in "\t\n\r\x00") or value != value.strip():
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def reproduce_command(model_id: str, record: EvaluationResult) -> str:
+    args = ["robench", "evaluate", "--model", model_id, "--dataset", record.dataset,
+            "--threat-model", record.threat_model, "--version", record.version, "--seed", str(record.seed)]
+    if record.n_examples > 0:
+        args += ["--n-examples", str(record.n_examples)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _bib_value(text: str) -> str:
+    return text.replace("{", "").replace("}", "").replace("\n", " ").strip()
+
+
+def bibtex_entry(model: ListedModel) -> str:
+    """The card's own BibTeX, else one generated from title, authors, venue, year and link."""
+    if model.bibtex and model.bibtex.strip():
+        return model.bibtex.strip()
+    venue = model.venue.strip()
+    is_preprint = venue.lower() in ("", "arxiv")
+    fields = [("title", model.name), ("author", " and ".join(model.authors))]
+    fields.append(("howpublished", venue or "arXiv") if is_preprint else ("booktitle", venue))
+    if model.year is not None:
+        fields.append(("year", str(model.year)))
+    if http_url(model.link):
+        fields.append(("url", model.link))
+    body = ",\n".join(f"  {name} = {{{_bib_value(value)}}}" for name, value in fields if value)
+    return f"@{'misc' if is_preprint else 'inproceedings'}{{{model.id},\n{body}\n}}"
+
+
+def board_page_path(board: Board) -> str:
+    return f"boards/{board.name}.html"
+
+
+def model_page_path(model: ListedModel) -> str:
+    return f"models/{model.dataset}/{model.threat_model}/{model.id}.html"
+
+
+def _pct(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * float(value):.{digits}f}"
+
+
+def _data_value(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = _pct
+    env.filters["data_value"] = _data_value
+    env.tests["http_url"] = http_url
+    return env
+
+
+@dataclass
+class SiteReport:
+    out: Path
+    pages: list[Path] = field(default_factory=list)
+    csvs: list[Path] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+
+
+#: (column, header label, "num" or "text", first sort direction, width in rem)
+_BOARD_VIEW = (
+    ("rank", "Rank", "num", "asc", 4), ("model_id", "Model", "text", "asc", 15), ("paper", "Paper", "text", "asc", 18),
+    ("venue", "Venue", "text", "asc", 6), ("architecture", "Architecture", "text", "asc", 11),
+    ("additional_data", "Extra data", "text", "asc", 6.5), ("clean_accuracy", "Clean %", "num", "desc", 5.5),
+    ("robust_accuracy", "Robust %", "num", "desc", 6), ("best_known_robust_accuracy", "Best known %", "num", "desc", 8.5),
+    *((name, f"{name} %", "num", "desc", 6.5) for name in STANDARD_ATTACKS),
+    ("flags", "Flags", "text", "desc", 12), ("n_examples", "n", "num", "desc", 4.5),
+    ("version", "Version", "text", "asc", 6), ("date", "Date", "text", "desc", 7),
+)
+#: width of the last column (robust accuracy at the eps chosen on the page)
+_AT_EPS_WIDTH = 6.5
+
+
+def _grid_css() -> str:
+    widths = " ".join(f"{w}rem" for *_, w in _BOARD_VIEW) + f" {_AT_EPS_WIDTH}rem"
+    return f"/* written by robench leaderboard build from the board's column list */\ntable.board tr {{ grid-template-columns: {widths}; }}\n"
+
+
+_PERCENT_COLUMNS = {"clean_accuracy", "robust_accuracy", "best_known_robust_accuracy", *STANDARD_ATTACKS}
+
+
+def _board_rows(board: Board, aggregation: Aggregation) -> list[dict[str, Any]]:
+    rows = []
+    for row in board.table.to_dict("records"):
+        entry = aggregation.models[(board.dataset, board.threat_model, row["model_id"])]
+        cells = []
+        for column, _, kind, _, _ in _BOARD_VIEW:
+            value = row[column]
+            if column in _PERCENT_COLUMNS:
+                text = _pct(value)
+            elif column == "additional_data":
+                text = "yes" if value else "no"
+            else:
+                text = _data_value(value)
+            cells.append({"column": column, "kind": kind, "text": text,
+                          "value": _data_value(value) if kind == "num" else text})
+        rows.append({"cells": cells, "model": entry.model, "url": "../" + model_page_path(entry.model),
+                     "best_known_source": entry.best_known_source})
+    return rows
+
+
+def _curve_for(entry: ModelResults) -> tuple[EvaluationResult | None, list[tuple[float, float]]]:
+    ordered = ([entry.board_record] if entry.board_record is not None else []) + entry.records
+    for record in ordered:
+        if record.curve:
+            try:
+                return record, clean_curve(record.curve)
+            except ValueError:
+                continue
+    return None, []
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable[str] = ()) -> SiteReport:
+    """Write the CSVs under ``data/`` and every page of the site into ``out_dir``.
+
+    ``problems`` (e.g. files that could not be read) are listed on the index with the
+    aggregation's warnings.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = SiteReport(out)
+    report.csvs = write_csvs(aggregation, out / "data")
+    static = out / "static"
+    static.mkdir(exist_ok=True)
+    for name in _STATIC_FILES:
+        shutil.copyfile(_TEMPLATES / name, static / name)
+    _write(static / "board-grid.css", _grid_css())
+
+    env = _environment()
+    boards = sorted(aggregation.boards.values(), key=lambda b: (b.dataset, b.threat_model))
+    flags = flag_explanations()
+    notes = list(aggregation.warnings) + list(problems)
+
+    index = env.get_template("index.html").render(root="", boards=boards, board_page_path=board_page_path, notes=notes,
+                                                  models=aggregation.models, model_page_path=model_page_path)
+    report.pages.append(_write(out / "index.html", index))
+    protocol = env.get_template("protocol.html").render(root="", protocols=PROTOCOLS, boards=BOARDS,
+                                                        format_eps=format_eps, flags=flags)
+    report.pages.append(_write(out / "protocol.html", protocol))
+
+    board_template = env.get_template("board.html")
+    for board in boards:
+        curves = {}
+        for model_id in board.table["model_id"]:
+            _, points = _curve_for(aggregation.models[(board.dataset, board.threat_model, model_id)])
+            if points:
+                curves[model_id] = [[round(e, 9), round(a, 6)] for e, a in points]
+        html = board_template.render(root="../", board=board, columns=_BOARD_VIEW, rows=_board_rows(board, aggregation),
+                                     curves=curves, pending=board.pending, model_page_path=model_page_path, flags=flags)
+        report.pages.append(_write(out / board_page_path(board), html))
+
+    model_template = env.get_template("model.html")
+    for entry in aggregation.models.values():
+        model = entry.model
+        page = out / model_page_path(model)
+        curve_record, points = _curve_for(entry)
+        plot = None
+        if points:
+            board_eps = aggregation.boards[(model.dataset, model.threat_model)].eps
+            report.plots.append(_write(page.with_suffix(".svg"), curve_svg(points, board_eps)))
+            plot = page.with_suffix(".svg").name
+        board = aggregation.boards[(model.dataset, model.threat_model)]
+        html = model_template.render(
+            root="../../../", entry=entry, model=model, board=board, board_url="../../../" + board_page_path(board),
+            plot=plot, curve_record=curve_record, flags=flags, bibtex=bibtex_entry(model),
+            results=[(r, reproduce_command(model.id, r)) for r in entry.records],
+            fired=list(dict.fromkeys(flag for r in entry.records for flag in r.flags)), format_eps=format_eps,
+        )
+        report.pages.append(_write(page, html))
+    return report

@@ -1,0 +1,247 @@
+"""The training recipes, as data: a name, the paper, default settings and an objective builder.
+
+A recipe's settings are one flat mapping (what a submission file's ``training`` block holds):
+the settings every recipe shares (architecture, optimiser, epochs, ...) plus the recipe's own
+(attack steps, TRADES' beta, the distillation temperature, ...). ``resolve_settings`` merges a
+recipe's defaults with overrides and rejects unknown keys and values of the wrong type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from benchmark.attacks.pgd import FGSM, PGD
+from benchmark.budgets import default_eps
+from benchmark.threat_models import ThreatModel, get_threat_model
+
+from ._loop import Objective, build_model, fit, seeded_generator
+from .objectives import input_gradient_penalty, kl_from_reference, soft_cross_entropy, trades_adversary
+
+__all__ = ["Recipe", "RecipeContext", "RECIPES", "COMMON_DEFAULTS", "get_recipe", "resolve_settings"]
+
+#: settings every recipe has; a recipe's own defaults may override them
+COMMON_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "architecture": "digits_cnn",
+    "arch_kwargs": {"width": 16},
+    "optimizer": "adam",
+    "lr": 0.002,
+    "weight_decay": 0.0,
+    "batch_size": 64,
+    "epochs": 30,
+})
+
+
+@dataclass(frozen=True)
+class RecipeContext:
+    """What an objective builder may use: the resolved settings, the threat model, the training data."""
+
+    settings: Mapping[str, Any]
+    threat_model: ThreatModel | None
+    eps: float | None
+    seed: int
+    x: Tensor
+    y: Tensor
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    #: one line for ``robench train --list`` and the docs
+    summary: str
+    #: the method's paper, as "Authors, Title, Venue Year"
+    paper: str
+    #: the recipe attacks during training, so it needs a threat model and an eps
+    adversarial: bool
+    #: the recipe's own settings (and overrides of COMMON_DEFAULTS)
+    defaults: Mapping[str, Any]
+    build: Callable[[RecipeContext], Objective]
+
+
+# ------------------------------------------------------------------ objective builders
+
+def _with_attack_mode(model: nn.Module, make: Callable[[], Tensor]) -> Tensor:
+    """Run ``make`` (an attack) with the model in eval mode, then switch back to training mode."""
+    model.eval()
+    try:
+        return make()
+    finally:
+        model.train()
+
+
+def _standard(ctx: RecipeContext) -> Objective:
+    def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        return F.cross_entropy(model(x), y)
+
+    return objective
+
+
+def _pgd_at(ctx: RecipeContext) -> Objective:
+    s = ctx.settings
+    attack = PGD(ctx.threat_model, n_iter=s["steps"], step_size=s["step_size"], random_start=True, early_stop=False)
+    gen = seeded_generator(ctx.seed, stream=1)
+
+    def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        x_adv = _with_attack_mode(model, lambda: attack(model, x, y, ctx.eps, generator=gen).x_adv)
+        return F.cross_entropy(model(x_adv), y)
+
+    return objective
+
+
+def _fast_at(ctx: RecipeContext) -> Objective:
+    attack = PGD(ctx.threat_model, n_iter=1, step_size=ctx.settings["step_size"], random_start=True, early_stop=False)
+    gen = seeded_generator(ctx.seed, stream=1)
+
+    def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        x_adv = _with_attack_mode(model, lambda: attack(model, x, y, ctx.eps, generator=gen).x_adv)
+        return F.cross_entropy(model(x_adv), y)
+
+    return objective
+
+
+def _fgsm_at(ctx: RecipeContext) -> Objective:
+    attack = FGSM(ctx.threat_model)
+    alpha = ctx.settings["clean_weight"]
+
+    def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        x_adv = _with_attack_mode(model, lambda: attack(model, x, y, ctx.eps).x_adv)
+        adv_loss = F.cross_entropy(model(x_adv), y)
+        return adv_loss if alpha == 0 else alpha * F.cross_entropy(model(x), y) + (1 - alpha) * adv_loss
+
+    return objective
+
+
+def _trades(ctx: RecipeContext) -> Objective:
+    s = ctx.settings
+    gen = seeded_generator(ctx.seed, stream=1)
+
+    def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        x_adv = _with_attack_mode(
+            model, lambda: trades_adversary(model, x, ctx.eps, ctx.threat_model, s["steps"], s["step_size"], gen)
+        )
+        logits = model(x)
+        robust = kl_from_reference(model(x_adv), F.softmax(logits, dim=1)).mean()
+        return F.cross_entropy(logits, y) + s["beta"] * robust
+
+    return objective
+
+
+def _distillation(ctx: RecipeContext) -> Objective:
+    """Train the teacher at temperature T now; the student then learns its soft labels at T."""
+    s = ctx.settings
+    temperature = s["temperature"]
+    teacher = build_model(s["architecture"], s["arch_kwargs"], ctx.num_classes, seed=ctx.seed + 1)
+
+    def teacher_objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        return F.cross_entropy(model(x) / temperature, y)
+
+    fit(teacher, teacher_objective, ctx.x, ctx.y, epochs=s["teacher_epochs"], batch_size=s["batch_size"],
+        lr=s["lr"], seed=ctx.seed + 1, optimizer=s["optimizer"], weight_decay=s["weight_decay"])
+    with torch.no_grad():
+        soft_labels = F.softmax(teacher(ctx.x) / temperature, dim=1)
+
+    def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        return soft_cross_entropy(model(x) / temperature, soft_labels[index]).mean()
+
+    return objective
+
+
+def _input_grad_reg(ctx: RecipeContext) -> Objective:
+    lam = ctx.settings["lam"]
+
+    def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        ce, penalty = input_gradient_penalty(model, x, y)
+        return ce.mean() + lam * penalty.mean()
+
+    return objective
+
+
+def _recipe(name: str, summary: str, paper: str, adversarial: bool, build: Callable, **defaults: Any) -> Recipe:
+    return Recipe(name, summary, paper, adversarial, MappingProxyType(defaults), build)
+
+
+#: recipe name -> recipe
+RECIPES: Mapping[str, Recipe] = MappingProxyType({r.name: r for r in (
+    _recipe("standard", "cross-entropy on clean inputs (undefended)",
+            "LeCun, Bottou, Bengio, Haffner, Gradient-Based Learning Applied to Document Recognition, Proc. IEEE 1998",
+            False, _standard),
+    _recipe("pgd_at", "cross-entropy on PGD adversarial examples (random start, fixed step)",
+            "Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, ICLR 2018",
+            True, _pgd_at, steps=10, step_size=0.25),
+    _recipe("trades", "cross-entropy + beta * KL(f(x) || f(x')) with x' maximising the KL by PGD",
+            "Zhang et al., Theoretically Principled Trade-off between Robustness and Accuracy, ICML 2019",
+            True, _trades, steps=10, step_size=0.25, beta=6.0),
+    _recipe("fgsm_at", "clean and FGSM cross-entropy mixed, FGSM without random start (overfits catastrophically)",
+            "Goodfellow, Shlens, Szegedy, Explaining and Harnessing Adversarial Examples, ICLR 2015",
+            True, _fgsm_at, clean_weight=0.5),
+    _recipe("fast_at", "cross-entropy on one signed-gradient step of 1.25 eps from a random start",
+            "Wong, Rice, Kolter, Fast is Better than Free: Revisiting Adversarial Training, ICLR 2020",
+            True, _fast_at, step_size=1.25),
+    _recipe("distillation", "a student trained on a teacher's soft labels at temperature T, deployed at T = 1",
+            "Papernot et al., Distillation as a Defense to Adversarial Perturbations against Deep Neural Networks, "
+            "IEEE S&P 2016",
+            False, _distillation, temperature=100.0, teacher_epochs=30),
+    _recipe("input_grad_reg", "cross-entropy + lam * squared L2 norm of its input gradient (double backprop)",
+            "Ross, Doshi-Velez, Improving the Adversarial Robustness and Interpretability of Deep Neural Networks "
+            "by Regularizing their Input Gradients, AAAI 2018",
+            False, _input_grad_reg, lam=1.0),
+)})
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(RECIPES), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown recipe {name!r}{hint} (recipes: {', '.join(RECIPES)})")
+    return RECIPES[name]
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """``value`` in the type of ``default`` (an int is accepted for a float), else a clear error."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        if not isinstance(value, bool) or not isinstance(default, bool):
+            raise TypeError(f"setting {key!r} must be {type(default).__name__}, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(default, dict) and isinstance(value, Mapping):
+        return dict(value)
+    if not isinstance(value, type(default)):
+        raise TypeError(f"setting {key!r} must be {type(default).__name__}, got {value!r}")
+    return value
+
+
+def resolve_settings(
+    recipe: Recipe, overrides: Mapping[str, Any] | None = None, threat_model: str | None = None, eps: float | None = None
+) -> dict[str, Any]:
+    """The full, validated settings of one run: common defaults, the recipe's defaults, then overrides.
+
+    Adversarial recipes also get ``threat_model`` (default Linf) and ``eps`` (default: the digits
+    board's eps for that threat model); the other recipes refuse them.
+    """
+    defaults = {**COMMON_DEFAULTS, **recipe.defaults}
+    settings = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in defaults.items()}
+    overrides = dict(overrides or {})
+    threat_model = overrides.pop("threat_model", threat_model)
+    eps = overrides.pop("eps", eps)
+    unknown = sorted(set(overrides) - set(settings))
+    if unknown:
+        raise ValueError(f"recipe {recipe.name!r} has no setting(s) {', '.join(unknown)}; settings: {', '.join(settings)}")
+    for key, value in overrides.items():
+        settings[key] = _coerce(key, value, settings[key])
+    if recipe.adversarial:
+        tm = get_threat_model(threat_model or "Linf").name
+        eps = float(eps) if eps is not None else default_eps("digits", tm)
+        if not eps > 0:
+            raise ValueError(f"eps must be positive, got {eps}")
+        settings = {"threat_model": tm, "eps": eps, **settings}
+    elif threat_model is not None or eps is not None:
+        raise ValueError(f"recipe {recipe.name!r} does not attack during training: it takes no threat model or eps")
+    return settings

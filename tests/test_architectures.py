@@ -1,0 +1,84 @@
+"""Architectures: each builds, round-trips its state dict, returns logits of the right shape; real sizes match
+the published parameter counts (counted on the meta device, nothing allocated)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from model_zoo.architectures import ARCHITECTURES, WideResNet, build_architecture, check_architecture
+from model_zoo.cards import Architecture
+
+#: small configurations of every CIFAR architecture (same code path, fewer channels)
+SMALL_CIFAR = {
+    "preact_resnet18": Architecture("robench", "preact_resnet18", {"width": 4}),
+    "wide_resnet": Architecture("robench", "wide_resnet", {"depth": 10, "width": 1}),
+    "wide_resnet_16_2_dropout": Architecture("robench", "wide_resnet", {"depth": 16, "width": 2, "dropout": 0.3}),
+    "timm_resnet18": Architecture("timm", "resnet18"),
+    "torchvision_resnet18": Architecture("torchvision", "resnet18"),
+}
+
+#: published sizes (millions of parameters, 10 classes)
+PUBLISHED_MILLIONS = {"preact_resnet18": 11.2, "wrn_28_10": 36.5, "wrn_34_10": 46.2, "wrn_70_16": 266.8}
+
+
+@pytest.mark.parametrize("name", list(SMALL_CIFAR))
+def test_cifar_architecture_builds_round_trips_and_gives_logits(tmp_path: Path, name: str) -> None:
+    torch.manual_seed(0)
+    arch = SMALL_CIFAR[name]
+    net = build_architecture(arch, num_classes=10).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = net(x)
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+
+    path = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    torch.manual_seed(1)
+    fresh = build_architecture(arch, num_classes=10).eval()
+    fresh.load_state_dict(load_file(str(path)), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), logits)
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_mlp"])
+def test_digits_architectures(name: str) -> None:
+    net = build_architecture(Architecture("robench", name), num_classes=10)
+    assert net(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_MILLIONS))
+def test_real_configurations_have_the_published_size(name: str) -> None:
+    with torch.device("meta"):
+        net = build_architecture(Architecture("robench", name), num_classes=10)
+    millions = sum(p.numel() for p in net.parameters()) / 1e6
+    assert millions == pytest.approx(PUBLISHED_MILLIONS[name], rel=0.005)
+
+
+def test_num_classes_sets_the_classifier() -> None:
+    with torch.device("meta"):
+        net = build_architecture(Architecture("robench", "wrn_28_10"), num_classes=100)
+    assert net.fc.out_features == 100
+    small = build_architecture(Architecture("robench", "preact_resnet18", {"width": 2}), num_classes=100)
+    assert small(torch.rand(1, 3, 32, 32)).shape == (1, 100)
+
+
+def test_every_registered_name_builds_on_meta() -> None:
+    for name in ARCHITECTURES:
+        with torch.device("meta"):
+            assert isinstance(build_architecture(Architecture("robench", name), 10), torch.nn.Module)
+
+
+def test_bad_architectures_are_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="unknown robench architecture 'wrn_28_1'; did you mean wrn_28_10"):
+        build_architecture(Architecture("robench", "wrn_28_1"), 10)
+    with pytest.raises(ValueError, match="does not accept the kwargs"):
+        build_architecture(Architecture("robench", "wrn_28_10", {"width": 2}), 10)
+    with pytest.raises(ValueError, match="unknown architecture source 'keras'"):
+        build_architecture(Architecture("keras", "resnet"), 10)  # type: ignore[arg-type]
+    assert "timm has no model" in check_architecture(Architecture("timm", "resnet18x"), 10)
+    assert "torchvision has no model" in check_architecture(Architecture("torchvision", "resnet18x"), 10)
+    with pytest.raises(ValueError, match="depth must be 6n \\+ 4"):
+        WideResNet(depth=27, width=1)

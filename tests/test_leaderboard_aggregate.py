@@ -1,0 +1,198 @@
+"""Aggregation of records and cards into board tables; reading a results folder."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import pandas as pd
+import pytest
+
+from benchmark.external import ExternalEvaluation
+from leaderboard.aggregate import ALL_RESULTS_COLUMNS, BOARD_COLUMNS, STANDARD_ATTACKS, aggregate, write_csvs
+from leaderboard.entries import ListedModel, as_listed, external_from_dict
+from leaderboard.sources import load_results
+from leaderboard.synthetic import make_card, make_record
+
+
+def _external(model_id: str, acc: float, **kw) -> dict:
+    return {"dataset": "digits", "threat_model": "Linf", "model_id": model_id, "robust_accuracy": acc,
+            "attack": "APGD-DLR x100", "who": "Jane Doe", "link": "https://example.org/attack", **kw}
+
+
+def test_schema_is_fixed_and_per_attack_columns_follow_the_standard_protocol():
+    assert STANDARD_ATTACKS == ("apgd-ce", "apgd-t", "fab-t", "square")
+    card = make_card("Madry2018Towards")
+    agg = aggregate([card], [make_record(card, 0.95, 0.6, flags=["randomness", "zero_gradients"])])
+    table = agg.boards[("digits", "Linf")].table
+    assert tuple(table.columns) == BOARD_COLUMNS
+    assert tuple(agg.all_results.columns) == ALL_RESULTS_COLUMNS
+    row = table.iloc[0]
+    record = make_record(card, 0.95, 0.6)
+    for stage in record.stages:
+        assert row[stage.attack] == pytest.approx(stage.robust_accuracy)
+    assert row["square"] == pytest.approx(0.6)  # the last attack leaves the final robust accuracy
+    assert row["flags"] == "randomness;zero_gradients"
+    assert row["checkpoint_sha256"] == card.checkpoint.sha256[:12]
+    assert (row["eps"], row["n_examples"], row["version"], row["date"]) == (0.1, 500, "standard", "2024-01-01")
+    assert (row["paper"], row["venue"], row["architecture"], row["additional_data"]) == (
+        "A Robust Model", "ICLR", "digits_cnn(width=32)", False)
+    # every known board exists, empty ones with the same columns
+    assert tuple(agg.boards[("cifar10", "Linf")].table.columns) == BOARD_COLUMNS
+    assert agg.boards[("cifar10", "Linf")].table.empty
+
+
+def test_rank_by_best_known_then_clean_and_ties_share_a_rank():
+    cards = {name: make_card(name) for name in ("A2020a", "B2020b", "C2020c", "D2020d", "E2020e")}
+    records = [
+        make_record(cards["A2020a"], clean=0.80, robust=0.50),
+        make_record(cards["B2020b"], clean=0.70, robust=0.60),   # an external attack takes it to 0.40
+        make_record(cards["C2020c"], clean=0.90, robust=0.50),   # same robust as A, better clean
+        make_record(cards["D2020d"], clean=0.80, robust=0.50),   # identical to A
+        make_record(cards["E2020e"], clean=0.99, robust=0.45),
+    ]
+    agg = aggregate(cards.values(), records, [_external("B2020b", 0.40)])
+    table = agg.boards[("digits", "Linf")].table
+    assert list(table["model_id"]) == ["C2020c", "A2020a", "D2020d", "E2020e", "B2020b"]
+    assert list(table["rank"]) == [1, 2, 2, 4, 5]
+    b = table.set_index("model_id").loc["B2020b"]
+    assert (b["robust_accuracy"], b["best_known_robust_accuracy"]) == (0.60, 0.40)
+    assert agg.models[("digits", "Linf", "B2020b")].best_known_source == "APGD-DLR x100 by Jane Doe"
+
+
+def test_latest_record_per_version_is_kept_and_other_versions_count_towards_best_known():
+    card = make_card("Zhang2019Theoretically")
+    old = make_record(card, 0.9, 0.7, created="2024-01-01T00:00:00+00:00")
+    new = make_record(card, 0.9, 0.55, created="2024-03-01T12:00:00+00:00")
+    plus = make_record(card, 0.9, 0.52, version="plus", created="2024-02-01T00:00:00+00:00")
+    agg = aggregate([card], [new, plus, old])  # the older standard record comes last
+    entry = agg.models[card.key]
+    assert entry.board_record is new
+    assert [r.version for r in entry.records] == ["standard", "plus"]
+    row = agg.boards[("digits", "Linf")].table.iloc[0]
+    assert (row["robust_accuracy"], row["best_known_robust_accuracy"], row["version"]) == (0.55, 0.52, "standard")
+    assert len(agg.all_results) == 2  # one row per kept record; the superseded one is gone
+    ranked = agg.all_results.dropna(subset=["rank"])
+    assert list(ranked["version"]) == ["standard"]
+
+
+def test_a_model_with_only_another_version_is_ranked_on_that_version():
+    card = make_card("Random2021Noise")
+    agg = aggregate([card], [make_record(card, 0.8, 0.3, version="rand", flags=["randomness"])])
+    row = agg.boards[("digits", "Linf")].table.iloc[0]
+    assert (row["version"], row["robust_accuracy"], row["rank"]) == ("rand", 0.3, 1)
+
+
+def test_unmatched_records_and_external_are_warned_about_and_kept_in_all_results(caplog):
+    card = make_card("Known2020Model")
+    stray = make_record(make_card("Ghost2020Model"), 0.9, 0.1)
+    other_board = make_record(make_card("Known2020Model", "digits", "L2"), 0.9, 0.2)
+    with caplog.at_level(logging.WARNING, logger="leaderboard.aggregate"):
+        agg = aggregate([card], [make_record(card, 0.9, 0.5), stray, other_board], [_external("Nobody2020X", 0.1)])
+    assert agg.unmatched_records == [stray, other_board]
+    assert [e.model_id for e in agg.unmatched_external] == ["Nobody2020X"]
+    text = caplog.text
+    assert "digits/Linf/Ghost2020Model" in text and "digits/L2/Known2020Model" in text and "Nobody2020X" in text
+    assert any("match no listed model" in w for w in agg.warnings)
+    ghost = agg.all_results[agg.all_results["model_id"] == "Ghost2020Model"]
+    assert len(ghost) == 1 and ghost.iloc[0]["paper"] == "" and pd.isna(ghost.iloc[0]["rank"])
+    assert list(agg.boards[("digits", "Linf")].table["model_id"]) == ["Known2020Model"]
+
+
+def test_records_at_another_eps_stay_off_the_board_with_a_warning():
+    card = make_card("Eps2020Other")
+    agg = aggregate([card], [make_record(card, 0.9, 0.2, eps=0.3)])
+    board = agg.boards[("digits", "Linf")]
+    assert board.table.empty and board.pending == [as_listed(card)]
+    assert any("not the board's" in w for w in agg.warnings)
+    assert list(agg.all_results["eps"]) == [0.3]
+
+
+def test_an_external_evaluation_at_another_eps_does_not_count():
+    card = make_card("Ext2020Eps")
+    agg = aggregate([card], [make_record(card, 0.9, 0.5)], [_external("Ext2020Eps", 0.1, eps=0.2)])
+    assert agg.boards[("digits", "Linf")].table.iloc[0]["best_known_robust_accuracy"] == 0.5
+
+
+def test_duplicate_listing_is_an_error():
+    with pytest.raises(ValueError, match="listed twice"):
+        aggregate([make_card("Twice2020A"), make_card("Twice2020A")], [])
+
+
+def test_csvs_round_trip_through_pandas(tmp_path):
+    cards = [make_card(f"M{2000 + i}Model") for i in range(3)]
+    agg = aggregate(cards, [make_record(c, 0.9, 0.3 + 0.1 * i) for i, c in enumerate(cards)])
+    paths = write_csvs(agg, tmp_path)
+    assert {p.name for p in paths} >= {"digits_Linf.csv", "digits_L2.csv", "all_results.csv"}
+    back = pd.read_csv(tmp_path / "digits_Linf.csv", keep_default_na=False, na_values=[""])
+    expected = agg.boards[("digits", "Linf")].table
+    assert list(back.columns) == list(BOARD_COLUMNS)
+    assert list(back["model_id"]) == list(expected["model_id"])
+    assert back["best_known_robust_accuracy"].tolist() == expected["best_known_robust_accuracy"].tolist()
+    assert pd.read_csv(tmp_path / "digits_L2.csv").columns.tolist() == list(BOARD_COLUMNS)
+
+
+def test_external_from_dict_validates_and_fills_the_board_eps():
+    ext = external_from_dict(_external("X2020y", 0.25))
+    assert isinstance(ext, ExternalEvaluation) and ext.eps == 0.1 and ext.robust_accuracy == 0.25
+    assert external_from_dict(_external("X2020y", 0.25, eps="8/255")).eps == pytest.approx(8 / 255)
+    with pytest.raises(ValueError, match="fraction"):
+        external_from_dict(_external("X2020y", 25.0))
+    with pytest.raises(ValueError, match="lacks who"):
+        external_from_dict({**_external("X2020y", 0.2), "who": ""})
+    with pytest.raises(ValueError, match="unknown field"):
+        external_from_dict({**_external("X2020y", 0.2), "score": 1})
+
+
+def test_listed_model_rejects_ids_unsafe_as_file_names():
+    data = as_listed(make_card("Fine2020Id")).to_dict()
+    assert ListedModel.from_dict(data) == as_listed(make_card("Fine2020Id"))
+    with pytest.raises(ValueError, match="may only use"):
+        ListedModel.from_dict({**data, "id": "../../etc/passwd"})
+    with pytest.raises(ValueError, match="unknown field"):
+        ListedModel.from_dict({**data, "colour": "red"})
+
+
+def test_load_results_reports_each_unreadable_file_and_loads_the_rest(tmp_path):
+    card = make_card("Good2020Model")
+    make_record(card, 0.9, 0.5).save(tmp_path / "digits" / "Linf" / "Good2020Model.standard.json")
+    (tmp_path / "broken.json").write_text("{not json", encoding="utf-8")
+    (tmp_path / "digits" / "nomodel.json").write_text(json.dumps({**make_record(card, 0.9, 0.5).to_dict(), "model": {}}))
+    bad_acc = {**make_record(card, 0.9, 0.5).to_dict(), "robust_accuracy": 1.5}
+    (tmp_path / "bad_acc.json").write_text(json.dumps(bad_acc))
+    (tmp_path / "x.card.json").write_text(json.dumps(as_listed(card).to_dict()))
+    (tmp_path / "x.external.json").write_text(json.dumps([_external("Good2020Model", 0.4)]))
+    loaded = load_results(tmp_path)
+    assert [r.model["id"] for r in loaded.records] == ["Good2020Model"]
+    assert [m.id for m in loaded.listed] == ["Good2020Model"]
+    assert [e.robust_accuracy for e in loaded.external] == [0.4]
+    reasons = {p.split(": ", 1)[0].rsplit("/", 1)[-1]: p for p in loaded.problems}
+    assert set(reasons) == {"broken.json", "nomodel.json", "bad_acc.json"}
+    assert "not valid JSON" in reasons["broken.json"]
+    assert "model.id" in reasons["nomodel.json"]
+    assert "robust_accuracy" in reasons["bad_acc.json"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_results(tmp_path / "missing")
+
+
+def test_best_known_is_never_above_the_robench_result():
+    cards = [make_card(f"P{2000 + i}Model") for i in range(20)]
+    records = [make_record(c, 0.9, (i * 7 % 10) / 20) for i, c in enumerate(cards)]
+    external = [_external(c.id, (i * 3 % 10) / 20) for i, c in enumerate(cards) if i % 3 == 0]
+    table = aggregate(cards, records, external).boards[("digits", "Linf")].table
+    assert (table["best_known_robust_accuracy"] <= table["robust_accuracy"]).all()
+    keys = list(zip(-table["best_known_robust_accuracy"], -table["clean_accuracy"]))
+    assert keys == sorted(keys)
+    assert not any(math.isnan(v) for v in table["best_known_robust_accuracy"])
+
+
+def test_a_zoo_card_wins_over_an_imported_entry_and_our_record_over_the_imported_one():
+    card = make_card("Both2020Model", title="From the zoo")
+    imported = ListedModel.from_dict({**as_listed(card).to_dict(), "name": "From elsewhere", "origin": "imported",
+                                      "source_file": "digits/Linf/Both2020Model.json"})
+    theirs = make_record(card, 0.9, 0.7, created="")
+    ours = make_record(card, 0.9, 0.6, created="2023-05-01T00:00:00")
+    agg = aggregate([imported, card], [ours, theirs])
+    entry = agg.models[card.key]
+    assert entry.model.name == "From the zoo" and entry.board_record is ours
+    assert any("both a zoo submission and an imported entry" in w for w in agg.warnings)

@@ -1,0 +1,174 @@
+"""Import and export of the de facto results format; the `robench leaderboard` commands."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import main
+from leaderboard.aggregate import aggregate
+from leaderboard.interchange import IMPORTED_ATTACK, export_dir, import_dir, percent_text, read_defacto_file
+from leaderboard.sources import load_results
+from leaderboard.synthetic import make_card, make_record
+
+CARMON = {
+    "link": "https://arxiv.org/abs/1905.13736",
+    "name": "Unlabeled Data Improves Adversarial Robustness",
+    "authors": "Yair Carmon, Aditi Raghunathan, Ludwig Schmidt, Percy Liang, John C. Duchi",
+    "additional_data": True,
+    "number_forward_passes": 1,
+    "dataset": "cifar10",
+    "venue": "NeurIPS 2019",
+    "architecture": "WideResNet-28-10",
+    "eps": "8/255",
+    "clean_acc": "89.69",
+    "reported": "62.5",
+    "autoattack_acc": "59.53",
+    "footnote": "Trained with <a href=\"https://x.org\">500k</a> extra images &amp; more.",
+}
+
+
+def _write(root: Path, rel: str, data) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_read_a_well_formed_file(tmp_path):
+    path = _write(tmp_path, "cifar10/Linf/Carmon2019Unlabeled.json", {**CARMON, "external": "58.1", "unreliable": True})
+    item = read_defacto_file(path, tmp_path)
+    m, r = item.model, item.record
+    assert (m.id, m.dataset, m.threat_model, m.eps) == ("Carmon2019Unlabeled", "cifar10", "Linf", 8 / 255)
+    assert m.authors[0] == "Yair Carmon" and len(m.authors) == 5
+    assert (m.year, m.venue, m.architecture, m.additional_data) == (2019, "NeurIPS 2019", "WideResNet-28-10", True)
+    assert m.reported_robust == pytest.approx(0.625)
+    assert m.footnote == "Trained with 500k extra images & more."  # HTML -> plain text, escaped again on the site
+    assert (r.clean_accuracy, r.robust_accuracy) == (pytest.approx(0.8969), pytest.approx(0.5953))
+    assert r.version == "standard" and r.flags == ["unreliable"] and r.model["id"] == "Carmon2019Unlabeled"
+    assert item.external["robust_accuracy"] == pytest.approx(0.581) and item.external["attack"] == IMPORTED_ATTACK
+
+
+@pytest.mark.parametrize("rel, change, reason", [
+    ("cifar10/Linf/A2020a.json", {"autoattack_acc": None}, "'autoattack_acc' is missing"),
+    ("cifar10/Linf/A2020a.json", {"clean_acc": "eighty"}, "'clean_acc' must be a percentage"),
+    ("cifar10/Linf/A2020a.json", {"clean_acc": "101"}, "in [0, 100]"),
+    ("cifar10/Linf/A2020a.json", {"eps": "4/255"}, "is not the cifar10/Linf board's 8/255"),
+    ("cifar10/Linf/A2020a.json", {"eps": "a lot"}, "'eps'"),
+    ("cifar10/Linf/A2020a.json", {"additional_data": "yes"}, "'additional_data' must be true or false"),
+    ("cifar10/Linf/A2020a.json", {"dataset": "cifar100"}, "lies in the 'cifar10' folder"),
+    ("cifar10/Linf/A2020a.json", {"number_forward_passes": 0}, "positive integer"),
+    ("cifar10/Linf/A2020a.json", {"authors": 3}, "'authors'"),
+    ("cifar10/corruptions/A2020a.json", {"eps": None}, "no robench board"),
+    ("cifar10/A2020a.json", {}, "not at <dataset>/<threat_model>/<ModelID>.json"),
+    ("cifar10/Linf/bad id!.json", {}, "may only use"),
+])
+def test_malformed_files_are_reported_with_their_reason(tmp_path, rel, change, reason):
+    _write(tmp_path, rel, {**CARMON, **change})
+    _write(tmp_path, "cifar10/Linf/Good2020Model.json", CARMON)
+    report = import_dir(tmp_path, tmp_path / "out")
+    assert [p.name for p in report.imported] == ["Good2020Model.json"]
+    assert len(report.problems) == 1 and reason in report.problems[0] and rel in report.problems[0]
+
+
+def test_every_malformed_file_is_reported_one_by_one(tmp_path):
+    _write(tmp_path, "cifar10/Linf/Broken2020Json.json", "{oops")
+    _write(tmp_path, "cifar10/Linf/List2020Json.json", [1, 2])
+    _write(tmp_path, "cifar10/Linf/NoAcc2020X.json", {k: v for k, v in CARMON.items() if k != "clean_acc"})
+    _write(tmp_path, "cifar10/Linf/Fine2020Model.json", CARMON)
+    report = import_dir(tmp_path, tmp_path / "out")
+    assert len(report.imported) == 1 and len(report.problems) == 3
+    by_file = {p.split(":")[0].rsplit("/", 1)[-1]: p for p in report.problems}
+    assert "not valid JSON" in by_file["Broken2020Json.json"]
+    assert "not a JSON object" in by_file["List2020Json.json"]
+    assert "'clean_acc' is missing" in by_file["NoAcc2020X.json"]
+    loaded = load_results(tmp_path / "out")
+    assert [m.id for m in loaded.listed] == ["Fine2020Model"] and not loaded.problems
+
+
+def test_percent_text():
+    assert percent_text(0.4404) == "44.04"
+    assert percent_text(0.5) == "50.00"
+    assert percent_text(1 / 3) == "33.3333333333"
+    assert float(percent_text(0.123456)) / 100 == pytest.approx(0.123456, abs=1e-12)
+
+
+SHARED_COLUMNS = ["rank", "model_id", "paper", "venue", "architecture", "additional_data", "clean_accuracy",
+                  "robust_accuracy", "best_known_robust_accuracy", "eps", "version"]
+
+
+def _our_board() -> tuple[list, list, list]:
+    cards = [make_card("Madry2018Towards", title="Towards Deep Learning Models", authors=("A. Madry", "D. Tsipras"),
+                       venue="ICLR", year=2018, footnote="Uses <PGD> & early stopping."),
+             make_card("Zhang2019Theoretically", title="TRADES", additional_data=True, width=64),
+             make_card("Flag2020Masked", title="Masked, with a comma", link="javascript:alert(1)"),
+             make_card("Tie2020Model"),
+             make_card("Other2021Board", "digits", "L2")]
+    records = [make_record(cards[0], 0.976, 0.638), make_record(cards[1], 0.95, 0.70),
+               make_record(cards[2], 0.99, 0.90, flags=["black_box_beats_white_box"]),
+               make_record(cards[3], 0.976, 0.638), make_record(cards[4], 0.9, 0.41)]
+    external = [{"dataset": "digits", "threat_model": "Linf", "model_id": "Flag2020Masked", "robust_accuracy": 0.12,
+                 "attack": "BPDA", "who": "Jane Doe", "link": "https://example.org"}]
+    return cards, records, external
+
+
+def test_round_trip_export_then_import_gives_the_same_table(tmp_path):
+    ours = aggregate(*_our_board())
+    export_dir(ours, tmp_path / "defacto")
+    exported = json.loads((tmp_path / "defacto/digits/Linf/Flag2020Masked.json").read_text())
+    assert exported["autoattack_acc"] == "90.00" and exported["external"] == "12.00" and exported["unreliable"] is True
+    assert exported["eps"] == "0.1" and isinstance(exported["clean_acc"], str)
+
+    report = import_dir(tmp_path / "defacto", tmp_path / "imported")
+    assert not report.problems and len(report.imported) == 5
+    loaded = load_results(tmp_path / "imported")
+    theirs = aggregate(loaded.listed, loaded.records, loaded.external)
+    for key, board in ours.boards.items():
+        mine = board.table[SHARED_COLUMNS].reset_index(drop=True)
+        back = theirs.boards[key].table[SHARED_COLUMNS].reset_index(drop=True)
+        assert mine.equals(back), f"{key}:\n{mine}\n{back}"
+        assert list(board.table["flags"] != "") == list(theirs.boards[key].table["flags"] != "")
+    assert theirs.models[("digits", "Linf", "Madry2018Towards")].model.footnote == "Uses <PGD> & early stopping."
+
+    # and exporting the imported boards again writes the same bytes
+    export_dir(theirs, tmp_path / "again")
+    first = {p.relative_to(tmp_path / "defacto"): p.read_bytes() for p in (tmp_path / "defacto").rglob("*.json")}
+    second = {p.relative_to(tmp_path / "again"): p.read_bytes() for p in (tmp_path / "again").rglob("*.json")}
+    assert first == second
+
+
+def test_reimport_without_external_removes_the_stale_external(tmp_path):
+    _write(tmp_path, "src/cifar10/Linf/Carmon2019Unlabeled.json", {**CARMON, "external": "50"})
+    import_dir(tmp_path / "src", tmp_path / "out")
+    assert len(load_results(tmp_path / "out").external) == 1
+    _write(tmp_path, "src/cifar10/Linf/Carmon2019Unlabeled.json", CARMON)
+    import_dir(tmp_path / "src", tmp_path / "out")
+    assert load_results(tmp_path / "out").external == []
+
+
+def test_cli_import_build_export(tmp_path, capsys):
+    _write(tmp_path, "src/cifar10/Linf/Carmon2019Unlabeled.json", CARMON)
+    _write(tmp_path, "src/cifar10/Linf/Broken2020Json.json", "{")
+    (tmp_path / "submissions").mkdir()
+    results = tmp_path / "results"
+    assert main(["leaderboard", "import", str(tmp_path / "src"), "--out", str(results / "imported")]) == 1
+    captured = capsys.readouterr()
+    assert "imported 1 model(s)" in captured.out and "Broken2020Json.json: not valid JSON" in captured.err
+
+    site = tmp_path / "site"
+    assert main(["leaderboard", "build", "--results", str(results), "--out", str(site),
+                 "--submissions", str(tmp_path / "submissions")]) == 0
+    board = (site / "boards/cifar10_Linf.html").read_text(encoding="utf-8")
+    assert "Carmon2019Unlabeled" in board and "59.53" in board
+    assert (site / "data/cifar10_Linf.csv").read_text().count("Carmon2019Unlabeled") == 1
+
+    assert main(["leaderboard", "export", "--results", str(results), "--submissions", str(tmp_path / "submissions"),
+                 "--out", str(tmp_path / "exported")]) == 0
+    back = json.loads((tmp_path / "exported/cifar10/Linf/Carmon2019Unlabeled.json").read_text())
+    assert {k: back[k] for k in ("clean_acc", "autoattack_acc", "eps", "name", "reported")} == {
+        "clean_acc": "89.69", "autoattack_acc": "59.53", "eps": "8/255", "name": CARMON["name"], "reported": "62.50"}
+
+    assert main(["leaderboard", "build", "--results", str(tmp_path / "nowhere"), "--out", str(site),
+                 "--submissions", str(tmp_path / "submissions")]) == 2
+    assert "does not exist" in capsys.readouterr().err

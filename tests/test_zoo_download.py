@@ -1,0 +1,233 @@
+"""Verified downloads, for real, against an HTTP server on 127.0.0.1 started by the tests.
+
+The server supports ``Range`` requests and can misbehave on purpose: serve an HTML error page,
+drop the connection halfway through the first response, send a short body, answer slowly.
+``LocalServer`` is also used by tests/test_zoo_loading.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from model_zoo.download import ChecksumError, DownloadError, cache_dir, check_url, fetch, sha256_file
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+HTML = b"<!DOCTYPE html><html><body><h1>Quota exceeded</h1></body></html>"
+
+
+class LocalServer:
+    """An HTTP server on 127.0.0.1 in a daemon thread. ``routes`` maps a path to (body, behaviour);
+    behaviours: 'ok', 'drop-once' (first GET sends half the body, then closes), 'short' (announces and
+    sends only half), 'slow' (3 ms per 16 KiB chunk), 'missing' (404). ``log`` records (path, Range header)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[bytes, str]] = {}
+        self.log: list[tuple[str, str | None]] = []
+        self._dropped: set[str] = set()
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # keep the test output clean
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's API
+                server._serve(self)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def requests_for(self, path: str) -> list[str | None]:
+        with self._lock:
+            return [rng for p, rng in self.log if p == path]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        path, range_header = handler.path, handler.headers.get("Range")
+        with self._lock:
+            self.log.append((path, range_header))
+            first_time = path not in self._dropped
+            self._dropped.add(path)
+        if path not in self.routes or self.routes[path][1] == "missing":
+            body = b"not found"
+            handler.send_response(404)
+            handler.send_header("Content-Type", "text/plain")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return
+        body, behaviour = self.routes[path]
+        start = 0
+        match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
+        if match:
+            start = int(match[1])
+            if start >= len(body):
+                handler.send_response(416)
+                handler.send_header("Content-Range", f"bytes */{len(body)}")
+                handler.send_header("Content-Length", "0")
+                handler.end_headers()
+                return
+            handler.send_response(206)
+            handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            handler.send_response(200)
+        part = body[start:]
+        content_type = "text/html" if body.lstrip().startswith(b"<!DOCTYPE") else "application/octet-stream"
+        handler.send_header("Content-Type", content_type)
+        if behaviour == "short":
+            part = part[: len(part) // 2]
+        handler.send_header("Content-Length", str(len(part)))
+        handler.send_header("Accept-Ranges", "bytes")
+        handler.end_headers()
+        if behaviour == "drop-once" and first_time:
+            handler.wfile.write(part[: len(part) // 2])
+            handler.wfile.flush()
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            handler.close_connection = True
+            return
+        if behaviour == "slow":
+            for i in range(0, len(part), 16384):
+                handler.wfile.write(part[i:i + 16384])
+                time.sleep(0.003)
+            return
+        handler.wfile.write(part)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalServer]:
+    srv = LocalServer()
+    yield srv
+    srv.close()
+
+
+def _cache_files(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) if cache.exists() else []
+
+
+def test_good_file_is_cached_and_every_hit_is_verified(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/good.safetensors"] = (PAYLOAD, "ok")
+    url = server.url("/good.safetensors")
+    path = fetch(url, PAYLOAD_SHA, suffix=".safetensors", cache=tmp_path, progress=False)
+    assert path == tmp_path / f"{PAYLOAD_SHA}.safetensors"
+    assert path.read_bytes() == PAYLOAD
+    assert _cache_files(tmp_path) == [path.name]
+    assert fetch(url, PAYLOAD_SHA, suffix=".safetensors", cache=tmp_path, progress=False) == path
+    assert len(server.requests_for("/good.safetensors")) == 1  # the second call was a cache hit
+
+    # a cache hit is hashed again: a corrupted cached file is replaced by a fresh download
+    path.write_bytes(PAYLOAD[:-1] + b"\x00")
+    assert fetch(url, PAYLOAD_SHA, suffix=".safetensors", cache=tmp_path, progress=False) == path
+    assert sha256_file(path) == PAYLOAD_SHA
+    assert len(server.requests_for("/good.safetensors")) == 2
+
+
+def test_tampered_file_is_refused_with_both_hashes_and_the_url(server: LocalServer, tmp_path: Path) -> None:
+    tampered = PAYLOAD[:1000] + b"evil" + PAYLOAD[1004:]
+    server.routes["/tampered.pt"] = (tampered, "ok")
+    url = server.url("/tampered.pt")
+    with pytest.raises(ChecksumError) as info:
+        fetch(url, PAYLOAD_SHA, suffix=".pt", cache=tmp_path, progress=False, retries=0)
+    message = str(info.value)
+    actual = hashlib.sha256(tampered).hexdigest()
+    assert PAYLOAD_SHA in message and actual in message and url in message
+    assert (info.value.expected, info.value.actual, info.value.source) == (PAYLOAD_SHA, actual, url)
+    assert _cache_files(tmp_path) == []  # neither the file nor a partial download is kept
+
+
+def test_html_error_page_is_refused(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/quota"] = (HTML, "ok")
+    url = server.url("/quota")
+    with pytest.raises(ChecksumError) as info:
+        fetch(url, PAYLOAD_SHA, cache=tmp_path, progress=False, retries=0)
+    message = str(info.value)
+    assert "HTML page" in message and url in message and PAYLOAD_SHA in message
+    assert hashlib.sha256(HTML).hexdigest() in message
+    assert _cache_files(tmp_path) == []
+
+
+def test_truncated_file_is_refused(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/short.pt"] = (PAYLOAD, "short")
+    with pytest.raises(ChecksumError, match=f"received {len(PAYLOAD) // 2} bytes"):
+        fetch(server.url("/short.pt"), PAYLOAD_SHA, cache=tmp_path, progress=False, retries=0)
+    assert _cache_files(tmp_path) == []
+
+
+def test_dropped_connection_is_resumed_with_a_range_request(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/drop.safetensors"] = (PAYLOAD, "drop-once")
+    path = fetch(server.url("/drop.safetensors"), PAYLOAD_SHA, cache=tmp_path, progress=False, backoff=0.0)
+    assert path.read_bytes() == PAYLOAD
+    first, second = server.requests_for("/drop.safetensors")
+    assert first is None
+    resumed_at = int(re.fullmatch(r"bytes=(\d+)-", second)[1])  # the second request asked for the rest only
+    assert 0 < resumed_at <= len(PAYLOAD) // 2
+    assert _cache_files(tmp_path) == [path.name]
+
+
+def test_http_errors_are_not_retried_and_retries_run_out(server: LocalServer, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        fetch(server.url("/nowhere"), PAYLOAD_SHA, cache=tmp_path, progress=False, backoff=0.0)
+    assert len(server.requests_for("/nowhere")) == 1
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(DownloadError, match="after 3 attempts"):
+        fetch(f"http://127.0.0.1:{port}/x", PAYLOAD_SHA, cache=tmp_path, progress=False, retries=2, backoff=0.0)
+
+
+def _fetch_in_child(url: str, cache: str, queue: multiprocessing.Queue) -> None:
+    path = fetch(url, PAYLOAD_SHA, suffix=".safetensors", cache=cache, progress=False)
+    queue.put((str(path), sha256_file(path)))
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_two_processes_loading_at_once_download_once(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/slow.safetensors"] = (PAYLOAD, "slow")
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    children = [ctx.Process(target=_fetch_in_child, args=(server.url("/slow.safetensors"), str(tmp_path), queue))
+                for _ in range(2)]
+    for child in children:
+        child.start()
+    results = [queue.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    assert results[0] == results[1] == (str(tmp_path / f"{PAYLOAD_SHA}.safetensors"), PAYLOAD_SHA)
+    assert len(server.requests_for("/slow.safetensors")) == 1  # the second process waited for the lock
+    assert _cache_files(tmp_path) == [f"{PAYLOAD_SHA}.safetensors"]
+
+
+def test_cache_directory_and_url_rules(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path / "checkpoints"
+    monkeypatch.delenv("ROBENCH_CACHE")
+    assert cache_dir().name == "checkpoints" and cache_dir().parent.name == "robench"
+    assert check_url("https://example.org/m.pt") is None
+    assert check_url("http://127.0.0.1:8000/m.pt") is None and check_url("http://localhost/m.pt") is None
+    assert "must use https" in check_url("http://example.org/m.pt")
+    assert "must use https" in check_url("ftp://example.org/m.pt")
+    assert "absolute URL" in check_url("m.pt")
+    with pytest.raises(ValueError, match="must use https"):
+        fetch("http://example.org/m.pt", PAYLOAD_SHA, cache=tmp_path)
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        fetch("https://example.org/m.pt", PAYLOAD_SHA.upper(), cache=tmp_path)
