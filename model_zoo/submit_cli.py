@@ -85,7 +85,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from benchmark.runner import EvaluationError, evaluate
 
     from .loading import load_model_from_card
-    from .submission_schema import SubmissionError, read_card
+    from .submission_schema import SubmissionError, read_card, repo_root_of
 
     _log_to(args.log)
     try:
@@ -96,7 +96,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 1
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     log.info("evaluating %s (%s/%s) on %s", card.id, card.dataset, card.threat_model, device)
-    model = load_model_from_card(card, device=device, progress=not args.no_progress)
+    model = load_model_from_card(card, repo_root=repo_root_of(args.path), device=device, progress=not args.no_progress)
     log.info("checkpoint verified: sha256 %s", card.checkpoint.sha256)
 
     x, y = load_dataset(card.dataset, "test", data_dir=args.data_dir, resize=card.preprocessing.resize or 256,

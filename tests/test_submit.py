@@ -1,0 +1,166 @@
+"""Issue 5: submissions end to end, verify-adversarial and external evaluations."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+from torch import nn
+
+from benchmark.budgets import default_eps
+from benchmark.cli import main
+from benchmark.data import load_dataset
+from benchmark.external import read_external, verify_adversarial
+from model_zoo.architectures.digits import DigitsMLP
+from model_zoo.submit_cli import check_files
+
+
+def _tiny_digits_submission(root: Path, model_id: str = "Tiny2026Test", claimed: float | None = None) -> Path:
+    torch.manual_seed(0)
+    net = DigitsMLP(hidden=16)
+    x, y = load_dataset("digits", "train")
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    xt, yt = load_dataset("digits", "test")
+    with torch.no_grad():
+        acc = (net(xt).argmax(1) == yt).float().mean().item()
+    folder = root / "submissions" / "digits" / "Linf"
+    folder.mkdir(parents=True)
+    ckpt = folder / f"{model_id}.safetensors"
+    save_file(net.state_dict(), str(ckpt))
+    card = {
+        "id": model_id, "dataset": "digits", "threat_model": "Linf", "eps": default_eps("digits", "Linf"),
+        "paper": {"title": "A Tiny Test Model", "link": "https://example.org/tiny", "authors": ["Ada Tiny"],
+                  "venue": "Tests", "year": 2026},
+        "architecture": {"source": "robench", "name": "digits_mlp", "kwargs": {"hidden": 16}},
+        "num_classes": 10, "preprocessing": {"mean": [0.0], "std": [1.0], "input_size": [1, 8, 8]},
+        "checkpoint": {"path": f"submissions/digits/Linf/{model_id}.safetensors",
+                       "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(), "format": "safetensors"},
+        "training": {"description": "60 full-batch Adam steps"},
+        "additional_data": False, "number_forward_passes": 1, "license": "MIT",
+        "reported": {"clean_accuracy": acc if claimed is None else claimed, "robust_accuracy": None},
+    }
+    path = folder / f"{model_id}.yaml"
+    path.write_text(yaml.safe_dump(card), encoding="utf-8")
+    return path
+
+
+def test_new_submission_goes_through_check_evaluate_and_onto_the_board(tmp_path, capsys):
+    path = _tiny_digits_submission(tmp_path)
+    cards, problems = check_files([str(path)])
+    assert problems == [] and [c.id for c in cards] == ["Tiny2026Test"]
+    assert main(["submit", "check", str(path)]) == 0
+    results, site = tmp_path / "results", tmp_path / "site"
+    log = tmp_path / "evaluate.log"
+    assert main(["submit", "evaluate", str(path), "--n-examples", "6", "--out", str(results),
+                 "--log", str(log), "--no-progress"]) == 0
+    record = results / "digits" / "Linf" / "Tiny2026Test.standard.json"
+    assert record.is_file()
+    out = capsys.readouterr().out
+    assert "reproduced" in out and "robust accuracy" in out
+    assert "clean accuracy on the full test split" in log.read_text()
+    assert main(["leaderboard", "build", "--results", str(results), "--submissions",
+                 str(tmp_path / "submissions"), "--out", str(site)]) == 0
+    board_pages = [p for p in site.rglob("*.html") if "Tiny2026Test" in p.read_text(encoding="utf-8")]
+    assert any("digits" in p.name.lower() and "linf" in p.name.lower() for p in board_pages), board_pages
+
+
+def test_claimed_clean_accuracy_mismatch_is_reported(tmp_path, capsys):
+    path = _tiny_digits_submission(tmp_path, claimed=0.10)
+    code = main(["submit", "evaluate", str(path), "--n-examples", "2", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert code == 1
+    assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_check_lists_every_problem_and_fails(tmp_path, capsys):
+    path = _tiny_digits_submission(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["eps"] = 0.5
+    data["license"] = None
+    data["checkpoint"]["sha256"] = "abc"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["submit", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    for field in ("eps", "license", "checkpoint.sha256"):
+        assert field in err, err
+
+
+class _Linear(nn.Module):
+    def __init__(self, w: torch.Tensor, b: torch.Tensor) -> None:
+        super().__init__()
+        self.w, self.b = nn.Parameter(w), nn.Parameter(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w.T + self.b
+
+
+def _two_class_problem(n: int = 40):
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(2, 16, generator=g) * 0.5
+    model = _Linear(w, torch.zeros(2))
+    x = 0.4 + 0.2 * torch.rand(n, 1, 4, 4, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def _exact_linf_adversarial(model: _Linear, x: torch.Tensor, y: torch.Tensor, scale: float):
+    """The minimal Linf adversarial perturbation of a two-class linear model, times ``scale``."""
+    with torch.no_grad():
+        z = model(x)
+        margin = (z.gather(1, y[:, None]) - z.gather(1, (1 - y)[:, None])).squeeze(1)
+        direction = (model.w[1 - y] - model.w[y])  # increases z_other - z_y
+        min_norm = margin / direction.abs().sum(1)
+        delta = (scale * min_norm)[:, None] * direction.sign()
+    return (x + delta.view_as(x)), min_norm
+
+
+def test_verify_adversarial_counts_a_known_answer():
+    model, x, y = _two_class_problem()
+    x_adv, min_norm = _exact_linf_adversarial(model, x, y, scale=1.01)
+    eps = float(min_norm.median())
+    inside = 1.01 * min_norm <= eps
+    report = verify_adversarial(model, x, y, x_adv[inside], torch.nonzero(inside).flatten(), "Linf", eps)
+    assert report.ok and report.clean_accuracy == 1.0
+    assert sorted(report.broken) == torch.nonzero(inside).flatten().tolist()
+    assert report.proven_robust_accuracy == pytest.approx(1 - inside.float().mean().item())
+
+
+def test_verify_adversarial_refuses_out_of_budget_out_of_range_and_non_adversarial():
+    model, x, y = _two_class_problem()
+    x_adv, min_norm = _exact_linf_adversarial(model, x, y, scale=1.01)
+    eps = 0.05
+    bad = x_adv.clone()
+    bad[0] = x[0].clone()
+    bad[0].view(-1)[0] -= 0.3          # outside the budget, inside [0, 1]
+    bad[1] = x[1].clone()
+    bad[1].view(-1)[0] = 1.5           # outside [0, 1]
+    bad[2] = x[2]                      # not adversarial
+    report = verify_adversarial(model, x, y, bad[:3], torch.arange(3), "Linf", eps)
+    reasons = dict(report.rejected)
+    assert "exceeds eps" in reasons[0] and "outside [0, 1]" in reasons[1] and "not adversarial" in reasons[2]
+    assert report.broken == [] and report.proven_robust_accuracy == 1.0
+    with pytest.raises(ValueError, match="must not repeat"):
+        verify_adversarial(model, x, y, x_adv[:2], torch.tensor([4, 4]), "Linf", eps)
+
+
+def test_external_evaluation_file_is_validated(tmp_path):
+    good = tmp_path / "Madry2018Towards__Doe.yaml"
+    good.write_text(yaml.safe_dump({
+        "model_id": "Madry2018Towards", "dataset": "digits", "threat_model": "Linf", "eps": "1/10",
+        "who": "Jane Doe", "attack": "APGD-DLR, 100 restarts", "robust_accuracy": 0.5, "link": "https://example.org/r",
+    }))
+    ext = read_external(good)
+    assert ext.eps == pytest.approx(0.1) and ext.robust_accuracy == 0.5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model_id": "X", "robust_accuracy": 1.5, "link": "http://x", "colour": 1}))
+    with pytest.raises(ValueError) as err:
+        read_external(bad)
+    for part in ("who", "eps", "robust_accuracy", "link", "colour: unknown field"):
+        assert part in str(err.value)
