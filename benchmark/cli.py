@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-__all__ = ["main", "build_parser", "resolve_model"]
+__all__ = ["main", "build_parser", "resolve_model", "evaluation_argv"]
 
 #: modules that add subcommands (each defines register(subparsers))
 SUBCOMMAND_MODULES = (
@@ -88,11 +88,20 @@ def run_evaluation(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluation_argv(args: argparse.Namespace) -> list[str]:
+    """The ``benchmark.run`` command line equivalent to parsed evaluation arguments (for --distributed)."""
+    argv = ["--model", args.model]
+    for name in ("dataset", "threat_model", "eps", "n_examples", "version", "seed", "batch_size", "device", "out", "data_dir"):
+        if getattr(args, name) is not None:
+            argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return argv + (["--no-progress"] if args.no_progress else [])
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.distributed:
         from .run import launch
 
-        return launch(args.distributed, sys.argv[2:])
+        return launch(args.distributed, evaluation_argv(args))
     return run_evaluation(args)
 
 

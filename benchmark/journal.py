@@ -43,9 +43,17 @@ class Journal:
         self.path = self.base if rank == 0 else self.base.with_name(f"{self.base.name}.rank{rank}")
         self.config = json.loads(json.dumps(config))  # normalise (tuples -> lists, floats)
         self._check_existing()
-        if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_line({"journal": JOURNAL_FORMAT, "config": self.config})
+
+    def _create(self) -> None:
+        """Write the header line: whole, then renamed into place, so that another rank reading it
+        now, or a run resuming after a kill, never finds an empty or torn header."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"journal": JOURNAL_FORMAT, "config": self.config}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
 
     def _files(self) -> list[Path]:
         return [p for p in [self.base, *sorted(self.base.parent.glob(f"{self.base.name}.rank*"))] if p.exists()]
@@ -69,7 +77,8 @@ class Journal:
                 try:
                     lines.append(json.loads(raw))
                 except json.JSONDecodeError:
-                    break  # a line torn by a kill mid-write: everything after it is ignored
+                    # a line torn by a kill mid-write; the lines a resumed run appended after it are whole
+                    continue
         return lines
 
     def completed(self) -> dict[int, tuple[list[dict], list[dict]]]:
@@ -81,6 +90,10 @@ class Journal:
         return done
 
     def append(self, start: int, points: list[dict], stats: list[dict]) -> None:
+        """Record a finished chunk (the file is created with the first one: a run that fails
+        before finishing any chunk leaves no journal behind)."""
+        if not self.path.exists():
+            self._create()
         self._write_line({"chunk": start, "points": points, "stats": stats})
 
     def _write_line(self, obj: dict[str, Any]) -> None:

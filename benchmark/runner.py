@@ -71,6 +71,8 @@ def _validate_inputs(x: Tensor, y: Tensor) -> None:
         raise EvaluationError(f"inputs must be NCHW (4 dimensions), got shape {tuple(x.shape)}")
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise EvaluationError(f"inputs must lie in [0, 1], got range [{x.min().item():.4g}, {x.max().item():.4g}]")
+    if bool(torch.isnan(x).any()):
+        raise EvaluationError(f"inputs must lie in [0, 1], got NaN values in {int(torch.isnan(x).flatten(1).any(1).sum())} points")
     if y.shape != (x.shape[0],) or y.dtype != torch.int64:
         raise EvaluationError(f"labels must be an int64 tensor of shape ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
 
@@ -100,7 +102,12 @@ def _attack_chunk(
     """Run every attack of the protocol on one chunk; return per-point dicts and per-stage stats."""
     n = x.shape[0]
     with torch.no_grad():
-        clean = model(x).argmax(1) == y
+        logits = model(x)
+    finite = torch.isfinite(logits).all(1)
+    if not bool(finite.all()):
+        bad = (start + (~finite).nonzero().flatten()[:5]).tolist()
+        raise EvaluationError(f"the model returned NaN or infinite logits on clean test points {bad}")
+    clean = logits.argmax(1) == y
     robust = clean.clone()
     broken_by: list[str | None] = [None if c else "clean" for c in clean.tolist()]
     norm = torch.full((n,), float("nan"), dtype=torch.float64)
@@ -196,6 +203,8 @@ def evaluate(
     elif n_examples is not None:
         x, y = x[:n_examples], y[:n_examples]
     _validate_inputs(x, y)
+    if y.numel() and (y.min() < 0 or y.max() >= num_classes):
+        raise EvaluationError(f"labels must lie in [0, {num_classes - 1}] for {dataset}, got [{int(y.min())}, {int(y.max())}]")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.eval().to(device)
     _probe_model(model, x[: min(len(x), 4)].to(device), num_classes)

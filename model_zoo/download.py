@@ -119,13 +119,14 @@ def _looks_like_html(path: Path) -> bool:
 
 
 class _Incomplete(Exception):
-    """The server closed the connection before sending the announced number of bytes."""
+    """An attempt that ended early (dropped connection, retryable HTTP status); the next one resumes."""
 
 
 def _stream_once(session: requests.Session, url: str, part: Path, timeout: float, progress: bool | None) -> None:
     """One GET into ``part``, resuming from its current size with a Range request."""
     offset = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    # identity encoding: byte offsets and Content-Length then refer to the file itself
+    headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
     with session.get(url, stream=True, timeout=timeout, headers=headers, allow_redirects=True) as response:
         if response.status_code == 416 and offset:
             # the partial file is as long as (or longer than) the resource: start over
@@ -143,7 +144,6 @@ def _stream_once(session: requests.Session, url: str, part: Path, timeout: float
         start = offset if resumed else 0
         length = response.headers.get("Content-Length")
         total = start + int(length) if length and length.isdigit() else None
-        written = 0
         with open(part, mode) as fh, tqdm(
             total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
             desc=Path(urlparse(url).path).name or "checkpoint", leave=False,

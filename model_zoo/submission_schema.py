@@ -225,6 +225,8 @@ def _short(value: Any) -> str:
 @dataclass
 class _Run:
     file: str
+    #: look timm/torchvision names up even when that means importing the library (seconds)
+    import_libraries: bool = True
     problems: list[Problem] = field(default_factory=list)
     #: dotted field path -> value, for the fields whose type is right
     values: dict[str, Any] = field(default_factory=dict)
@@ -357,7 +359,7 @@ def _check_architecture(run: _Run, board: tuple[str, str] | None) -> None:
         return
     arch = Architecture(run.get("architecture.source"), run.get("architecture.name"), MappingProxyType(dict(kwargs)))
     num_classes = run.get("num_classes", 10)
-    problem = check_architecture(arch, num_classes if num_classes > 0 else 10)
+    problem = check_architecture(arch, num_classes if num_classes > 0 else 10, run.import_libraries)
     if problem is not None:
         where = "architecture.source" if problem.startswith("unknown architecture source") else "architecture.name"
         run.add(where, problem)
@@ -508,9 +510,9 @@ def _build_card(run: _Run, eps: float, source_file: str | None) -> ModelCard:
 
 def _validate(
     data: Any, file: str, path: PurePosixPath | None, repo_root: Path | None, check_hash: bool,
-    source_file: str | None,
+    source_file: str | None, import_libraries: bool,
 ) -> tuple[ModelCard | None, list[Problem]]:
-    run = _Run(file)
+    run = _Run(file, import_libraries)
     if not isinstance(data, dict):
         what = "empty" if data is None else _type_name(data)
         run.add("(document)", f"the document is {what}; expected a mapping of the submission fields "
@@ -551,15 +553,19 @@ def validate_document(
     *,
     repo_root: str | os.PathLike | None = None,
     check_hash: bool = False,
+    import_libraries: bool = True,
 ) -> tuple[ModelCard | None, list[Problem]]:
     """Validate an already parsed document as if read from ``file``: (card, []) or (None, problems).
 
     ``file`` gives the expected id (its stem) and board (its two parent folders); ``repo_root``
-    (default: inferred from ``file``) anchors checkpoint paths. Never raises on bad data.
+    (default: inferred from ``file``) anchors checkpoint paths. ``check_hash`` hashes a repository
+    checkpoint; ``import_libraries`` False skips timm/torchvision name checks whose library is not
+    imported yet. Never raises on bad data.
     """
     path = Path(file)
     root = Path(repo_root) if repo_root is not None else repo_root_of(path)
-    return _validate(data, str(file), PurePosixPath(path.as_posix()), root, check_hash, _source_file(path, root))
+    return _validate(data, str(file), PurePosixPath(path.as_posix()), root, check_hash, _source_file(path, root),
+                     import_libraries)
 
 
 def validate_text(
@@ -568,6 +574,7 @@ def validate_text(
     *,
     repo_root: str | os.PathLike | None = None,
     check_hash: bool = False,
+    import_libraries: bool = True,
 ) -> tuple[ModelCard | None, list[Problem]]:
     """Parse (by ``file``'s suffix) and validate a document's text; see :func:`validate_document`."""
     suffix = Path(file).suffix.lower()
@@ -577,7 +584,7 @@ def validate_text(
     data, error = parse_text(text, suffix)
     if error is not None:
         return None, [Problem(str(file), "(document)", error)]
-    return validate_document(data, file, repo_root=repo_root, check_hash=check_hash)
+    return validate_document(data, file, repo_root=repo_root, check_hash=check_hash, import_libraries=import_libraries)
 
 
 def _read(path: Path) -> tuple[str | None, list[Problem]]:
@@ -642,15 +649,17 @@ def validate_file(
 def read_card(path: str | os.PathLike, repo_root: str | os.PathLike | None = None) -> ModelCard:
     """The card of one submission file, or :class:`SubmissionError` listing all of its problems.
 
-    ``repo_root`` defaults to the parent of the ``submissions`` folder holding the file. The
-    checkpoint file's existence is checked, its hash is not (loading verifies it).
+    ``repo_root`` defaults to the parent of the ``submissions`` folder holding the file. Fast enough
+    for every registry load: the checkpoint file's existence is checked but not its hash (loading
+    verifies it), and timm/torchvision names only when that library is imported already
+    (:func:`validate_file` checks both).
     """
     file = Path(path)
     root = Path(repo_root) if repo_root is not None else repo_root_of(file)
     text, problems = _read(file)
     if text is None:
         raise SubmissionError(problems)
-    card, problems = validate_text(text, file, repo_root=root, check_hash=False)
+    card, problems = validate_text(text, file, repo_root=root, check_hash=False, import_libraries=False)
     if card is None:
         raise SubmissionError(problems)
     return card

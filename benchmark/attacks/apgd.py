@@ -12,7 +12,7 @@ A point is dropped from the batch, all its copies together, as soon as one copy 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -64,8 +64,40 @@ class _Found:
     queries: Tensor  # forward passes spent
 
 
+@dataclass
+class _Copies:
+    """State of the copies still under attack; every tensor is indexed by copy along dim 0."""
+
+    owner: Tensor  # index of the point each copy attacks
+    x0: Tensor
+    y: Tensor
+    eps: Tensor
+    target: Tensor | None
+    eta: Tensor  # step size, shaped to broadcast over the input
+    x_cur: Tensor
+    x_prev: Tensor
+    grad: Tensor
+    loss: Tensor
+    loss_prev: Tensor
+    x_best: Tensor  # highest-loss iterate and its gradient
+    grad_best: Tensor
+    loss_best: Tensor
+    loss_at_mark: Tensor  # best loss at the last checkpoint
+    count: Tensor  # steps since the last checkpoint in which the loss rose
+    halved: Tensor  # eta was halved at the last checkpoint
+
+    def select(self, keep: Tensor) -> "_Copies":
+        return _Copies(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[keep]
+                          for f in fields(self)})
+
+
 class APGD(FixedBudgetAttack):
-    """Auto-PGD with the cross-entropy or DLR loss, untargeted or targeted, Linf or L2."""
+    """Auto-PGD with the cross-entropy or DLR loss, untargeted or targeted, Linf or L2.
+
+    Returns per point the first misclassified iterate found, else the highest-loss iterate of all
+    its copies. Queries count the clean forward pass plus, per copy, n_iter + 1 gradient
+    evaluations of ``eot_iter`` passes each (fewer once the point is broken).
+    """
 
     name = "apgd"
 
@@ -133,70 +165,74 @@ class APGD(FixedBudgetAttack):
         target: Tensor | None, generator: torch.Generator, found: _Found,
     ) -> None:
         """Run APGD on the copies x[owner] (one target each), writing what it finds into ``found``."""
-        tm, loss_fn, n = self.threat_model, LOSSES[self.loss], len(x)
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        x0, yc, epsc = x[owner], y[owner], eps[owner]
-        eta = (2.0 * epsc).view(shape)
-        x_cur = tm.random_start(x0, epsc, generator)
+        tm, loss_fn = self.threat_model, LOSSES[self.loss]
+        x0, eps_c, y_c = x[owner], eps[owner], y[owner]
+        start = tm.random_start(x0, eps_c, generator)
+        loss, grad, logits = loss_and_grad(model, start, y_c, loss_fn, target, self.eot_iter)
+        zeros = torch.zeros(len(owner), device=x.device)
+        c: _Copies | None = _Copies(
+            owner, x0, y_c, eps_c, target, eta=(2.0 * eps_c).view((-1,) + (1,) * (x.ndim - 1)),
+            x_cur=start, x_prev=start, grad=grad, loss=loss, loss_prev=loss, x_best=start, grad_best=grad,
+            loss_best=loss, loss_at_mark=loss, count=zeros, halved=zeros.bool(),
+        )
+        c = self._drop_fooled(c, logits, 0, found)
         marks, last_mark = set(checkpoints(self.n_iter)), 0
-        m = len(owner)
-        count = torch.zeros(m, device=x.device)
-        halved = torch.zeros(m, dtype=torch.bool, device=x.device)
-        loss_best = loss_at_mark = x_best = grad_best = x_prev = loss_prev = None
-        for k in range(self.n_iter + 1):
-            if k > 0:  # one step from x_cur; the first step has no momentum
-                z = tm.project(x_cur + eta * tm.steepest_direction(grad), x0, epsc)
-                if k > 1:
-                    z = tm.project(x_cur + ALPHA * (z - x_cur) + (1 - ALPHA) * (x_cur - x_prev), x0, epsc)
-                x_prev, x_cur = x_cur, z
-            loss, grad, logits = loss_and_grad(model, x_cur, yc, loss_fn, target, self.eot_iter)
-            fooled = logits.argmax(1) != yc
-            if bool(fooled.any()):
-                idx = fooled.nonzero().flatten()
-                points, first = _first_of_each(owner[idx], n)
-                found.x_adv[points] = x_cur[idx[first]]
-                found.done[points] = True
-                dropped = found.done[owner]
-                found.queries.index_add_(0, owner[dropped], self._passes(k, dropped))
-                keep = (~dropped).nonzero().flatten()
-                if keep.numel() == 0:
-                    return
-                owner, x0, yc, epsc, eta, x_cur, loss, grad, count, halved = (
-                    t[keep] for t in (owner, x0, yc, epsc, eta, x_cur, loss, grad, count, halved))
-                target = target[keep] if target is not None else None
-                if k > 0:
-                    x_prev, loss_prev, x_best, grad_best, loss_best, loss_at_mark = (
-                        t[keep] for t in (x_prev, loss_prev, x_best, grad_best, loss_best, loss_at_mark))
-            if k == 0:
-                x_best, grad_best, loss_best, loss_at_mark = x_cur, grad, loss, loss
-                loss_prev = loss
-                continue
-            count += loss > loss_prev
-            loss_prev = loss
-            better = loss > loss_best
-            loss_best = torch.where(better, loss, loss_best)
-            better = better.view(shape)
-            x_best, grad_best = torch.where(better, x_cur, x_best), torch.where(better, grad, grad_best)
+        for k in range(1, self.n_iter + 1):
+            if c is None:
+                return
+            z = tm.project(c.x_cur + c.eta * tm.steepest_direction(c.grad), c.x0, c.eps)
+            if k > 1:  # the first step has no momentum
+                z = tm.project(c.x_cur + ALPHA * (z - c.x_cur) + (1 - ALPHA) * (c.x_cur - c.x_prev), c.x0, c.eps)
+            c.x_prev, c.x_cur = c.x_cur, z
+            c.loss, c.grad, logits = loss_and_grad(model, c.x_cur, c.y, loss_fn, c.target, self.eot_iter)
+            c = self._drop_fooled(c, logits, k, found)
+            if c is None:
+                return
+            c.count += c.loss > c.loss_prev
+            c.loss_prev = c.loss
+            better = c.loss > c.loss_best
+            c.loss_best = torch.where(better, c.loss, c.loss_best)
+            better = better.view_as(c.eta)
+            c.x_best, c.grad_best = torch.where(better, c.x_cur, c.x_best), torch.where(better, c.grad, c.grad_best)
             if k in marks:
-                halve = (count <= self.rho * (k - last_mark)) | (~halved & (loss_best <= loss_at_mark))
-                h = halve.view(shape)
-                eta = torch.where(h, eta / 2, eta)
+                halve = (c.count <= self.rho * (k - last_mark)) | (~c.halved & (c.loss_best <= c.loss_at_mark))
+                h = halve.view_as(c.eta)
+                c.eta = torch.where(h, c.eta / 2, c.eta)
                 # restart from the best iterate, with no momentum on the next step
-                x_cur, x_prev = torch.where(h, x_best, x_cur), torch.where(h, x_best, x_prev)
-                grad = torch.where(h, grad_best, grad)
-                loss_prev = torch.where(halve, loss_best, loss_prev)
-                count.zero_()
-                loss_at_mark, halved, last_mark = loss_best, halve, k
-        found.queries.index_add_(0, owner, self._passes(self.n_iter, torch.ones_like(owner, dtype=torch.bool)))
-        # points still robust: keep the copy with the highest best loss, if higher than earlier runs'
-        top = torch.full((n,), float("-inf"), device=x.device, dtype=loss_best.dtype)
-        top.scatter_reduce_(0, owner, loss_best, reduce="amax")
-        is_top = (loss_best == top[owner]) & (loss_best > found.best_loss[owner])
-        idx = is_top.nonzero().flatten()
-        points, first = _first_of_each(owner[idx], n)
-        found.x_adv[points] = x_best[idx[first]]
-        found.best_loss[points] = loss_best[idx[first]]
+                c.x_cur, c.x_prev = torch.where(h, c.x_best, c.x_cur), torch.where(h, c.x_best, c.x_prev)
+                c.grad = torch.where(h, c.grad_best, c.grad)
+                c.loss_prev = torch.where(halve, c.loss_best, c.loss_prev)
+                c.count.zero_()
+                c.loss_at_mark, c.halved, last_mark = c.loss_best, halve, k
+        if c is not None:
+            self._keep_best(c, found)
 
-    def _passes(self, k: int, mask: Tensor) -> Tensor:
-        """Forward passes spent by each selected copy after evaluating iterates 0..k."""
-        return torch.full((int(mask.sum()),), (k + 1) * self.eot_iter, dtype=torch.long, device=mask.device)
+    def _drop_fooled(self, c: _Copies, logits: Tensor, k: int, found: _Found) -> _Copies | None:
+        """Record the misclassified iterates (iterate k) and drop every copy of the points they break."""
+        fooled = logits.argmax(1) != c.y
+        if not bool(fooled.any()):
+            return c
+        idx = fooled.nonzero().flatten()
+        points, first = _first_of_each(c.owner[idx], len(found.done))
+        found.x_adv[points] = c.x_cur[idx[first]]
+        found.done[points] = True
+        dropped = found.done[c.owner]
+        found.queries.index_add_(0, c.owner[dropped], self._passes(c.owner[dropped], k))
+        keep = (~dropped).nonzero().flatten()
+        return c.select(keep) if keep.numel() else None
+
+    def _keep_best(self, c: _Copies, found: _Found) -> None:
+        """After the last step: count the copies' passes, and for each point still robust keep the
+        highest-loss iterate of its copies if it beats the earlier runs'."""
+        found.queries.index_add_(0, c.owner, self._passes(c.owner, self.n_iter))
+        top = torch.full_like(found.best_loss, float("-inf")).scatter_reduce_(
+            0, c.owner, c.loss_best.to(found.best_loss.dtype), reduce="amax")
+        is_top = (c.loss_best == top[c.owner]) & (c.loss_best > found.best_loss[c.owner])
+        idx = is_top.nonzero().flatten()
+        points, first = _first_of_each(c.owner[idx], len(found.done))
+        found.x_adv[points] = c.x_best[idx[first]]
+        found.best_loss[points] = c.loss_best[idx[first]].to(found.best_loss.dtype)
+
+    def _passes(self, owner: Tensor, k: int) -> Tensor:
+        """Forward passes spent by each of these copies after evaluating iterates 0..k."""
+        return torch.full_like(owner, (k + 1) * self.eot_iter)

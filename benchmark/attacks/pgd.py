@@ -39,6 +39,10 @@ class PGD(FixedBudgetAttack):
         super().__init__(threat_model, seed)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+        if int(n_iter) != n_iter or n_iter < 1:
+            raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}")
+        if not step_size > 0:
+            raise ValueError(f"step_size must be positive (a fraction of eps), got {step_size!r}")
         self.n_iter, self.step_size, self.loss = int(n_iter), float(step_size), loss
         self.random_start, self.early_stop = bool(random_start), bool(early_stop)
 
@@ -60,6 +64,8 @@ class PGD(FixedBudgetAttack):
                 best[active[fooled]] = xa[fooled]
                 keep = ~fooled
                 active, xa, grad = active[keep], xa[keep], grad[keep]
+                if active.numel() == 0:
+                    break
             xa = tm.project(xa + step[active] * tm.steepest_direction(grad), x[active], eps[active])
             x_adv[active] = xa
             if not self.early_stop:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import sys
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
@@ -42,12 +43,15 @@ def _close(name: str, known: list[str]) -> str:
     return f"; did you mean {', '.join(matches)}?" if matches else ""
 
 
-def check_architecture(arch: Architecture, num_classes: int) -> str | None:
+def check_architecture(arch: Architecture, num_classes: int, import_libraries: bool = True) -> str | None:
     """Why ``arch`` cannot be built (unknown source or name, kwargs its constructor does not take), else None.
 
     Cheap: robench constructors are checked against their signatures without building anything;
-    timm and torchvision names are looked up in those libraries' registries (imported on demand).
+    timm and torchvision names are looked up in those libraries' registries, imported on demand
+    unless ``import_libraries`` is False (then a name is checked only if its library is loaded already).
     """
+    if arch.source in ("timm", "torchvision") and not import_libraries and arch.source not in sys.modules:
+        return None
     if arch.source == "robench":
         if arch.name not in ARCHITECTURES:
             return f"unknown robench architecture {arch.name!r}{_close(arch.name, list(ARCHITECTURES))} (known: {', '.join(ARCHITECTURES)})"

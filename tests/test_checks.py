@@ -1,0 +1,265 @@
+"""Each check fires on a model built to trigger it and stays silent on an undefended digits model."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd import grad as aliased_grad
+
+from benchmark.attacks.apgd import APGD
+from benchmark.attacks.square import Square
+from benchmark.checks import (
+    BLACK_BOX_THRESHOLD, FLAG_EXPLANATIONS, black_box_check, check_randomness, check_softmax_output,
+    check_test_time_optimisation, check_too_few_classes, check_zero_gradients, choose_version, classes_needed,
+    run_checks,
+)
+from benchmark.data import load_dataset
+from model_zoo.architectures.digits import DigitsCNN
+from model_zoo.training.train import train
+
+EPS = 0.1  # the digits Linf board
+
+
+@pytest.fixture(scope="module")
+def undefended() -> nn.Module:
+    """A small standard-trained DigitsCNN (about 95% clean accuracy, a few seconds on one CPU thread)."""
+    model = train("standard", overrides={"epochs": 10, "batch_size": 128, "lr": 0.01, "arch_kwargs": {"width": 8}}).model
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[Tensor, Tensor]:
+    x, y = load_dataset("digits", "test", n_examples=64)
+    return x, y
+
+
+class Wrapper(nn.Module):
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+
+class DropoutLeftOn(Wrapper):
+    """Input dropout that stays in training mode whatever ``eval()`` says."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(F.dropout(x, 0.2, training=True))
+
+
+class SoftmaxHead(Wrapper):
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x).softmax(1)
+
+
+class LogSoftmaxHead(Wrapper):
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x).log_softmax(1)
+
+
+class Quantised(Wrapper):
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(torch.round(x * 8) / 8)
+
+
+class TinyNoise(Wrapper):
+    """Adds noise of relative size ``scale`` to the logits (1e-9: float noise; 1e-3: a randomised model)."""
+
+    def __init__(self, base: nn.Module, scale: float) -> None:
+        super().__init__(base)
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.base(x)
+        return z * (1 + self.scale * torch.randn_like(z))
+
+
+class Purifier(Wrapper):
+    """Test-time optimisation: a few descent steps on the prediction entropy before classifying.
+
+    ``how`` picks the autograd entry point; ``when`` restricts the loop to forwards run under
+    ``no_grad`` or under ``enable_grad`` (an evasive model), or runs it always.
+    """
+
+    def __init__(self, base: nn.Module, how: str, when: str = "always") -> None:
+        super().__init__(base)
+        self.how, self.when = how, when
+
+    def _entropy(self, z: Tensor) -> Tensor:
+        p = self.base(z).softmax(1)
+        return -(p * p.clamp_min(1e-12).log()).sum()
+
+    def _grad(self, z: Tensor) -> Tensor:
+        if self.how == "func":
+            return torch.func.grad(self._entropy)(z.detach())
+        z = z.detach().requires_grad_(True)
+        loss = self._entropy(z)
+        if self.how == "backward":
+            loss.backward()
+            return z.grad
+        if self.how == "autograd.grad":
+            return torch.autograd.grad(loss, z)[0]
+        if self.how == "aliased":
+            return aliased_grad(loss, z)[0]
+        if self.how == "autograd.backward":
+            torch.autograd.backward(loss)
+            return z.grad
+        raise ValueError(self.how)
+
+    def forward(self, x: Tensor) -> Tensor:
+        optimise = self.when == "always" or (self.when == "enable_grad") == torch.is_grad_enabled()
+        z = x
+        if optimise:
+            with torch.enable_grad():
+                for _ in range(3):
+                    z = (z - 0.01 * self._grad(z)).clamp(0, 1)
+        # straight-through: the output depends on x, the purification shift is a constant
+        return self.base(x + (z - x).detach())
+
+
+def _fired(results) -> set[str]:
+    return {r.name for r in results if r.fired}
+
+
+def test_every_flag_has_an_explanation():
+    names = {"randomness", "softmax_output", "test_time_optimisation", "zero_gradients", "too_few_classes",
+             "black_box_beats_white_box"}
+    assert set(FLAG_EXPLANATIONS) == names and all(len(v) > 40 for v in FLAG_EXPLANATIONS.values())
+
+
+def test_silent_on_the_undefended_model(undefended, digits):
+    x, y = digits
+    results = run_checks(undefended, x, y, num_classes=10, n_targets=9)
+    assert [r.name for r in results] == ["randomness", "softmax_output", "test_time_optimisation", "zero_gradients",
+                                         "too_few_classes"]
+    assert _fired(results) == set()
+
+
+def test_randomness_fires_on_dropout_left_on(undefended, digits):
+    x, y = digits
+    model = DropoutLeftOn(undefended).eval()
+    assert "randomness" in _fired(run_checks(model, x, y, 10, 9))
+    result = check_randomness(model, x)
+    assert result.details["max_logit_difference"] > 0.1
+
+
+def test_randomness_tolerates_float_noise_only(undefended, digits):
+    x, _ = digits
+    assert not check_randomness(TinyNoise(undefended, 1e-9), x).fired
+    assert check_randomness(TinyNoise(undefended, 1e-3), x).fired
+
+
+def test_checks_leave_the_global_random_state_alone(undefended, digits):
+    x, y = digits
+    before = torch.get_rng_state()
+    run_checks(DropoutLeftOn(undefended).eval(), x, y, 10, 9)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_softmax_output_fires_on_a_softmax_head_only(undefended, digits):
+    x, y = digits
+    assert "softmax_output" in _fired(run_checks(SoftmaxHead(undefended), x, y, 10, 9))
+    with torch.no_grad():
+        assert not check_softmax_output(LogSoftmaxHead(undefended)(x)).fired  # log-probabilities are logits
+
+
+@pytest.mark.parametrize("how", ["backward", "autograd.grad", "aliased", "autograd.backward", "func"])
+def test_test_time_optimisation_fires_on_every_autograd_entry_point(undefended, digits, how):
+    x, y = digits
+    model = Purifier(undefended, how)
+    assert "test_time_optimisation" in _fired(run_checks(model, x[:8], y[:8], 10, 9))
+
+
+@pytest.mark.parametrize("when", ["no_grad", "enable_grad"])
+def test_test_time_optimisation_fires_in_either_grad_mode(undefended, digits, when):
+    x, _ = digits
+    for how in ("backward", "aliased"):
+        result = check_test_time_optimisation(Purifier(undefended, how, when), x[:8])
+        assert result.fired, (how, when, result.details)
+        assert result.details[f"{when}_backward_unpacks"] > 0
+
+
+def test_test_time_optimisation_probe_restores_autograd(undefended, digits):
+    x, _ = digits
+    saved = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)
+    check_test_time_optimisation(Purifier(undefended, "backward"), x[:4])
+    assert (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad) == saved
+
+
+def test_zero_gradients_fires_on_input_quantisation(undefended, digits):
+    x, y = digits
+    assert "zero_gradients" in _fired(run_checks(Quantised(undefended), x, y, 10, 9))
+    result = check_zero_gradients(Quantised(undefended), x, y)
+    assert result.details["fraction_zero_margin"] == 1.0
+
+
+def test_zero_gradients_fires_on_saturated_cross_entropy(undefended, digits):
+    x, y = digits
+
+    class Saturated(Wrapper):  # logits so large that the softmax is exactly one-hot in float32
+        def forward(self, x: Tensor) -> Tensor:
+            return 1e4 * self.base(x)
+
+    result = check_zero_gradients(Saturated(undefended), x, y)
+    assert result.fired and result.details["fraction_zero_cross_entropy"] > 0.5
+    assert result.details["fraction_zero_margin"] == 0.0
+
+
+def test_too_few_classes_fires_on_a_two_class_model(digits):
+    x, y = digits
+    torch.manual_seed(0)
+    model = DigitsCNN(num_classes=2, width=4).eval()
+    assert "too_few_classes" in _fired(run_checks(model, x, y % 2, num_classes=2, n_targets=9))
+
+
+@pytest.mark.parametrize("classes,targets,fires", [(10, 9, False), (5, 9, True), (4, 3, False), (3, 3, True),
+                                                   (3, 0, False), (2, 0, True)])
+def test_too_few_classes_rule(classes, targets, fires):
+    assert classes_needed(targets) == max(3, 4 if targets else 0, targets + 1)
+    assert check_too_few_classes(classes, targets).fired is fires
+
+
+def _attack_log(model: nn.Module, x: Tensor, y: Tensor) -> list[str | None]:
+    """Per point, the first attack that broke it: gradient attacks first, then Square (the protocol's order)."""
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+    broken: list[str | None] = [None if c else "clean" for c in clean.tolist()]
+    attacks = [("apgd-ce", APGD("Linf", loss="ce", n_iter=50)),
+               ("apgd-t", APGD("Linf", loss="dlr", n_iter=50, n_targets=3)),
+               ("square", Square("Linf", n_queries=300))]
+    for name, attack in attacks:
+        idx = torch.tensor([i for i, b in enumerate(broken) if b is None], dtype=torch.long)
+        if idx.numel():
+            out = attack(model, x[idx], y[idx], EPS)
+            for i in idx[out.success].tolist():
+                broken[i] = name
+    return broken
+
+
+def test_black_box_check_fires_when_only_square_breaks_points(undefended, digits):
+    x, y = digits
+    masked = _attack_log(Quantised(undefended), x[:32], y[:32])
+    result = black_box_check(masked, len(masked))
+    assert "apgd-ce" not in masked and "apgd-t" not in masked  # the gradients are zero: the white box is blind
+    assert result.fired and result.details["points_only_black_box"] == masked.count("square") > 0
+
+
+def test_black_box_check_silent_on_the_undefended_model(undefended, digits):
+    x, y = digits
+    log = _attack_log(undefended, x[:32], y[:32])
+    assert log.count("apgd-ce") > 0
+    assert not black_box_check(log, len(log)).fired
+
+
+def test_black_box_threshold_is_more_than_a_fifth_of_a_point():
+    n = 1000
+    assert not black_box_check(["square"] * 2 + [None] * (n - 2), n).fired  # exactly 0.2 points
+    assert black_box_check(["square"] * 3 + [None] * (n - 3), n).fired
+    assert BLACK_BOX_THRESHOLD == 0.002
+    with pytest.raises(ValueError, match="smaller"):
+        black_box_check(["square"] * 3, 2)
+
+
+def test_choose_version_auto(undefended):
+    assert choose_version(DropoutLeftOn(undefended), "digits", device="cpu") == "rand"
+    assert choose_version(undefended, "digits", device="cpu") == "standard"

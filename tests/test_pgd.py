@@ -1,0 +1,103 @@
+"""FGSM and PGD against closed-form answers on linear models."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from benchmark.attacks.pgd import FGSM, PGD
+from benchmark.threat_models import get_threat_model
+
+P = {"Linf": float("inf"), "L2": 2.0}
+
+
+def _optimal_direction(problem, threat: str) -> torch.Tensor:
+    """Unit-norm steepest direction from class y towards the other class of a two-class linear model."""
+    weight = problem.model.linear.weight.detach()
+    diff = (weight[1 - problem.y] - weight[problem.y]).view_as(problem.x)
+    return get_threat_model(threat).steepest_direction(diff)
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+def test_fgsm_is_optimal_on_a_two_class_linear_model(linear_model, threat) -> None:
+    problem = linear_model(n=100, num_classes=2, scale=1.0)
+    r = problem.min_perturbation(P[threat])
+    eps = float(r.median())
+    out = FGSM(threat)(problem.model, problem.x, problem.y, eps)
+    # the step is exactly eps along the optimal direction, for every point
+    torch.testing.assert_close(out.x_adv, problem.x + eps * _optimal_direction(problem, threat), atol=1e-6, rtol=0)
+    clear = (r / eps - 1).abs() > 0.01
+    assert torch.equal(out.success[clear], (r < eps)[clear])
+    assert bool((out.queries == 2).all())
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_pgd_breaks_exactly_the_points_below_eps(linear_model, threat, loss) -> None:
+    # scale 100: a sharp softmax, so that the cross-entropy's maximiser in the ball is adversarial
+    problem = linear_model(n=120, scale=100.0)
+    r = problem.min_perturbation(P[threat])
+    eps = float(r.median())
+    keep = (r / eps - 1).abs() > 0.1
+    x, y, below = problem.x[keep], problem.y[keep], r[keep] < eps
+    out = PGD(threat, n_iter=40, step_size=0.1, loss=loss)(problem.model, x, y, eps)
+    assert torch.equal(out.success, below)
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+def test_early_stop_returns_the_first_misclassified_iterate(linear_model, threat) -> None:
+    """From x with steps of eps/4 along the optimal direction, iterate k has norm k eps / 4 (k <= 4).
+
+    With early stopping a broken point comes back as the first iterate past its minimal
+    perturbation r, of norm (floor(4 r / eps) + 1) eps / 4, after that many + 1 forward passes;
+    without it every point gets all steps and ends at norm eps.
+    """
+    problem = linear_model(n=100, num_classes=2, scale=1.0)
+    r = problem.min_perturbation(P[threat])
+    eps = float(r.median()) * 1.5
+    tm, n_iter = get_threat_model(threat), 8
+    quarters = 4 * r / eps
+    clear = (quarters - quarters.round()).abs() > 0.02
+    stopped = PGD(threat, n_iter=n_iter, random_start=False, early_stop=True)(problem.model, problem.x, problem.y, eps)
+    broken = stopped.success & clear
+    assert int(broken.sum()) > 20 and torch.equal(stopped.success[clear], (r < eps)[clear])
+    k = quarters.floor() + 1
+    torch.testing.assert_close(stopped.norm[broken], (k * eps / 4)[broken], atol=1e-5, rtol=0)
+    assert torch.equal(stopped.queries[broken], (k.long() + 2)[broken])  # iterates 0..k, plus the base check
+    assert bool((stopped.queries[~stopped.success] == n_iter + 1).all())
+    full = PGD(threat, n_iter=n_iter, random_start=False, early_stop=False)(problem.model, problem.x, problem.y, eps)
+    assert bool((full.queries == n_iter + 1).all())
+    torch.testing.assert_close(full.x_adv, tm.project(problem.x + eps * _optimal_direction(problem, threat), problem.x, eps))
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+@pytest.mark.parametrize("attack", [
+    lambda tm: PGD(tm, n_iter=10, step_size=0.5), lambda tm: PGD(tm, n_iter=5, early_stop=False), lambda tm: FGSM(tm),
+], ids=["pgd", "pgd-no-early-stop", "fgsm"])
+def test_stays_in_the_box_and_the_ball(threat, attack) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10)).eval()
+    x = torch.rand(32, 1, 8, 8).round()  # many pixels on the faces of the box
+    y = torch.randint(0, 10, (32,))
+    eps = torch.linspace(0.05, 2.0, 32)
+    out = attack(threat)(model, x, y, eps)
+    assert bool(get_threat_model(threat).within(out.x_adv, x, eps, 1e-6).all())
+
+
+def test_pgd_is_deterministic_given_the_seed() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    x, y = torch.rand(20, 1, 8, 8), torch.randint(0, 10, (20,))
+    a, b, c = (PGD("L2", n_iter=3, seed=s)(model, x, y, 0.5) for s in (0, 0, 1))
+    assert torch.equal(a.x_adv, b.x_adv) and not torch.equal(a.x_adv, c.x_adv)
+
+
+def test_bad_settings_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match="unknown loss"):
+        PGD("Linf", loss="hinge")
+    with pytest.raises(ValueError, match="n_iter"):
+        PGD("Linf", n_iter=0)
+    with pytest.raises(ValueError, match="step_size"):
+        PGD("Linf", step_size=0.0)
+    with pytest.raises(ValueError, match="unknown threat model"):
+        FGSM("Linfinity")

@@ -1,0 +1,201 @@
+"""Resumable runs: a run killed with SIGKILL in the middle of an attack, started again with the
+same arguments, ends with the same record as an uninterrupted run; a journal written under other
+settings or another checkpoint is refused and left as it was; torn lines are tolerated."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `--model tests.runner_models:...` and the imports below need the repository root
+    sys.path.insert(0, str(REPO))
+
+import benchmark.runner as runner  # noqa: E402
+from benchmark.cli import main as cli_main  # noqa: E402
+from benchmark.journal import Journal, JournalMismatchError  # noqa: E402
+from benchmark.record import EvaluationResult  # noqa: E402
+from tests.runner_models import DELAY_ENV, WEIGHTS_ENV, shared_weights, train_weights  # noqa: E402
+
+N_EXAMPLES, BATCH = 48, 8
+#: large enough for the undefended test MLP that APGD-CE and APGD-T break every point: the run is cheap
+#: yet every chunk goes through the attacks (FAB-T and Square find no point left to attack)
+EPS = "0.18"
+ARGS = ["evaluate", "--model", "tests.runner_models:digits_mlp", "--n-examples", str(N_EXAMPLES),
+        "--batch-size", str(BATCH), "--eps", EPS, "--no-progress"]
+RECORD = Path("digits", "Linf", "digits_mlp.standard.json")
+JOURNAL = RECORD.with_suffix(".journal")
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv(WEIGHTS_ENV, str(shared_weights()))
+    monkeypatch.delenv(DELAY_ENV, raising=False)
+    yield
+    torch.set_num_threads(before)
+
+
+def _comparable(path: Path) -> dict:
+    """A record without what differs between two runs of the same evaluation (clock times)."""
+    record = json.loads(path.read_text())
+    record = {k: v for k, v in record.items() if k not in ("timings", "created")}
+    record["stages"] = [{k: v for k, v in s.items() if k != "time_s"} for s in record["stages"]]
+    return record
+
+
+def _chunks_in(journal: Path) -> list[int]:
+    if not journal.exists():
+        return []
+    starts = []
+    for line in journal.read_text().splitlines()[1:]:
+        try:
+            starts.append(json.loads(line)["chunk"])
+        except json.JSONDecodeError:
+            pass
+    return starts
+
+
+def _start_slow_run(out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", DELAY_ENV: "0.02"}
+    return subprocess.Popen([sys.executable, "-m", "benchmark.cli", *ARGS, "--out", str(out)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_record(tmp_path, monkeypatch, capsys):
+    killed = tmp_path / "killed"
+    proc = _start_slow_run(killed)
+    try:
+        deadline = time.monotonic() + 240
+        while not _chunks_in(killed / JOURNAL):
+            assert proc.poll() is None, f"the run ended before journaling a chunk: {proc.stderr.read().decode()}"
+            assert time.monotonic() < deadline, "no chunk journaled in time"
+            time.sleep(0.02)
+        alive = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert alive, "the run had already finished: nothing was killed"
+    journaled = _chunks_in(killed / JOURNAL)
+    all_chunks = list(range(0, N_EXAMPLES, BATCH))
+    assert 0 < len(journaled) < len(all_chunks) and not (killed / RECORD).exists()
+
+    # a kill in the middle of a write leaves a torn last line
+    with open(killed / JOURNAL, "a", encoding="utf-8") as fh:
+        fh.write('{"chunk": 40, "points": [{"index": 40, "lab')
+    before = (killed / JOURNAL).read_bytes()
+
+    # other settings, or other weights under the same name: refused, and the journal is untouched
+    assert cli_main(ARGS + ["--out", str(killed), "--seed", "1"]) == 2
+    assert "different settings (seed)" in capsys.readouterr().err
+    other = train_weights(tmp_path / "other.safetensors", seed=1)
+    assert other is not None
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "other.safetensors"))
+    assert cli_main(ARGS + ["--out", str(killed)]) == 2
+    assert "different settings (model)" in capsys.readouterr().err
+    assert (killed / JOURNAL).read_bytes() == before
+    monkeypatch.setenv(WEIGHTS_ENV, str(shared_weights()))
+
+    # the same arguments: only the missing chunks are attacked
+    attacked = []
+    real_attack_chunk = runner._attack_chunk
+
+    def spy(model, x, y, start, *args, **kwargs):
+        attacked.append(start)
+        return real_attack_chunk(model, x, y, start, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_attack_chunk", spy)
+    assert cli_main(ARGS + ["--out", str(killed)]) == 0
+    assert attacked == [c for c in all_chunks if c not in journaled]
+    assert not (killed / JOURNAL).exists()
+
+    attacked.clear()
+    assert cli_main(ARGS + ["--out", str(tmp_path / "whole")]) == 0
+    assert attacked == all_chunks
+    resumed, whole = _comparable(killed / RECORD), _comparable(tmp_path / "whole" / RECORD)
+    assert resumed == whole
+    assert len(resumed["points"]) == N_EXAMPLES and resumed["robust_accuracy"] < resumed["clean_accuracy"]
+
+
+# ------------------------------------------------------------------ the journal itself
+
+CONFIG = {"dataset": "digits", "seed": 0, "eps": 0.1, "model": "ab" * 32}
+
+
+def _chunk(start: int) -> tuple[list[dict], list[dict]]:
+    points = [{"index": start + i, "label": i, "clean_correct": True, "robust": i % 2 == 0, "broken_by": None,
+               "norm": 0.1 / 3 if i % 2 else None, "queries": 7, "min_norm": None} for i in range(4)]
+    return points, [{"time_s": 0.5, "forward_samples": 3, "backward_samples": 2}]
+
+
+def test_journal_round_trips_chunks_exactly(tmp_path):
+    path = tmp_path / "run.journal"
+    journal = Journal(path, CONFIG)
+    assert not path.exists()  # nothing is written before the first chunk finishes
+    for start in (0, 4):
+        journal.append(start, *_chunk(start))
+    assert Journal(path, dict(CONFIG)).completed() == {0: _chunk(0), 4: _chunk(4)}
+    journal.finish()
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("change, named", [({"seed": 1}, "seed"), ({"model": "cd" * 32}, "model"),
+                                           ({"eps": 0.2, "dataset": "cifar10"}, "dataset, eps")])
+def test_journal_from_other_settings_is_refused(tmp_path, change, named):
+    path = tmp_path / "run.journal"
+    Journal(path, CONFIG).append(0, *_chunk(0))
+    before = path.read_bytes()
+    with pytest.raises(JournalMismatchError, match=rf"{path}.*different settings \({named}\).*delete it"):
+        Journal(path, {**CONFIG, **change})
+    assert path.read_bytes() == before
+
+
+def test_rank_files_are_shared_and_checked(tmp_path):
+    path = tmp_path / "run.journal"
+    Journal(path, CONFIG, rank=1).append(4, *_chunk(4))
+    assert (tmp_path / "run.journal.rank1").exists() and not path.exists()
+    rank0 = Journal(path, CONFIG, rank=0)
+    rank0.append(0, *_chunk(0))
+    assert Journal(path, CONFIG).completed() == {0: _chunk(0), 4: _chunk(4)}  # a one-process resume sees both
+    with pytest.raises(JournalMismatchError, match=r"run.journal.* \(seed\)"):
+        Journal(tmp_path / "run.journal", {**CONFIG, "seed": 3}, rank=2)
+    rank0.finish()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torn_lines_are_skipped_and_later_lines_kept(tmp_path):
+    path = tmp_path / "run.journal"
+    Journal(path, CONFIG).append(0, *_chunk(0))
+    with open(path, "a", encoding="utf-8") as fh:  # killed in the middle of writing chunk 4
+        fh.write(json.dumps({"chunk": 4, "points": _chunk(4)[0]})[:57])
+    assert Journal(path, CONFIG).completed() == {0: _chunk(0)}
+    Journal(path, CONFIG).append(4, *_chunk(4))  # the resumed run redoes chunk 4, on a line of its own
+    Journal(path, CONFIG).append(8, *_chunk(8))
+    assert Journal(path, CONFIG).completed() == {0: _chunk(0), 4: _chunk(4), 8: _chunk(8)}
+    assert len(path.read_text().splitlines()) == 5  # header, chunk 0, torn, chunk 4, chunk 8
+
+
+def test_record_is_never_half_written(tmp_path, monkeypatch):
+    """A failure while writing leaves the previous record (or nothing), never a truncated file."""
+    path = tmp_path / "r.json"
+    record = EvaluationResult(dataset="digits", threat_model="Linf", eps=0.1, version="standard", seed=0,
+                              n_examples=0, batch_size=1, device="cpu", clean_accuracy=1.0, robust_accuracy=0.5)
+    record.save(path)
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", fail)
+    with pytest.raises(OSError, match="disk full"):
+        EvaluationResult(**{**record.to_dict(), "robust_accuracy": 0.25}).save(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["r.json"]

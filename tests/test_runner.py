@@ -1,0 +1,221 @@
+"""The evaluation runner: bad inputs get clear errors and leave nothing behind; runs are
+deterministic; pass counts are right; the result record round-trips through JSON."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `--model tests.runner_models:...` and the imports below need the repository root
+    sys.path.insert(0, str(REPO))
+
+import benchmark.runner as runner  # noqa: E402
+from benchmark import EvaluationError, EvaluationResult, evaluate, load_dataset  # noqa: E402
+from benchmark.cli import main as cli_main  # noqa: E402
+from benchmark.protocol import PROTOCOLS, _entry  # noqa: E402
+from benchmark.runner import result_path  # noqa: E402
+from tests.runner_models import WEIGHTS_ENV, build_mlp, shared_weights  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared machine: more threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def mlp() -> nn.Module:
+    from safetensors.torch import load_file
+
+    model = build_mlp()
+    model.load_state_dict(load_file(shared_weights()))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Tensor, Tensor]:
+    return load_dataset("digits", "test", n_examples=20)
+
+
+def _fgsm_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "get_protocol", lambda version: (_entry("fgsm", "fgsm"),))
+
+
+def _files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------ bad inputs
+
+
+class ScaledLogits(nn.Module):
+    """Multiplies the logits of a model; ``nan_above`` makes points brighter than it output NaN."""
+
+    def __init__(self, model: nn.Module, nan_above: float | None = None) -> None:
+        super().__init__()
+        self.model, self.nan_above = model, nan_above
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.model(x)
+        if self.nan_above is not None:
+            bright = x.flatten(1).mean(1) > self.nan_above
+            out = torch.where(bright[:, None], torch.full_like(out, float("nan")), out)
+        return out
+
+
+def _expect_error(tmp_path: Path, match: str, model: nn.Module, **kwargs) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(EvaluationError, match=match):
+        evaluate(model, progress=False, analysis=False, out=out, journal=out / "run.journal", **kwargs)
+    assert _files_under(tmp_path) == [], "a failed evaluation left files behind"
+
+
+def test_wrong_number_of_classes(tmp_path, data):
+    x, y = data
+    _expect_error(tmp_path, r"returns 7 classes but the dataset has 10", DigitsMLPClasses(7), x=x, y=y)
+
+
+def DigitsMLPClasses(k: int) -> nn.Module:  # noqa: N802 - reads as a model class
+    from model_zoo.architectures.digits import DigitsMLP
+
+    return DigitsMLP(num_classes=k, hidden=8)
+
+
+def test_nan_logits_everywhere(tmp_path, data, mlp):
+    x, y = data
+    _expect_error(tmp_path, r"NaN or infinite logits", ScaledLogits(mlp, nan_above=-1.0), x=x, y=y)
+
+
+def test_nan_logits_on_one_later_point(tmp_path, data, mlp, monkeypatch):
+    """The probe sees only the first points; the runner still catches NaN on any point and names it."""
+    _fgsm_only(monkeypatch)
+    x, y = data[0].clone(), data[1]
+    x[13] = 1.0  # all-white image: the only point brighter than 0.9 on average
+    _expect_error(tmp_path, r"NaN or infinite logits on clean test points \[13\]", ScaledLogits(mlp, nan_above=0.9),
+                  x=x, y=y, batch_size=len(x))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda x: (x * 255).to(torch.uint8), r"inputs must be a float tensor, got torch.uint8"),
+    (lambda x: x * 2 - 0.5, r"inputs must lie in \[0, 1\], got range \[-0.5"),
+    (lambda x: torch.where(torch.arange(len(x))[:, None, None, None] == 3, float("nan"), x), r"NaN values in 1 points"),
+    (lambda x: x.flatten(1), r"inputs must be NCHW"),
+], ids=["uint8", "out-of-range", "nan", "not-nchw"])
+def test_bad_inputs(tmp_path, data, mlp, make, match):
+    x, y = data
+    _expect_error(tmp_path, match, mlp, x=make(x), y=y)
+
+
+def test_bad_labels(tmp_path, data, mlp):
+    x, y = data
+    _expect_error(tmp_path, r"labels must be an int64 tensor", mlp, x=x, y=y.int())
+    _expect_error(tmp_path, r"labels must lie in \[0, 9\] for digits, got \[-1, 9\]", mlp, x=x,
+                  y=torch.cat([torch.tensor([-1]), y[1:]]))
+
+
+def test_unknown_dataset_and_threat_model(tmp_path, mlp):
+    _expect_error(tmp_path, r"unknown dataset 'mnist'; known: digits, cifar10", mlp, dataset="mnist")
+    _expect_error(tmp_path, r"L3", mlp, threat_model="L3")
+    with pytest.raises(ValueError, match=r"unknown protocol version 'strong'; known: standard, plus, rand"):
+        evaluate(mlp, version="strong", progress=False)
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(WEIGHTS_ENV, str(shared_weights()))
+    common = ["evaluate", "--model", "tests.runner_models:digits_mlp", "--out", str(tmp_path), "--no-progress"]
+    assert cli_main(common + ["--dataset", "mnist"]) == 2
+    assert "unknown dataset 'mnist'" in capsys.readouterr().err
+    assert cli_main(common + ["--threat-model", "L3"]) == 2
+    assert "L3" in capsys.readouterr().err
+    assert cli_main(common + ["--eps", "-0.1"]) == 2
+    assert "eps must be positive" in capsys.readouterr().err
+    assert _files_under(tmp_path) == []
+
+
+# ------------------------------------------------------------------ what a run records
+
+
+def test_pass_counts_and_queries_fgsm(data, mlp, monkeypatch):
+    """FGSM costs one forward+backward per attacked point plus one forward for the success test."""
+    _fgsm_only(monkeypatch)
+    x, y = data
+    result = evaluate(mlp, x=x, y=y, batch_size=8, progress=False, analysis=False)
+    attacked = sum(p.clean_correct for p in result.points)
+    (stage,) = result.stages
+    assert (stage.backward_samples, stage.forward_samples) == (attacked, attacked)
+    assert [p.queries for p in result.points] == [2 if p.clean_correct else 0 for p in result.points]
+    assert stage.broken == sum(p.broken_by == "fgsm" for p in result.points)
+    assert stage.robust_accuracy == result.robust_accuracy == sum(p.robust for p in result.points) / len(x)
+
+
+@pytest.fixture(scope="module")
+def standard_runs(mlp, data) -> tuple[EvaluationResult, EvaluationResult]:
+    """The real standard protocol, twice, on the same 20 points with the same seed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x, y = data
+    try:
+        return tuple(evaluate(mlp, "digits", "Linf", x=x, y=y, batch_size=20, seed=0, progress=False, analysis=False)
+                     for _ in range(2))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _without_times(record: dict) -> dict:
+    record = {k: v for k, v in record.items() if k not in ("timings", "created")}
+    record["stages"] = [{k: v for k, v in s.items() if k != "time_s"} for s in record["stages"]]
+    return record
+
+
+def test_standard_protocol_is_deterministic(standard_runs):
+    first, second = standard_runs
+    assert first.points == second.points  # bit-identical floats: dataclass equality compares them exactly
+    assert _without_times(first.to_dict()) == _without_times(second.to_dict())
+
+
+def test_standard_protocol_record_is_consistent(standard_runs, data):
+    result, _ = standard_runs
+    names = [e.name for e in PROTOCOLS["standard"]]
+    assert [s.attack for s in result.stages] == names
+    assert [p.index for p in result.points] == list(range(len(data[1])))
+    assert [p.label for p in result.points] == data[1].tolist()
+    for p in result.points:
+        assert p.broken_by in (None, "clean", *names)
+        assert p.robust == (p.broken_by is None)
+        if p.broken_by in names:  # broken within the budget
+            assert p.norm is not None and p.norm <= result.eps + 1e-5
+        else:
+            assert p.norm is None
+    accuracies = [result.clean_accuracy] + [s.robust_accuracy for s in result.stages]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert result.stages[-1].robust_accuracy == result.robust_accuracy
+    assert sum(s.broken for s in result.stages) == sum(p.clean_correct and not p.robust for p in result.points)
+    # an undefended MLP at the board's eps: APGD-CE alone breaks most points
+    assert result.robust_accuracy < 0.5 * result.clean_accuracy
+    assert result.stages[0].backward_samples > 0
+
+
+def test_record_round_trips(standard_runs, tmp_path):
+    result, _ = standard_runs
+    path = result.save(tmp_path / "record.json")
+    assert EvaluationResult.load(path) == result
+    assert json.loads(path.read_text()) == result.to_dict()
+    assert [f.name for f in _files_under(tmp_path)] == ["record.json"]  # no temporary file left
+
+
+def test_out_writes_the_record_where_result_path_says(tmp_path, data, mlp, monkeypatch):
+    _fgsm_only(monkeypatch)
+    x, y = data
+    result = evaluate(mlp, x=x, y=y, out=tmp_path, journal=tmp_path / "j.journal", model_info={"id": "TinyMLP"},
+                      progress=False, analysis=False)
+    path = result_path(tmp_path, "digits", "Linf", "TinyMLP", "standard")
+    assert _files_under(tmp_path) == [path]  # the journal is gone once the record is written
+    assert EvaluationResult.load(path) == result

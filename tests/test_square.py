@@ -1,0 +1,198 @@
+"""Square Attack: known answers on linear models, a flat-gradient model, budgets, feasibility, determinism."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from benchmark.attacks.pgd import PGD
+from benchmark.attacks.square import Square, nested_rectangles, p_schedule, window_side
+from benchmark.threat_models import L2, Linf
+
+torch.set_num_threads(1)
+
+DUAL = {"Linf": 1, "L2": 2}  # the dual norm of the threat model's norm, for the linear closed form
+
+
+class LinearModel(nn.Module):
+    def __init__(self, d: int = 64, k: int = 10, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w, self.b = torch.randn(k, d, generator=g), torch.randn(k, generator=g)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1) @ self.w.T + self.b
+
+
+class Quantised(nn.Module):
+    """A linear model on inputs rounded to steps of 1/64: its input gradient is exactly zero."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(torch.round(x * 64) / 64)
+
+
+class ChaoticRobust(nn.Module):
+    """Margin always > 8 but changing erratically with the input, so random updates get accepted."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = torch.sin(1000 * x.flatten(1) @ torch.linspace(-1, 1, x[0].numel()).view(-1, 1).expand(-1, 5))
+        return torch.cat([10 + z[:, :1], z[:, 1:]], dim=1)
+
+
+class CountingModel(nn.Module):
+    """Counts the rows it is asked to classify."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.rows = inner, 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.rows += len(x)
+        return self.inner(x)
+
+
+class NoProjectionLinf(Linf):
+    def project(self, x_adv: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
+        return x_adv
+
+
+class NoProjectionL2(L2):
+    def project(self, x_adv: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
+        return x_adv
+
+
+def minimal_perturbation(model: LinearModel, x: Tensor, y: Tensor, dual: int) -> Tensor:
+    """Exact smallest perturbation that misclassifies a linear model (box ignored): min_t (z_y-z_t)/||w_y-w_t||_*."""
+    z = model(x)
+    gap = z.gather(1, y[:, None]) - z
+    dist = gap / (model.w[y][:, None, :] - model.w[None]).norm(p=dual, dim=2).clamp_min(1e-12)
+    dist[torch.arange(len(x)), y] = float("inf")
+    return dist.min(dim=1).values
+
+
+def interior_points(n: int, seed: int = 0) -> Tensor:
+    """Points in [0.3, 0.7]^64: no perturbation within the test budgets reaches the box."""
+    return 0.3 + 0.4 * torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("threat,eps,n_queries", [("Linf", 0.05, 1000), ("L2", 0.3, 2000)])
+def test_linear_model_closed_form(threat: str, eps: float, n_queries: int) -> None:
+    model, x = LinearModel(), interior_points(100)
+    y = model(x).argmax(1)
+    d_min = minimal_perturbation(model, x, y, DUAL[threat])
+    out = Square(threat, n_queries=n_queries)(model, x, y, eps)
+    impossible, easy = d_min > eps * (1 + 1e-4), d_min < 0.7 * eps
+    assert impossible.sum() >= 5 and easy.sum() >= 20  # both groups are populated
+    assert not out.success[impossible].any()  # provably robust points are never "broken"
+    assert out.success[easy].all()
+    assert (out.queries[easy] <= n_queries).all()
+
+
+@pytest.mark.parametrize("threat,eps", [("Linf", 0.1), ("L2", 0.5)])
+def test_breaks_a_model_with_zero_gradient(threat: str, eps: float) -> None:
+    inner, x = LinearModel(seed=1), interior_points(40, seed=1)
+    model = Quantised(inner)
+    y = model(x).argmax(1)
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(xr).logsumexp(1).sum(), xr)
+    assert (grad == 0).all()
+    assert not PGD(threat, n_iter=20, random_start=False)(model, x, y, eps).success.any()
+    # the rounding moves each coordinate by <= 1/128, so points with a large slack are breakable
+    easy = minimal_perturbation(inner, x, y, DUAL[threat]) < 0.5 * eps
+    assert easy.sum() >= 10
+    out = Square(threat, n_queries=1000)(model, x, y, eps)
+    assert out.success[easy].all()
+
+
+@pytest.mark.parametrize("threat_model", [NoProjectionLinf(), NoProjectionL2()], ids=["Linf", "L2"])
+def test_updates_are_feasible_without_the_final_projection(threat_model: Linf | L2) -> None:
+    # inputs touching the box (exact 0s and 1s) and one eps per point; __call__ raises BoundsError if infeasible
+    x = torch.rand(6, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    x[:, :, :4] = x[:, :, :4].round()
+    eps = torch.tensor([0.01, 0.05, 0.1, 0.2, 0.3, 0.5]) * (1 if threat_model.p == float("inf") else 5)
+    out = Square(threat_model, n_queries=300)(ChaoticRobust(), x, torch.zeros(6, dtype=torch.long), eps)
+    assert (out.norm <= eps + 1e-5).all()
+
+
+@pytest.mark.parametrize("threat,eps", [("Linf", 0.1), ("L2", 1.0)])
+def test_perturbation_uses_the_whole_budget_in_the_interior(threat: str, eps: float) -> None:
+    x = 0.4 + 0.2 * torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    out = Square(threat, n_queries=300)(ChaoticRobust(), x, torch.zeros(4, dtype=torch.long), eps)
+    delta = out.x_adv - x
+    assert not (delta == Square(threat, n_queries=1)(ChaoticRobust(), x, torch.zeros(4, dtype=torch.long), eps).x_adv - x).all()
+    if threat == "Linf":
+        assert torch.allclose(delta.abs(), torch.full_like(delta, eps), atol=1e-6)  # every pixel at +-eps
+    else:
+        assert torch.allclose(out.norm, torch.full((4,), eps), rtol=1e-4)  # mass moved, norm kept at eps
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+def test_query_counting(threat: str) -> None:
+    lin, x = LinearModel(seed=4), interior_points(30, seed=4)
+    z = lin(x)
+    y = z.argmax(1)
+    y[:10] = z.argmin(1)[:10]  # misclassified by a wide margin: broken by the first query
+    model = CountingModel(lin)
+    attack = Square(threat, n_queries=200)
+    eps = torch.full((30,), 0.02 if threat == "Linf" else 0.1)
+    run = attack.run(model, x, y, eps, attack.generator("cpu"))
+    assert (run.queries[:10] == 1).all()
+    assert model.rows == int(run.queries.sum())  # every forward row is counted, nothing else
+    assert ((run.queries >= 1) & (run.queries <= 200)).all()
+    # points still robust after the run spent the whole budget
+    still_robust = lin(run.x_adv).argmax(1) == y
+    assert still_robust.any() and (run.queries[still_robust] == 200).all()
+    out = attack(lin, x, y, eps)  # the base class adds its success check
+    assert torch.equal(out.queries, run.queries + 1)
+
+
+def test_restarts_spend_the_budget_again_on_robust_points() -> None:
+    x, y = interior_points(3), torch.zeros(3, dtype=torch.long)
+    out = Square("Linf", n_queries=50, n_restarts=3).run(ChaoticRobust(), x, y, torch.full((3,), 0.1), torch.Generator().manual_seed(0))
+    assert (out.queries == 150).all()
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+def test_determinism(threat: str) -> None:
+    x, y = interior_points(8), torch.zeros(8, dtype=torch.long)
+    eps = 0.05 if threat == "Linf" else 0.5
+    a = Square(threat, n_queries=100, seed=7)(ChaoticRobust(), x, y, eps)
+    b = Square(threat, n_queries=100, seed=7)(ChaoticRobust(), x, y, eps)
+    c = Square(threat, n_queries=100, seed=8)(ChaoticRobust(), x, y, eps)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
+    assert not torch.equal(a.x_adv, c.x_adv)
+
+
+def test_p_schedule_and_window_side() -> None:
+    assert p_schedule(1, 10_000, 0.8) == p_schedule(10, 10_000, 0.8) == 0.8
+    assert p_schedule(11, 10_000, 0.8) == p_schedule(50, 10_000, 0.8) == 0.4
+    assert p_schedule(51, 10_000, 0.8) == 0.2
+    assert p_schedule(8001, 10_000, 0.8) == 0.8 / 2**9
+    # other budgets: the iteration index is rescaled to a 10,000-query run
+    assert p_schedule(5, 5000, 0.8) == 0.8 and p_schedule(6, 5000, 0.8) == 0.4
+    assert p_schedule(4999, 5000, 0.8) == 0.8 / 2**9
+    assert window_side(0.8, 32, 32, 1) == 29 and window_side(0.8, 224, 224, 1) == 200
+    assert window_side(0.8, 8, 8, 1) == 7 and window_side(1.0, 8, 8, 1) == 7  # at most h - 1
+    assert window_side(0.8 / 2**9, 8, 8, 1) == 1 and window_side(0.8 / 2**9, 8, 8, 3) == 3
+
+
+def test_nested_rectangles_pattern() -> None:
+    block = nested_rectangles(5, 5)
+    assert torch.allclose(block[2, 2], torch.tensor(1 + 1 / 4 + 1 / 9, dtype=torch.float64))
+    assert torch.allclose(block[0, 0], torch.tensor(1 / 9, dtype=torch.float64))
+    assert torch.equal(block, block.T) and torch.equal(block, block.flip(0))
+
+
+def test_bad_settings_and_inputs_raise() -> None:
+    with pytest.raises(ValueError, match="n_queries"):
+        Square("Linf", n_queries=0)
+    with pytest.raises(ValueError, match="p_init"):
+        Square("Linf", p_init=1.5)
+    with pytest.raises(ValueError, match="at least 4x4"):
+        Square("L2")(ChaoticRobust(), torch.rand(2, 1, 3, 3), torch.zeros(2, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match=r"\(n, c, h, w\)"):
+        Square("Linf")(ChaoticRobust(), torch.rand(2, 64), torch.zeros(2, dtype=torch.long), 0.1)
