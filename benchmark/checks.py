@@ -58,8 +58,10 @@ class CheckResult:
 @contextlib.contextmanager
 def _forked_rng(device: torch.device) -> Iterator[None]:
     """Draws inside the block leave the global generators (CPU, and the CUDA device used) as they were."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    devices = []  # the CPU generator is always forked
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
         yield
 
 
@@ -100,7 +102,7 @@ class _AutogradCounter:
 
     def __init__(self, use_hooks: bool) -> None:
         self.use_hooks = use_hooks
-        self.packed = self.unpacked = self.calls = 0
+        self.packed = self.unpacked = self.calls = self._depth = 0
 
     def _pack(self, t: Tensor) -> Tensor:
         self.packed += 1
@@ -112,8 +114,13 @@ class _AutogradCounter:
 
     def _counting(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            return fn(*args, **kwargs)
+            # Tensor.backward calls torch.autograd.backward: count the outermost call only
+            self.calls += self._depth == 0
+            self._depth += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._depth -= 1
 
         return wrapper
 
@@ -158,7 +165,8 @@ def check_test_time_optimisation(model: nn.Module, x: Tensor) -> CheckResult:
                     if mode == "no_grad":
                         details["no_grad_graph_tensors"] = counter.packed
                     fired |= counter.unpacked > 0
-                details[f"{mode}_autograd_calls"] = details.get(f"{mode}_autograd_calls", 0) + counter.calls
+                else:
+                    details[f"{mode}_autograd_calls"] = counter.calls
                 fired |= counter.calls > 0
     return CheckResult("test_time_optimisation", fired, details)
 

@@ -24,7 +24,7 @@ def _per_point(eps: float | Tensor, x: Tensor) -> Tensor:
 
 
 def _flat(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1)
+    return t.flatten(1)
 
 
 class ThreatModel(ABC):

@@ -60,7 +60,7 @@ class _Found:
 
     x_adv: Tensor  # misclassified iterate where done, else the best-loss iterate seen so far
     done: Tensor  # bool: a misclassified point has been found (or x itself is misclassified)
-    best_loss: Tensor  # loss of the x_adv kept for points not done
+    best_loss: Tensor  # float32: loss of the x_adv kept for points not done
     queries: Tensor  # forward passes spent
 
 
@@ -143,7 +143,7 @@ class APGD(FixedBudgetAttack):
         found = _Found(
             x_adv=x.clone(),
             done=clean_logits.argmax(1) != y,
-            best_loss=torch.full((len(x),), float("-inf"), device=x.device, dtype=x.dtype),
+            best_loss=torch.full((len(x),), float("-inf"), device=x.device, dtype=torch.float32),
             queries=torch.ones(len(x), dtype=torch.long, device=x.device),
         )
         ranks: list[int | None] = list(range(2, self.n_targets + 2)) if self.n_targets else [None]
@@ -225,13 +225,12 @@ class APGD(FixedBudgetAttack):
         """After the last step: count the copies' passes, and for each point still robust keep the
         highest-loss iterate of its copies if it beats the earlier runs'."""
         found.queries.index_add_(0, c.owner, self._passes(c.owner, self.n_iter))
-        top = torch.full_like(found.best_loss, float("-inf")).scatter_reduce_(
-            0, c.owner, c.loss_best.to(found.best_loss.dtype), reduce="amax")
-        is_top = (c.loss_best == top[c.owner]) & (c.loss_best > found.best_loss[c.owner])
-        idx = is_top.nonzero().flatten()
+        loss = c.loss_best.to(found.best_loss.dtype)
+        top = torch.full_like(found.best_loss, float("-inf")).scatter_reduce_(0, c.owner, loss, reduce="amax")
+        idx = ((loss == top[c.owner]) & (loss > found.best_loss[c.owner])).nonzero().flatten()
         points, first = _first_of_each(c.owner[idx], len(found.done))
         found.x_adv[points] = c.x_best[idx[first]]
-        found.best_loss[points] = c.loss_best[idx[first]].to(found.best_loss.dtype)
+        found.best_loss[points] = loss[idx[first]]
 
     def _passes(self, owner: Tensor, k: int) -> Tensor:
         """Forward passes spent by each of these copies after evaluating iterates 0..k."""

@@ -16,12 +16,10 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..architectures.digits import DigitsCNN, DigitsMLP
+from ..architectures import build_architecture
+from ..cards import Architecture
 
-__all__ = ["ARCHITECTURES", "Objective", "build_model", "fit", "accuracy", "deterministic_cpu", "seeded_generator"]
-
-#: architectures the recipes train, by the name the submission files use (``source: robench``)
-ARCHITECTURES: Mapping[str, Callable[..., nn.Module]] = {"digits_cnn": DigitsCNN, "digits_mlp": DigitsMLP}
+__all__ = ["Objective", "build_model", "fit", "accuracy", "deterministic_cpu", "seeded_generator"]
 
 #: ``objective(model, x, y, index) -> scalar loss``; ``index`` holds the batch's positions in the training set
 Objective = Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
@@ -49,12 +47,10 @@ def deterministic_cpu() -> Iterator[None]:
 
 
 def build_model(architecture: str, kwargs: Mapping[str, Any], num_classes: int, seed: int) -> nn.Module:
-    """A freshly initialised network whose weights depend only on ``seed``."""
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; the recipes train: {', '.join(ARCHITECTURES)}")
+    """A freshly initialised robench architecture (``model_zoo.architectures``) whose weights depend only on ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return ARCHITECTURES[architecture](num_classes=num_classes, **dict(kwargs))
+        return build_architecture(Architecture("robench", architecture, dict(kwargs)), num_classes)
 
 
 def _optimizer(name: str, params: Any, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:

@@ -34,6 +34,8 @@ class TrainingSpec:
     #: the checkpoint's repository-relative path (None for a checkpoint given by url)
     checkpoint_path: str | None
     checkpoint_sha256: str | None
+    #: the torch version that produced the shipped bytes (other versions may differ in the last bits)
+    torch_version: str | None = None
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -54,6 +56,7 @@ def read_training_spec(path: str | Path) -> TrainingSpec:
     block = dict(block)
     recipe = get_recipe(str(block.pop("recipe")))
     seed = block.pop("seed", 0)
+    torch_version = block.pop("torch_version", None)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"{path}: training seed must be an integer, got {seed!r}")
     if recipe.adversarial:
@@ -61,7 +64,10 @@ def read_training_spec(path: str | Path) -> TrainingSpec:
             if key in block and card_value is not None and str(block[key]) != str(card_value):
                 raise ValueError(f"{path}: training {key} {block[key]!r} differs from the submission's {key} {card_value!r}")
     checkpoint = data.get("checkpoint") or {}
-    return TrainingSpec(str(data.get("id", path.stem)), recipe.name, seed, block, checkpoint.get("path"), checkpoint.get("sha256"))
+    return TrainingSpec(
+        str(data.get("id", path.stem)), recipe.name, seed, block, checkpoint.get("path"), checkpoint.get("sha256"),
+        None if torch_version is None else str(torch_version),
+    )
 
 
 def train_from_submission(path: str | Path, **kwargs: Any) -> TrainedModel:

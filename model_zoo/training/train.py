@@ -22,7 +22,8 @@ __all__ = ["TrainedModel", "train", "save_checkpoint", "file_sha256", "digits_te
 @dataclass
 class TrainedModel:
     model: nn.Module
-    #: ``{"recipe": ..., <every setting>, "seed": ...}``: what a submission file's ``training`` block holds
+    #: ``{"recipe": ..., <every setting>, "seed": ..., "torch_version": ...}``: a submission file's ``training``
+    #: block (the torch version is a record, not a setting: other versions may change the last bits)
     settings: dict[str, Any]
     #: wall-clock seconds of the run (teacher included for distillation)
     seconds: float
@@ -65,7 +66,7 @@ def train(
         fit(model, objective, x, y, epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
             seed=seed, optimizer=settings["optimizer"], weight_decay=settings["weight_decay"], on_epoch=on_epoch)
     seconds = time.perf_counter() - start
-    return TrainedModel(model.eval(), {"recipe": rec.name, **settings, "seed": int(seed)}, seconds)
+    return TrainedModel(model.eval(), {"recipe": rec.name, **settings, "seed": int(seed), "torch_version": torch.__version__}, seconds)
 
 
 def digits_test_accuracy(model: nn.Module) -> float:

@@ -1,0 +1,136 @@
+"""robench's standard protocol against torchattacks' AutoAttack: same model, points, eps, machine, one run.
+
+    python benchmarks/compare_torchattacks.py [--n-examples 500] [--models undefended,pgd]
+                                              [--threads 1] [--profile]
+
+An independent check (PROTOCOL.md; issue 2): on the digits CNNs of benchmarks/digits_models.py
+(undefended and PGD-trained), Linf eps 0.1, the first ``--n-examples`` digits test points, it
+runs, one after the other in this process:
+
+* robench ``evaluate(version="standard")`` (APGD-CE, APGD-T, FAB-T with 100 iterations, Square 5,000);
+* ``torchattacks.AutoAttack(version="standard", n_classes=10, seed=0)`` as shipped. torchattacks 3.3
+  builds its APGD, APGD-T and FAB there with their default of 10 iterations, not the paper's 100;
+* the same four torchattacks attacks with the paper's 100 iterations (``MultiAttack``), the fair
+  comparison of cost.
+
+It prints robust accuracy and wall time of each, the speed ratio, and the points one side breaks
+and the other misses. Targets: robench's robust accuracy <= torchattacks', robench's wall time
+<= 0.5 x torchattacks'. ``--profile`` adds where robench's time goes (cProfile, top functions).
+torchattacks is used here only as an outside reference; nothing of it is used by robench.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmark import evaluate, load_dataset  # noqa: E402
+from benchmarks.digits_models import load  # noqa: E402
+
+EPS = 0.1
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def robench_run(model: nn.Module, x: Tensor, y: Tensor, profile: bool) -> tuple[float, Tensor, dict[str, float]]:
+    """Wall time, per-point robust flags and per-attack times of robench's standard protocol."""
+    run = lambda: evaluate(model, "digits", "Linf", EPS, x=x, y=y, batch_size=len(x), seed=0, progress=False,  # noqa: E731
+                           analysis=False)
+    if profile:
+        prof = cProfile.Profile()
+        wall, result = timed(lambda: prof.runcall(run))
+        stream = io.StringIO()
+        pstats.Stats(prof, stream=stream).sort_stats("tottime").print_stats(25)
+        print("   robench profile (by own time; the profiler itself slows the run down):")
+        print("\n".join("   " + line for line in stream.getvalue().splitlines()[4:40]))
+    else:
+        wall, result = timed(run)
+    robust = torch.tensor([p.robust for p in result.points])
+    return wall, robust, {s.attack: s.time_s for s in result.stages}
+
+
+def torchattacks_run(attack: Any, model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, Tensor, int]:
+    """Wall time, per-point robust flags and the number of points outside the eps-ball or [0, 1]."""
+    wall, x_adv = timed(lambda: attack(x, y))
+    with torch.no_grad():
+        robust = (model(x_adv).argmax(1) == y).cpu()
+    delta = (x_adv - x).flatten(1).abs().amax(1)
+    outside = int(((delta > EPS + 1e-5) | (x_adv.flatten(1).amin(1) < 0) | (x_adv.flatten(1).amax(1) > 1)).sum())
+    return wall, robust, outside
+
+
+def torchattacks_paper_settings(model: nn.Module) -> Any:
+    """torchattacks' four standard attacks with the paper's 100 iterations (AutoAttack there uses 10)."""
+    import torchattacks as ta
+
+    return ta.MultiAttack([
+        ta.APGD(model, norm="Linf", eps=EPS, steps=100, n_restarts=1, seed=0, loss="ce"),
+        ta.APGDT(model, norm="Linf", eps=EPS, steps=100, n_restarts=1, seed=0, n_classes=10),
+        ta.FAB(model, norm="Linf", eps=EPS, steps=100, n_restarts=1, seed=0, multi_targeted=True, n_classes=10),
+        ta.Square(model, norm="Linf", eps=EPS, n_queries=5000, n_restarts=1, seed=0),
+    ])
+
+
+def compare(name: str, n: int, profile: bool) -> dict[str, Any]:
+    import torchattacks as ta
+
+    model, source = load(name)
+    x, y = load_dataset("digits", "test", n_examples=n)
+    with torch.no_grad():
+        clean = (model(x).argmax(1) == y).float().mean().item()
+    print(f"\n== {name}: {source}\n   {n} points, Linf eps {EPS}, clean accuracy {clean:.1%}, torchattacks {ta.__version__}")
+    ours_wall, ours_robust, stages = robench_run(model, x, y, profile)
+    rows = {"robench standard": (ours_wall, ours_robust, 0)}
+    rows["torchattacks AutoAttack (as shipped)"] = torchattacks_run(
+        ta.AutoAttack(model, norm="Linf", eps=EPS, version="standard", n_classes=10, seed=0), model, x, y)
+    rows["torchattacks, 100 iterations"] = torchattacks_run(torchattacks_paper_settings(model), model, x, y)
+    print(f"   {'':<38}{'robust acc':>11}{'wall s':>9}{'robench / it':>14}{'outside ball':>14}")
+    out: dict[str, Any] = {"clean": clean, "robench_stages_s": stages}
+    for label, (wall, robust, outside) in rows.items():
+        ratio = ours_wall / wall
+        print(f"   {label:<38}{robust.float().mean().item():11.1%}{wall:9.1f}{ratio:14.2f}{outside:14d}")
+        out[label] = {"robust_accuracy": robust.float().mean().item(), "wall_s": wall, "robench_time_ratio": ratio,
+                      "outside": outside}
+        if label != "robench standard":
+            only_ours = int((~ours_robust & robust).sum())
+            only_theirs = int((ours_robust & ~robust).sum())
+            print(f"   {'':<38}points broken only by robench: {only_ours}, only by torchattacks: {only_theirs}")
+    print("   robench per attack (s): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-examples", type=int, default=500)
+    parser.add_argument("--models", default="undefended,pgd", help="comma-separated: undefended, pgd")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="profile robench's run with cProfile")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, CPU, {args.threads} thread(s), {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for name in args.models.split(","):
+        compare(name, args.n_examples, args.profile)
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The analysis after the protocol: PGD-CE baseline, robustness curve, metrics (known answers on linear models)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmark import analysis
+from benchmark.analysis import CURVE_STEPS, analyse, curve_from_norms, needs_fab, point_norms
+from benchmark.checks import check_zero_gradients
+from benchmark.record import PointResult
+from benchmark.runner import evaluate
+from benchmark.threat_models import L2, Linf
+
+
+def _protocol_points(norms: torch.Tensor, eps: float, clean_correct: torch.Tensor | None = None) -> list[PointResult]:
+    """What the protocol would record for points whose minimal adversarial norms are ``norms``:
+    APGD breaks those within eps (at norm eps, no minimal norm), FAB measures the others exactly."""
+    points = []
+    for i, r in enumerate(norms.tolist()):
+        if clean_correct is not None and not clean_correct[i]:
+            points.append(PointResult(i, 0, False, False, "clean"))
+        elif r <= eps:
+            points.append(PointResult(i, 0, True, False, "apgd-ce", norm=eps, min_norm=eps))
+        else:
+            points.append(PointResult(i, 0, True, True, None, min_norm=r))
+    return points
+
+
+def _true_curve(norms: torch.Tensor, eps: float) -> list[float]:
+    return [acc for _, acc in curve_from_norms(norms.double(), eps)]
+
+
+# --- curve bookkeeping ------------------------------------------------------------------------------
+
+def test_curve_grid_holds_eps_exactly():
+    eps = 8 / 255
+    curve = curve_from_norms(torch.tensor([0.0, 0.01, 0.05, math.inf]), eps)
+    grid = [e for e, _ in curve]
+    assert len(curve) == CURVE_STEPS + 1 and grid[0] == 0 and grid[CURVE_STEPS // 2] == eps
+    assert grid == sorted(grid) and abs(grid[-1] - 2 * eps) < 1e-12
+    assert [a for _, a in curve][0] == 0.75 and curve[-1][1] == 0.25
+    with pytest.raises(ValueError, match="even"):
+        curve_from_norms(torch.zeros(2), eps, steps=5)
+
+
+def test_point_norms_agree_with_the_protocol_at_eps():
+    eps = 0.1
+    points = [
+        PointResult(0, 0, False, False, "clean"),
+        PointResult(1, 0, True, False, "apgd-ce", norm=0.1000001, min_norm=0.1000001),  # float rounding above eps
+        PointResult(2, 0, True, False, "fab-t", norm=0.04, min_norm=0.04),
+        PointResult(3, 0, True, True, None, min_norm=0.07),  # an extra attack found less than the protocol
+        PointResult(4, 0, True, True, None, min_norm=None),
+        PointResult(5, 0, True, False, "square", norm=0.1, min_norm=0.13),  # FAB found 0.13, Square 0.1
+    ]
+    norms = point_norms(points, eps, extra={1: 0.06})
+    assert norms[0] == 0 and norms[1] == 0.06 and norms[2] == 0.04 and norms[5] == 0.1
+    assert norms[3] > eps and math.isinf(norms[4])
+    curve = dict(map(tuple, curve_from_norms(norms, eps)))
+    assert curve[eps] == sum(p.robust for p in points) / len(points)
+    assert curve[0.0] == sum(p.clean_correct for p in points) / len(points)
+
+
+def test_needs_fab_only_where_no_minimal_norm_is_known():
+    assert needs_fab(PointResult(0, 0, True, False, "apgd-ce", norm=0.1, min_norm=0.1))
+    assert needs_fab(PointResult(0, 0, True, False, "apgd-t", norm=0.1, min_norm=0.1))
+    assert needs_fab(PointResult(0, 0, True, True, None))  # e.g. the 'rand' version has no FAB
+    assert not needs_fab(PointResult(0, 0, True, True, None, min_norm=0.3))
+    assert not needs_fab(PointResult(0, 0, True, False, "fab-t", norm=0.05, min_norm=0.05))
+    assert not needs_fab(PointResult(0, 0, True, False, "square", norm=0.1, min_norm=0.2))
+    assert not needs_fab(PointResult(0, 0, False, False, "clean"))
+
+
+# --- analyse on linear models ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tm", [Linf(), L2()], ids=str)
+def test_analyse_linear_model_known_answers(linear_model, tm):
+    # 4 classes: FAB-T's 3 targets cover every class, so its minimal norms are the closed-form ones
+    prob = linear_model(n=48, num_classes=4, seed=1)
+    true = prob.min_perturbation(tm.p)
+    eps = float(true.median())
+    clean_correct = torch.ones(48, dtype=torch.bool)
+    clean_correct[:4] = False  # as if misclassified: non-robust at every eps
+    true[:4] = 0.0
+    points = _protocol_points(true, eps, clean_correct)
+    result = analyse(prob.model, prob.x, prob.y, tm, eps, points, seed=0, device="cpu", batch_size=20)
+
+    curve = [acc for _, acc in result.curve]
+    assert curve == sorted(curve, reverse=True)
+    assert curve[CURVE_STEPS // 2] == sum(p.robust for p in points) / 48
+    assert curve[0] == 44 / 48
+    # below eps the curve comes from FAB's minimal norms: the closed-form curve, up to one point at a grid value
+    for got, want in zip(curve[: CURVE_STEPS // 2], _true_curve(true, eps)):
+        assert abs(got - want) <= 1 / 48 + 1e-12
+
+    weight = prob.model.linear.weight.detach()
+    assert result.metrics["jacobian_norm"] == pytest.approx(float(weight.norm()), rel=1e-5)
+    logit_scale = float(prob.model(prob.x).detach().abs().max())
+    assert abs(result.metrics["local_linearity"]) <= 1e-5 * logit_scale
+    if isinstance(tm, L2):
+        assert result.metrics["lipschitz_lower_bound"] == pytest.approx(float(torch.linalg.matrix_norm(weight, 2)), rel=2e-3)
+    assert 0 <= result.metrics["noise_accuracy"] <= 1
+    assert result.metrics["noise_gap"] == pytest.approx(result.metrics["noise_accuracy"] - curve[CURVE_STEPS // 2])
+    # PGD-CE can only overestimate the true robust accuracy; on a linear model it is nearly exact
+    true_robust = float((true > eps).double().mean())
+    assert true_robust <= result.baselines["pgd-ce"] <= true_robust + 6 / 48
+    assert result.time_s > 0
+
+
+def test_analyse_is_deterministic(linear_model):
+    prob = linear_model(n=24, num_classes=4)
+    true = prob.min_perturbation(float("inf"))
+    eps = float(true.median())
+    points = _protocol_points(true, eps)
+    first = analyse(prob.model, prob.x, prob.y, Linf(), eps, points, seed=3)
+    second = analyse(prob.model, prob.x, prob.y, Linf(), eps, points, seed=3)
+    assert (first.baselines, first.metrics, first.curve) == (second.baselines, second.metrics, second.curve)
+
+
+def test_pgd_ce_baseline_exposes_saturated_logits(linear_model):
+    # weights x 1e4: the same decision boundaries (same minimal norms) but a softmax that is exactly
+    # one-hot, so the cross-entropy gradient vanishes: PGD-CE sees a robust model, the truth is not
+    prob = linear_model(n=48, num_classes=4, scale=1e4)
+    true = prob.min_perturbation(float("inf"))
+    eps = float(true.quantile(0.75))
+    points = _protocol_points(true, eps)
+    result = analyse(prob.model, prob.x, prob.y, Linf(), eps, points)
+    protocol = sum(p.robust for p in points) / 48
+    assert result.baselines["pgd-ce"] >= protocol + 0.2
+    assert check_zero_gradients(prob.model, prob.x, prob.y).fired
+
+
+def test_analyse_rejects_mismatched_points(linear_model):
+    prob = linear_model(n=4)
+    with pytest.raises(ValueError, match="point results"):
+        analyse(prob.model, prob.x, prob.y, Linf(), 0.1, [])
+    with pytest.raises(ValueError, match="eps"):
+        analyse(prob.model, prob.x, prob.y, Linf(), 0.0, _protocol_points(torch.ones(4), 0.1))
+
+
+def test_runner_stores_the_analysis(linear_model):
+    # an eps above every minimal norm: APGD-CE breaks every point, the later stages have nothing left
+    prob = linear_model(n=16, num_classes=10)
+    true = prob.min_perturbation(float("inf"))
+    eps = float(true.max()) * 2
+    result = evaluate(prob.model, "digits", "Linf", eps, x=prob.x, y=prob.y, progress=False, device="cpu")
+    assert set(result.baselines) == {"pgd-ce"}
+    assert set(result.metrics) == {"noise_accuracy", "noise_gap", "jacobian_norm", "local_linearity", "lipschitz_lower_bound"}
+    curve = dict(map(tuple, result.curve))
+    assert curve[eps] == result.robust_accuracy == 0.0 and curve[0.0] == result.clean_accuracy == 1.0
+    # the curve is drawn from attacks, so it can only lie above the true robust accuracy
+    for (_, got), want in zip(result.curve, _true_curve(true, eps)):
+        assert got >= want
+    assert result.timings["analysis_s"] > 0
