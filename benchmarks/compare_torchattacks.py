@@ -66,14 +66,27 @@ def robench_run(model: nn.Module, x: Tensor, y: Tensor, profile: bool) -> tuple[
     return wall, robust, {s.attack: s.time_s for s in result.stages}
 
 
-def torchattacks_run(attack: Any, model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, Tensor, int]:
-    """Wall time, per-point robust flags and the number of points outside the eps-ball or [0, 1]."""
+def _time_parts(multi: Any) -> dict[str, float]:
+    """Accumulate the time of each attack of a torchattacks MultiAttack (by wrapping its forward)."""
+    times: dict[str, float] = {}
+    for part in multi.attacks:
+        def forward(*args: Any, _part: Any = part, _real: Callable = part.forward, **kwargs: Any) -> Any:
+            seconds, out = timed(lambda: _real(*args, **kwargs))
+            times[_part.attack] = times.get(_part.attack, 0.0) + seconds
+            return out
+        part.forward = forward
+    return times
+
+
+def torchattacks_run(attack: Any, model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, Tensor, int, dict[str, float]]:
+    """Wall time, per-point robust flags, points outside the eps-ball or [0, 1], and time per attack."""
+    parts = _time_parts(getattr(attack, "_autoattack", attack))
     wall, x_adv = timed(lambda: attack(x, y))
     with torch.no_grad():
         robust = (model(x_adv).argmax(1) == y).cpu()
     delta = (x_adv - x).flatten(1).abs().amax(1)
     outside = int(((delta > EPS + 1e-5) | (x_adv.flatten(1).amin(1) < 0) | (x_adv.flatten(1).amax(1) > 1)).sum())
-    return wall, robust, outside
+    return wall, robust, outside, parts
 
 
 def torchattacks_paper_settings(model: nn.Module) -> Any:
@@ -97,22 +110,22 @@ def compare(name: str, n: int, profile: bool) -> dict[str, Any]:
         clean = (model(x).argmax(1) == y).float().mean().item()
     print(f"\n== {name}: {source}\n   {n} points, Linf eps {EPS}, clean accuracy {clean:.1%}, torchattacks {ta.__version__}")
     ours_wall, ours_robust, stages = robench_run(model, x, y, profile)
-    rows = {"robench standard": (ours_wall, ours_robust, 0)}
+    rows = {"robench standard": (ours_wall, ours_robust, 0, stages)}
     rows["torchattacks AutoAttack (as shipped)"] = torchattacks_run(
         ta.AutoAttack(model, norm="Linf", eps=EPS, version="standard", n_classes=10, seed=0), model, x, y)
     rows["torchattacks, 100 iterations"] = torchattacks_run(torchattacks_paper_settings(model), model, x, y)
     print(f"   {'':<38}{'robust acc':>11}{'wall s':>9}{'robench / it':>14}{'outside ball':>14}")
     out: dict[str, Any] = {"clean": clean, "robench_stages_s": stages}
-    for label, (wall, robust, outside) in rows.items():
+    for label, (wall, robust, outside, parts) in rows.items():
         ratio = ours_wall / wall
         print(f"   {label:<38}{robust.float().mean().item():11.1%}{wall:9.1f}{ratio:14.2f}{outside:14d}")
+        print(f"   {'':<38}per attack (s): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
         out[label] = {"robust_accuracy": robust.float().mean().item(), "wall_s": wall, "robench_time_ratio": ratio,
-                      "outside": outside}
+                      "outside": outside, "per_attack_s": parts}
         if label != "robench standard":
             only_ours = int((~ours_robust & robust).sum())
             only_theirs = int((ours_robust & ~robust).sum())
             print(f"   {'':<38}points broken only by robench: {only_ours}, only by torchattacks: {only_theirs}")
-    print("   robench per attack (s): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     return out
 
 
@@ -124,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="profile robench's run with cProfile")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from benchmark.record import library_versions
+
+    library_versions()  # imports torchvision once, outside the timed runs
     print(f"torch {torch.__version__}, CPU, {args.threads} thread(s), {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
     for name in args.models.split(","):
