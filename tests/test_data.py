@@ -1,0 +1,112 @@
+"""Datasets: the fixed digits split, CIFAR's on-disk format, the ImageNet file list."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmark.data import (
+    DatasetNotFoundError, data_root, digits_split_indices, imagenet_file_names, load_dataset,
+)
+
+
+def test_digits_split_is_the_documented_recipe_and_stratified():
+    shipped = np.loadtxt(os.path.join(os.path.dirname(__import__("benchmark").__file__), "data_files",
+                                      "digits_test_indices.txt"), dtype=np.int64)
+    assert np.array_equal(shipped, digits_split_indices())
+    x, y = load_dataset("digits", "test")
+    xt, yt = load_dataset("digits", "train")
+    assert x.shape == (500, 1, 8, 8) and xt.shape == (1297, 1, 8, 8)
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert 0 <= float(x.min()) and float(x.max()) <= 1 and float(x.max()) == 1.0
+    counts = np.bincount(y.numpy(), minlength=10)
+    assert counts.min() >= 48 and counts.max() <= 51
+    # train and test are disjoint and cover the 1,797 images
+    all_x = torch.cat([x, xt]).flatten(1)
+    assert len({tuple(r.tolist()) for r in all_x}) >= 1797 - 30  # a few digits images are exact duplicates
+    assert len(y) + len(yt) == 1797
+
+
+def test_n_examples_takes_the_first_points():
+    x, y = load_dataset("digits", n_examples=7)
+    xa, ya = load_dataset("digits")
+    assert torch.equal(x, xa[:7]) and torch.equal(y, ya[:7])
+
+
+@pytest.mark.parametrize("bad", [dict(name="mnist"), dict(name="digits", split="val"), dict(name="digits", n_examples=0)])
+def test_bad_arguments_are_named(bad):
+    with pytest.raises(ValueError) as err:
+        load_dataset(**bad)
+    assert any(str(v) in str(err.value) for v in bad.values())
+
+
+def _write_cifar(root, name, n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    if name == "cifar10":
+        folder, file, batch = "cifar-10-batches-py", "test_batch", {b"data": data, b"labels": list(range(n))}
+    else:
+        folder, file, batch = "cifar-100-python", "test", {b"data": data, b"fine_labels": [i * 7 % 100 for i in range(n)]}
+    (root / folder).mkdir(parents=True)
+    with open(root / folder / file, "wb") as fh:
+        pickle.dump(batch, fh)
+    return data
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_reads_torchvision_format(tmp_path, name):
+    data = _write_cifar(tmp_path, name)
+    x, y = load_dataset(name, data_dir=tmp_path, download=False)
+    assert x.shape == (12, 3, 32, 32) and y.dtype == torch.int64
+    assert torch.equal((x * 255).round().to(torch.uint8), torch.from_numpy(data).view(12, 3, 32, 32))
+    x5, _ = load_dataset(name, data_dir=tmp_path, n_examples=5, download=False)
+    assert torch.equal(x5, x[:5])
+
+
+def test_cifar_missing_files_are_named(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="cifar-10-batches-py/test_batch"):
+        load_dataset("cifar10", data_dir=tmp_path, download=False)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_BY_DATA",))
+
+
+def test_cifar_file_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as fh:
+        pickle.dump({b"data": _Evil(), b"labels": [0]}, fh)
+    with pytest.raises(pickle.UnpicklingError, match="os|posix|system"):
+        load_dataset("cifar10", data_dir=tmp_path, download=False)
+    assert not (tmp_path / "PWNED_BY_DATA").exists()
+
+
+def test_imagenet_uses_the_shipped_file_list(tmp_path):
+    names = imagenet_file_names()
+    assert len(names) == 5000 and len(set(names)) == 5000
+    assert all(n.startswith("ILSVRC2012_val_") and n.endswith(".JPEG") for n in names)
+    classes = ["n01440764", "n01443537", "n01484850"]
+    for i, name in enumerate(names[:6]):
+        folder = tmp_path / "val" / classes[i % 3]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((300, 400, 3), 40 * i, dtype=np.uint8)).save(folder / name, format="JPEG")
+    x, y = load_dataset("imagenet", data_dir=tmp_path, n_examples=6)
+    assert x.shape == (6, 3, 224, 224) and y.tolist() == [0, 1, 2, 0, 1, 2]
+    assert abs(float(x[2].mean()) - 80 / 255) < 0.02
+    x_small, _ = load_dataset("imagenet", data_dir=tmp_path, n_examples=2, resize=64, crop=56)
+    assert x_small.shape == (2, 3, 56, 56)
+    with pytest.raises(DatasetNotFoundError, match="1 of the 7"):
+        load_dataset("imagenet", data_dir=tmp_path, n_examples=7)
+
+
+def test_data_root_defaults_to_user_cache_and_honours_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("ROBENCH_DATA", raising=False)
+    assert "robench" in str(data_root()) and not str(data_root()).startswith(os.getcwd())
+    monkeypatch.setenv("ROBENCH_DATA", str(tmp_path))
+    assert data_root() == tmp_path
