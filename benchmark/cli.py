@@ -83,7 +83,11 @@ def run_evaluation(args: argparse.Namespace) -> int:
         print(f"robench evaluate: error: {exc}", file=sys.stderr)
         return 2
     if result is not None:
+        from .checks import FLAG_EXPLANATIONS
+
         print(result.summary())
+        for flag in result.flags:
+            print(f"  ! {flag}: {FLAG_EXPLANATIONS[flag]}")
         print(f"record written to {path}")
     return 0
 

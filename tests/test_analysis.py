@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from benchmark import analysis
 from benchmark.analysis import CURVE_STEPS, analyse, curve_from_norms, needs_fab, point_norms
 from benchmark.checks import check_zero_gradients
 from benchmark.record import PointResult

@@ -24,7 +24,8 @@ EPS = 0.1  # the digits Linf board
 @pytest.fixture(scope="module")
 def undefended() -> nn.Module:
     """A small standard-trained DigitsCNN (about 95% clean accuracy, a few seconds on one CPU thread)."""
-    model = train("standard", overrides={"epochs": 10, "batch_size": 128, "lr": 0.01, "arch_kwargs": {"width": 8}}).model
+    settings = {"epochs": 10, "batch_size": 128, "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "arch_kwargs": {"width": 8}}
+    model = train("standard", overrides=settings).model
     return model.eval()
 
 
@@ -140,7 +141,7 @@ def test_randomness_fires_on_dropout_left_on(undefended, digits):
     model = DropoutLeftOn(undefended).eval()
     assert "randomness" in _fired(run_checks(model, x, y, 10, 9))
     result = check_randomness(model, x)
-    assert result.details["max_logit_difference"] > 0.1
+    assert result.details["prediction_changes"] > 0
 
 
 def test_randomness_tolerates_float_noise_only(undefended, digits):
@@ -198,7 +199,7 @@ def test_zero_gradients_fires_on_saturated_cross_entropy(undefended, digits):
 
     class Saturated(Wrapper):  # logits so large that the softmax is exactly one-hot in float32
         def forward(self, x: Tensor) -> Tensor:
-            return 1e4 * self.base(x)
+            return 1e6 * self.base(x)
 
     result = check_zero_gradients(Saturated(undefended), x, y)
     assert result.fired and result.details["fraction_zero_cross_entropy"] > 0.5
@@ -238,10 +239,11 @@ def _attack_log(model: nn.Module, x: Tensor, y: Tensor) -> list[str | None]:
 
 def test_black_box_check_fires_when_only_square_breaks_points(undefended, digits):
     x, y = digits
+    # zero gradients: APGD only breaks the points its random start happens to break
     masked = _attack_log(Quantised(undefended), x[:32], y[:32])
     result = black_box_check(masked, len(masked))
-    assert "apgd-ce" not in masked and "apgd-t" not in masked  # the gradients are zero: the white box is blind
-    assert result.fired and result.details["points_only_black_box"] == masked.count("square") > 0
+    assert masked.count("square") > masked.count("apgd-ce") + masked.count("apgd-t")
+    assert result.fired and result.details["points_only_black_box"] == masked.count("square")
 
 
 def test_black_box_check_silent_on_the_undefended_model(undefended, digits):
