@@ -128,7 +128,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_record(tmp_path, monkeypatc
 
 # ------------------------------------------------------------------ the journal itself
 
-CONFIG = {"dataset": "digits", "seed": 0, "eps": 0.1, "model": "ab" * 32}
+CONFIG = {"dataset": "digits", "seed": 0, "eps": 0.1, "model": "ab" * 32, "checkpoint_sha256": "12" * 32}
 
 
 def _chunk(start: int) -> tuple[list[dict], list[dict]]:
@@ -149,6 +149,7 @@ def test_journal_round_trips_chunks_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("change, named", [({"seed": 1}, "seed"), ({"model": "cd" * 32}, "model"),
+                                           ({"checkpoint_sha256": "34" * 32}, "checkpoint_sha256"),
                                            ({"eps": 0.2, "dataset": "cifar10"}, "dataset, eps")])
 def test_journal_from_other_settings_is_refused(tmp_path, change, named):
     path = tmp_path / "run.journal"

@@ -79,14 +79,10 @@ def _expect_error(tmp_path: Path, match: str, model: nn.Module, **kwargs) -> Non
 
 
 def test_wrong_number_of_classes(tmp_path, data):
-    x, y = data
-    _expect_error(tmp_path, r"returns 7 classes but the dataset has 10", DigitsMLPClasses(7), x=x, y=y)
-
-
-def DigitsMLPClasses(k: int) -> nn.Module:  # noqa: N802 - reads as a model class
     from model_zoo.architectures.digits import DigitsMLP
 
-    return DigitsMLP(num_classes=k, hidden=8)
+    x, y = data
+    _expect_error(tmp_path, r"returns 7 classes but the dataset has 10", DigitsMLP(num_classes=7, hidden=8), x=x, y=y)
 
 
 def test_nan_logits_everywhere(tmp_path, data, mlp):
@@ -200,7 +196,9 @@ def test_standard_protocol_record_is_consistent(standard_runs, data):
     assert sum(s.broken for s in result.stages) == sum(p.clean_correct and not p.robust for p in result.points)
     # an undefended MLP at the board's eps: APGD-CE alone breaks most points
     assert result.robust_accuracy < 0.5 * result.clean_accuracy
-    assert result.stages[0].backward_samples > 0
+    # some points stay robust at eps 0.1, so every attack of the version ran on some point
+    assert result.robust_accuracy > 0 and all(s.forward_samples > 0 for s in result.stages)
+    assert all(s.backward_samples > 0 for s in result.stages if s.attack != "square")
 
 
 def test_record_round_trips(standard_runs, tmp_path):
