@@ -54,6 +54,10 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="folder for result records (default: results/)")
     p.add_argument("--data-dir", default=None, help="dataset folder (default: $ROBENCH_DATA or the user cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--channels-last", action="store_true",
+                   help="run the model in the channels_last memory format (faster convolutions on GPUs and often CPUs)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the model through torch.compile (meant for GPUs; the first batches pay the compile time)")
 
 
 def run_evaluation(args: argparse.Namespace) -> int:
@@ -78,6 +82,7 @@ def run_evaluation(args: argparse.Namespace) -> int:
             model, args.dataset, args.threat_model, eps, n_examples=args.n_examples, version=version,
             seed=args.seed, batch_size=args.batch_size, device=device, out=args.out, data_dir=args.data_dir,
             model_info=info, progress=not args.no_progress, journal=path.with_suffix(".journal"),
+            channels_last=getattr(args, "channels_last", False), compile=getattr(args, "compile", False),
         )
     except (EvaluationError, JournalMismatchError, ValueError, FileNotFoundError) as exc:
         print(f"robench evaluate: error: {exc}", file=sys.stderr)
@@ -98,7 +103,8 @@ def evaluation_argv(args: argparse.Namespace) -> list[str]:
     for name in ("dataset", "threat_model", "eps", "n_examples", "version", "seed", "batch_size", "device", "out", "data_dir"):
         if getattr(args, name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    return argv + (["--no-progress"] if args.no_progress else [])
+    flags = [f"--{name.replace('_', '-')}" for name in ("no_progress", "channels_last", "compile") if getattr(args, name, False)]
+    return argv + flags
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

@@ -1,17 +1,21 @@
 """robench's standard protocol against torchattacks' AutoAttack: same model, points, eps, machine, one run.
 
     python benchmarks/compare_torchattacks.py [--n-examples 500] [--models undefended,pgd]
-                                              [--threads 1] [--profile]
+                                              [--threads 1] [--profile] [--no-channels-last]
 
 An independent check (PROTOCOL.md; issue 2): on the digits CNNs of benchmarks/digits_models.py
 (undefended and PGD-trained), Linf eps 0.1, the first ``--n-examples`` digits test points, it
 runs, one after the other in this process:
 
-* robench ``evaluate(version="standard")`` (APGD-CE, APGD-T, FAB-T with 100 iterations, Square 5,000);
+* robench ``evaluate(version="standard")`` (APGD-CE, APGD-T, FAB-T with 100 iterations, Square 5,000),
+  with ``channels_last=True`` (``robench evaluate --channels-last``) unless ``--no-channels-last``;
 * ``torchattacks.AutoAttack(version="standard", n_classes=10, seed=0)`` as shipped. torchattacks 3.3
   builds its APGD, APGD-T and FAB there with their default of 10 iterations, not the paper's 100;
-* the same four torchattacks attacks with the paper's 100 iterations (``MultiAttack``), the fair
-  comparison of cost.
+* the same four torchattacks attacks with the standard settings (``MultiAttack``, which like
+  AutoAttack attacks only the points still robust): APGD-CE, APGD-T (``n_classes=10``: 9 targets),
+  FAB multi-targeted (9 targets) with 100 iterations, Square with 5,000 queries; the fair comparison
+  of cost. It runs twice: on the model as given, and on the same model converted to channels_last
+  as robench runs it, so that the layout's own speedup is not credited to robench.
 
 It prints robust accuracy and wall time of each, the speed ratio, and the points one side breaks
 and the other misses. Targets: robench's robust accuracy <= torchattacks', robench's wall time
@@ -49,10 +53,11 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def robench_run(model: nn.Module, x: Tensor, y: Tensor, profile: bool) -> tuple[float, Tensor, dict[str, float]]:
+def robench_run(model: nn.Module, x: Tensor, y: Tensor, profile: bool, channels_last: bool
+                ) -> tuple[float, Tensor, dict[str, float]]:
     """Wall time, per-point robust flags and per-attack times of robench's standard protocol."""
     run = lambda: evaluate(model, "digits", "Linf", EPS, x=x, y=y, batch_size=len(x), seed=0, progress=False,  # noqa: E731
-                           analysis=False)
+                           analysis=False, channels_last=channels_last)
     if profile:
         prof = cProfile.Profile()
         wall, result = timed(lambda: prof.runcall(run))
@@ -101,19 +106,25 @@ def torchattacks_paper_settings(model: nn.Module) -> Any:
     ])
 
 
-def compare(name: str, n: int, profile: bool) -> dict[str, Any]:
+def compare(name: str, n: int, profile: bool, channels_last: bool) -> dict[str, Any]:
+    import copy
+
     import torchattacks as ta
 
+    from benchmark.runner import prepare_model
+
     model, source = load(name)
+    model_cl = prepare_model(copy.deepcopy(model), channels_last=True)
     x, y = load_dataset("digits", "test", n_examples=n)
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).float().mean().item()
     print(f"\n== {name}: {source}\n   {n} points, Linf eps {EPS}, clean accuracy {clean:.1%}, torchattacks {ta.__version__}")
-    ours_wall, ours_robust, stages = robench_run(model, x, y, profile)
-    rows = {"robench standard": (ours_wall, ours_robust, 0, stages)}
+    ours_wall, ours_robust, stages = robench_run(copy.deepcopy(model), x, y, profile, channels_last)
+    rows = {"robench standard" + (" (channels_last)" if channels_last else ""): (ours_wall, ours_robust, 0, stages)}
     rows["torchattacks AutoAttack (as shipped)"] = torchattacks_run(
         ta.AutoAttack(model, norm="Linf", eps=EPS, version="standard", n_classes=10, seed=0), model, x, y)
-    rows["torchattacks, 100 iterations"] = torchattacks_run(torchattacks_paper_settings(model), model, x, y)
+    rows["torchattacks, standard settings"] = torchattacks_run(torchattacks_paper_settings(model), model, x, y)
+    rows["torchattacks, standard, channels_last"] = torchattacks_run(torchattacks_paper_settings(model_cl), model, x, y)
     print(f"   {'':<38}{'robust acc':>11}{'wall s':>9}{'robench / it':>14}{'outside ball':>14}")
     out: dict[str, Any] = {"clean": clean, "robench_stages_s": stages}
     for label, (wall, robust, outside, parts) in rows.items():
@@ -122,7 +133,7 @@ def compare(name: str, n: int, profile: bool) -> dict[str, Any]:
         print(f"   {'':<38}per attack (s): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
         out[label] = {"robust_accuracy": robust.float().mean().item(), "wall_s": wall, "robench_time_ratio": ratio,
                       "outside": outside, "per_attack_s": parts}
-        if label != "robench standard":
+        if not label.startswith("robench"):
             only_ours = int((~ours_robust & robust).sum())
             only_theirs = int((ours_robust & ~robust).sum())
             print(f"   {'':<38}points broken only by robench: {only_ours}, only by torchattacks: {only_theirs}")
@@ -135,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="undefended,pgd", help="comma-separated: undefended, pgd")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="profile robench's run with cProfile")
+    parser.add_argument("--no-channels-last", action="store_true", help="run robench on the model's own layout")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from benchmark.record import library_versions
@@ -143,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, CPU, {args.threads} thread(s), {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
     for name in args.models.split(","):
-        compare(name, args.n_examples, args.profile)
+        compare(name, args.n_examples, args.profile, not args.no_channels_last)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -222,3 +222,26 @@ def test_at_least_as_strong_as_torchattacks_apgd() -> None:
         our_robust = (~ours.success).float().mean().item()
         assert 0.2 < their_robust < 0.95, "the comparison needs a model that is neither broken nor untouched"
         assert our_robust <= their_robust + 0.01, f"{threat}: robench {our_robust:.3f} vs torchattacks {their_robust:.3f}"
+
+
+@pytest.mark.parametrize("max_rows", [1, 16, 24])
+def test_bounded_batches_of_copies(max_rows) -> None:
+    """max_rows stacks as many target runs as fit (at least one), later ones on the points left:
+    deterministic for a setting, identical to one batch when everything fits, and as strong here."""
+    model = _ordered_model()
+    x = 0.5 + 0.001 * torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(8, dtype=torch.long)
+    attack = APGD("Linf", loss="dlr", n_iter=20, n_targets=3, max_rows=max_rows)
+    first, second = attack(model, x, y, 0.1), attack(model, x, y, 0.1)
+    assert torch.equal(first.x_adv, second.x_adv) and torch.equal(first.queries, second.queries)
+    assert bool(first.success.all())
+    assert bool((model(first.x_adv).argmax(1) == 2).all())
+    fits = APGD("Linf", loss="dlr", n_iter=20, n_targets=3, max_rows=24)(model, x, y, 0.1)
+    unbounded = APGD("Linf", loss="dlr", n_iter=20, n_targets=3, max_rows=None)(model, x, y, 0.1)
+    assert torch.equal(fits.x_adv, unbounded.x_adv) and torch.equal(fits.queries, unbounded.queries)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_bad_max_rows_is_refused(bad) -> None:
+    with pytest.raises(ValueError, match="max_rows"):
+        APGD("Linf", max_rows=bad)

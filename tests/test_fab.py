@@ -263,3 +263,19 @@ def test_feasible_and_deterministic_on_a_network(cnn, tm, eps):
     assert bool(torch.isfinite(a.min_norm).any())
     untargeted = FAB(tm, n_targets=0, n_iter=15, seed=3)(model, x, y, eps=eps)
     assert bool(torch.isfinite(untargeted.min_norm).any())
+
+
+@pytest.mark.parametrize("max_rows", [None, 1, 40, 80])
+def test_bounded_batches_agree_with_one_batch(linear, max_rows):
+    """max_rows stacks as many targets as fit (at least one); min norms as with one stacked batch."""
+    model, x, y = linear
+    full = FAB("L2", n_targets=4, n_iter=30, max_rows=None)(model, x, y, eps=1.0)
+    bounded = FAB("L2", n_targets=4, n_iter=30, max_rows=max_rows)(model, x, y, eps=1.0)
+    assert torch.allclose(full.min_norm, bounded.min_norm, rtol=1e-10)
+    assert torch.equal(full.queries, bounded.queries)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5])
+def test_bad_max_rows_is_refused(bad):
+    with pytest.raises(ValueError, match="max_rows"):
+        FAB("Linf", max_rows=bad)

@@ -217,3 +217,36 @@ def test_out_writes_the_record_where_result_path_says(tmp_path, data, mlp, monke
     path = result_path(tmp_path, "digits", "Linf", "TinyMLP", "standard")
     assert _files_under(tmp_path) == [path]  # the journal is gone once the record is written
     assert EvaluationResult.load(path) == result
+
+
+def test_channels_last_gives_the_same_record(data):
+    """--channels-last changes the memory layout only: same per-point results on the standard protocol."""
+    x, y = data
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 10)).eval()
+    torch.manual_seed(0)
+    for p in conv.parameters():
+        nn.init.normal_(p, std=0.3)
+    plain = evaluate(conv, x=x, y=y, batch_size=20, progress=False, analysis=False)
+    fast = evaluate(conv, x=x, y=y, batch_size=20, progress=False, analysis=False, channels_last=True)
+    assert conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert [p.robust for p in fast.points] == [p.robust for p in plain.points]
+    assert [p.broken_by for p in fast.points] == [p.broken_by for p in plain.points]
+
+
+def test_compile_option_is_wired(data, mlp, monkeypatch):
+    """--compile hands the (channels_last) model to torch.compile; the compiled callable runs the attacks."""
+    calls = []
+
+    def fake_compile(model):
+        calls.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    _fgsm_only(monkeypatch)
+    x, y = data
+    evaluate(mlp, x=x, y=y, batch_size=20, progress=False, analysis=False, compile=True)
+    assert calls == [mlp]
+    monkeypatch.setattr(runner, "evaluate", lambda *a, **k: calls.append(k) or (_ for _ in ()).throw(EvaluationError("stop")))
+    assert cli_main(["evaluate", "--model", "tests.runner_models:build_mlp", "--n-examples", "2", "--channels-last",
+                     "--compile", "--no-progress"]) == 2
+    assert calls[-1]["channels_last"] is True and calls[-1]["compile"] is True

@@ -52,8 +52,9 @@ class FAB(MinimumNormAttack):
     ``early_stop_eps`` lets a point stop as soon as one of its runs finds an adversarial
     point within eps: enough for robust accuracy (and much cheaper), but then ``min_norm``
     is only an upper bound of the attack's full result, unfit for robustness curves.
-    ``batch_targets`` runs all target classes as one batch of n * n_targets rows (faster on
-    a GPU, n_targets times the memory); the result is the same up to float rounding.
+    ``batch_targets`` runs the target classes as one batch of n * n_targets rows (faster on
+    a GPU, n_targets times the memory), at most ``max_rows`` rows per batch (as many targets
+    as fit; None: no bound); the result is the same up to float rounding.
     """
 
     name = "fab"
@@ -70,12 +71,15 @@ class FAB(MinimumNormAttack):
         seed: int = 0,
         batch_targets: bool = True,
         early_stop_eps: bool = False,
+        max_rows: int | None = 1024,
     ) -> None:
         super().__init__(threat_model, seed)
         if self.threat_model.p not in (2.0, float("inf")):
             raise ValueError(f"FAB supports the Linf and L2 threat models, got {self.threat_model}")
         if int(n_iter) < 1 or int(n_restarts) < 1 or int(n_targets) < 0:
             raise ValueError(f"need n_iter >= 1, n_restarts >= 1, n_targets >= 0; got {n_iter}, {n_restarts}, {n_targets}")
+        if max_rows is not None and (int(max_rows) != max_rows or max_rows < 1):
+            raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
         if not 0.0 <= alpha_max <= 1.0:
             raise ValueError(f"alpha_max must lie in [0, 1], got {alpha_max}")
         if not eta >= 1.0:
@@ -85,6 +89,7 @@ class FAB(MinimumNormAttack):
         self.n_iter, self.n_restarts, self.n_targets = int(n_iter), int(n_restarts), int(n_targets)
         self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
         self.batch_targets, self.early_stop_eps = bool(batch_targets), bool(early_stop_eps)
+        self.max_rows = None if max_rows is None else int(max_rows)
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, generator: torch.Generator) -> RunOutput:
         with torch.no_grad():
@@ -96,17 +101,19 @@ class FAB(MinimumNormAttack):
         # a point misclassified when clean is adversarial at distance 0 and is not attacked
         min_norm = torch.where(logits.argmax(1) != y, 0.0, float("inf")).to(x.dtype)
         best = x.clone()
-        if self.n_targets:
-            targets = [kth_class(logits, k) for k in range(2, self.n_targets + 2)]
-            groups = [torch.stack(targets)] if self.batch_targets else [t[None] for t in targets]
-        else:
-            groups = [None]
+        targets = torch.stack([kth_class(logits, k) for k in range(2, self.n_targets + 2)]) if self.n_targets else None
         for restart in range(self.n_restarts):
-            for group in groups:
+            left = self.n_targets
+            while left or targets is None:
                 todo = (min_norm > eps) if self.early_stop_eps else (min_norm > 0)
                 pts = todo.nonzero().flatten()
                 if pts.numel() == 0:
                     break
+                if targets is None:
+                    group = None
+                else:
+                    size = self._targets_per_batch(len(pts), left)
+                    group, left = targets[self.n_targets - left:self.n_targets - left + size], left - size
                 copies = 1 if group is None else group.shape[0]
                 rows = pts.repeat(copies)
                 x_orig = x[rows]
@@ -124,8 +131,18 @@ class FAB(MinimumNormAttack):
                 better = norm < min_norm[pts]
                 min_norm[pts] = torch.where(better, norm, min_norm[pts])
                 best[pts] = torch.where(_view(better, adv), adv, best[pts])
+                if group is None:
+                    break
         x_adv = torch.where(_view(min_norm <= eps, x), best, x)
         return RunOutput(x_adv, queries, min_norm)
+
+    def _targets_per_batch(self, n_points: int, n_left: int) -> int:
+        """How many target classes to stack into one batch for ``n_points`` points."""
+        if not self.batch_targets:
+            return 1
+        if self.max_rows is None:
+            return n_left
+        return max(1, min(n_left, self.max_rows // n_points))
 
     def _linearise(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
         """Value g(x) (n,) and gradient (n, d) of the decision function to push over zero."""

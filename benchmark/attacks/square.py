@@ -131,6 +131,7 @@ class Square(FixedBudgetAttack):
             alive = m_best > 0
             if not bool(alive.all()):  # the one host sync per iteration: drop broken points
                 out[active[~alive]] = x_best[~alive]
+                queries[index[active[~alive]]] += it - 1  # the updates they were queried on
                 active, x, y, eps4, x_best, m_best = (t[alive] for t in (active, x, y, eps4, x_best, m_best))
                 if active.numel() == 0:
                     break
@@ -139,11 +140,11 @@ class Square(FixedBudgetAttack):
             x_new = update(x, x_best, eps4, side, gen)
             with torch.inference_mode():
                 m_new = margin(model(x_new), y)
-            queries[index[active]] += 1
             better = m_new < m_best
             x_best = torch.where(better.view(-1, 1, 1, 1), x_new, x_best)
             m_best = torch.where(better, m_new, m_best)
         out[active] = x_best
+        queries[index[active]] += self.n_queries - 1
         fooled = torch.ones(len(out), dtype=torch.bool, device=x.device)
         fooled[active] = m_best <= 0
         return out, fooled
