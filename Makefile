@@ -27,7 +27,7 @@ browser:
 	fi
 
 run: $(STAMP)
-	$(VENV)/bin/robench evaluate-zoo --dataset digits --out $(RESULTS)
+	$(VENV)/bin/robench evaluate-zoo --dataset digits --channels-last --out $(RESULTS)
 	$(VENV)/bin/robench leaderboard build --results $(RESULTS) --out $(SITE)
 	@echo "site written to $(SITE)/index.html"
 
