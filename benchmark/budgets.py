@@ -15,8 +15,8 @@ __all__ = ["BOARDS", "default_eps", "check_board", "format_eps"]
 
 #: (dataset, threat model) -> (eps, how it is written on the board)
 BOARDS: Mapping[tuple[str, str], tuple[float, str]] = MappingProxyType({
-    ("digits", "Linf"): (0.1, "0.1"),
-    ("digits", "L2"): (0.5, "0.5"),
+    ("digits", "Linf"): (0.2, "0.2"),
+    ("digits", "L2"): (0.8, "0.8"),
     ("cifar10", "Linf"): (8 / 255, "8/255"),
     ("cifar10", "L2"): (0.5, "0.5"),
     ("cifar100", "Linf"): (8 / 255, "8/255"),

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     sha = save_checkpoint(result.model, target)
     acc = digits_test_accuracy(result.model)
     summary = {"checkpoint": str(target), "sha256": sha, "clean_accuracy": acc, "seconds": round(result.seconds, 1),
+               "cpu_seconds": round(result.cpu_seconds, 1),
                "training": result.settings}
     if spec is None:
         target.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -27,12 +27,13 @@ __all__ = ["Recipe", "RecipeContext", "RECIPES", "COMMON_DEFAULTS", "get_recipe"
 #: settings every recipe has; a recipe's own defaults may override them
 COMMON_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "architecture": "digits_cnn",
-    "arch_kwargs": {"width": 16},
-    "optimizer": "adam",
-    "lr": 0.002,
-    "weight_decay": 0.0,
+    "arch_kwargs": {"width": 32},
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 0.0005,
     "batch_size": 64,
-    "epochs": 30,
+    "epochs": 50,
 })
 
 
@@ -141,7 +142,7 @@ def _distillation(ctx: RecipeContext) -> Objective:
         return F.cross_entropy(model(x) / temperature, y)
 
     fit(teacher, teacher_objective, ctx.x, ctx.y, epochs=s["teacher_epochs"], batch_size=s["batch_size"],
-        lr=s["lr"], seed=ctx.seed + 1, optimizer=s["optimizer"], weight_decay=s["weight_decay"])
+        lr=s["lr"], seed=ctx.seed + 1, optimizer=s["optimizer"], weight_decay=s["weight_decay"], momentum=s["momentum"])
     with torch.no_grad():
         soft_labels = F.softmax(teacher(ctx.x) / temperature, dim=1)
 
@@ -185,7 +186,7 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType({r.name: r for r in (
     _recipe("distillation", "a student trained on a teacher's soft labels at temperature T, deployed at T = 1",
             "Papernot et al., Distillation as a Defense to Adversarial Perturbations against Deep Neural Networks, "
             "IEEE S&P 2016",
-            False, _distillation, temperature=100.0, teacher_epochs=30),
+            False, _distillation, temperature=100.0, teacher_epochs=50, optimizer="adam", lr=0.002, weight_decay=0.0),
     _recipe("input_grad_reg", "cross-entropy + lam * squared L2 norm of its input gradient (double backprop)",
             "Ross, Doshi-Velez, Improving the Adversarial Robustness and Interpretability of Deep Neural Networks "
             "by Regularizing their Input Gradients, AAAI 2018",

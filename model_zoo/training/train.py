@@ -27,6 +27,8 @@ class TrainedModel:
     settings: dict[str, Any]
     #: wall-clock seconds of the run (teacher included for distillation)
     seconds: float
+    #: CPU seconds of this process during the run (the cost on one idle core; wall time grows on a busy machine)
+    cpu_seconds: float
 
 
 def train(
@@ -50,7 +52,7 @@ def train(
     x, y = data if data is not None else load_dataset("digits", "train")
     x, y = x.detach().float().cpu().contiguous(), y.detach().long().cpu()
     classes = num_classes("digits")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with deterministic_cpu():
         model = build_model(settings["architecture"], settings["arch_kwargs"], classes, seed)
         ctx = RecipeContext(
@@ -64,9 +66,11 @@ def train(
         )
         objective = rec.build(ctx)
         fit(model, objective, x, y, epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
-            seed=seed, optimizer=settings["optimizer"], weight_decay=settings["weight_decay"], on_epoch=on_epoch)
-    seconds = time.perf_counter() - start
-    return TrainedModel(model.eval(), {"recipe": rec.name, **settings, "seed": int(seed), "torch_version": torch.__version__}, seconds)
+            seed=seed, optimizer=settings["optimizer"], weight_decay=settings["weight_decay"], momentum=settings["momentum"],
+            on_epoch=on_epoch)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    block = {"recipe": rec.name, **settings, "seed": int(seed), "torch_version": str(torch.__version__)}
+    return TrainedModel(model.eval(), block, seconds, cpu_seconds)
 
 
 def digits_test_accuracy(model: nn.Module) -> float:
