@@ -8,6 +8,8 @@ import math
 import pandas as pd
 import pytest
 
+from benchmark.budgets import default_eps
+
 from benchmark.external import ExternalEvaluation
 from leaderboard.aggregate import ALL_RESULTS_COLUMNS, BOARD_COLUMNS, STANDARD_ATTACKS, aggregate, write_csvs
 from leaderboard.entries import ListedModel, as_listed, external_from_dict
@@ -34,7 +36,8 @@ def test_schema_is_fixed_and_per_attack_columns_follow_the_standard_protocol():
     assert row["square"] == pytest.approx(0.6)  # the last attack leaves the final robust accuracy
     assert row["flags"] == "randomness;zero_gradients"
     assert row["checkpoint_sha256"] == card.checkpoint.sha256[:12]
-    assert (row["eps"], row["n_examples"], row["version"], row["date"]) == (0.1, 500, "standard", "2024-01-01")
+    assert (row["eps"], row["n_examples"], row["version"], row["date"]) == (
+        pytest.approx(default_eps("digits", "Linf")), 500, "standard", "2024-01-01")
     assert (row["paper"], row["venue"], row["architecture"], row["additional_data"]) == (
         "A Robust Model", "ICLR", "digits_cnn(width=32)", False)
     # every known board exists, empty ones with the same columns
@@ -110,7 +113,7 @@ def test_records_at_another_eps_stay_off_the_board_with_a_warning():
 
 def test_an_external_evaluation_at_another_eps_does_not_count():
     card = make_card("Ext2020Eps")
-    agg = aggregate([card], [make_record(card, 0.9, 0.5)], [_external("Ext2020Eps", 0.1, eps=0.2)])
+    agg = aggregate([card], [make_record(card, 0.9, 0.5)], [_external("Ext2020Eps", 0.1, eps=0.35)])
     assert agg.boards[("digits", "Linf")].table.iloc[0]["best_known_robust_accuracy"] == 0.5
 
 
@@ -134,7 +137,7 @@ def test_csvs_round_trip_through_pandas(tmp_path):
 
 def test_external_from_dict_validates_and_fills_the_board_eps():
     ext = external_from_dict(_external("X2020y", 0.25))
-    assert isinstance(ext, ExternalEvaluation) and ext.eps == 0.1 and ext.robust_accuracy == 0.25
+    assert isinstance(ext, ExternalEvaluation) and ext.eps == pytest.approx(default_eps("digits", "Linf")) and ext.robust_accuracy == 0.25
     assert external_from_dict(_external("X2020y", 0.25, eps="8/255")).eps == pytest.approx(8 / 255)
     with pytest.raises(ValueError, match="fraction"):
         external_from_dict(_external("X2020y", 25.0))

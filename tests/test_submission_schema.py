@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from benchmark.budgets import BOARDS, default_eps
 import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -33,7 +34,7 @@ def submission_document(model_id: str = "Doe2024Example", dataset: str = "digits
         "id": model_id,
         "dataset": dataset,
         "threat_model": threat_model,
-        "eps": {"Linf": 0.1, "L2": 0.5}[threat_model] if dataset == "digits" else "8/255",
+        "eps": default_eps(dataset, threat_model) if dataset == "digits" else "8/255",
         "paper": {
             "title": "An Example of Robust Training",
             "link": "https://example.org/paper",
@@ -87,7 +88,7 @@ def test_valid_file_becomes_a_frozen_card(tmp_path: Path, suffix: str) -> None:
     card = read_card(path)
     assert isinstance(card, ModelCard)
     assert card.key == ("digits", "Linf", "Doe2024Example")
-    assert card.eps == 0.1 and card.year == 2024 and card.authors == ("Jane Doe", "John Roe")
+    assert card.eps == default_eps("digits", "Linf") and card.year == 2024 and card.authors == ("Jane Doe", "John Roe")
     assert card.architecture.kwargs["hidden"] == 8
     assert card.preprocessing.input_size == (1, 8, 8)
     assert card.source_file == f"submissions/digits/Linf/Doe2024Example{suffix}"
@@ -140,7 +141,7 @@ BROKEN: dict[str, tuple[Callable[[dict], None], str, str]] = {
     "unknown nested field": (_set("paper.yaer", 2024), "paper.yaer", "did you mean 'year'"),
     "wrong type": (_set("num_classes", "ten"), "num_classes", "expected an integer, got a string"),
     "bool is not an int": (_set("number_forward_passes", True), "number_forward_passes", "expected an integer"),
-    "eps off the board": (_set("eps", 0.3), "eps", "does not match the digits/Linf board's eps; expected 0.1"),
+    "eps off the board": (_set("eps", 0.35), "eps", "does not match the digits/Linf board's eps; expected " + BOARDS[("digits", "Linf")][1]),
     "eps not a number": (_set("eps", "eight"), "eps", "not a number or a fraction"),
     "unknown dataset": (_set("dataset", "mnist"), "dataset", "unknown dataset 'mnist'"),
     "threat model spelling": (_set("threat_model", "linf"), "threat_model", "spelled 'Linf'"),
@@ -220,7 +221,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
     doc = submission_document()
     path = write_submission(tmp_path, doc)
     doc = yaml.safe_load(path.read_text())
-    doc["eps"] = 0.2
+    doc["eps"] = 0.35
     doc["checkpoint"]["sha256"] = "XYZ"
     del doc["license"]
     doc["reported"]["clean_accuracy"] = 1.5

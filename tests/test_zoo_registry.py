@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from benchmark.budgets import BOARDS, default_eps
 import torch
 
 from model_zoo import get_card, list_cards, list_models, load_model
@@ -43,7 +44,7 @@ def test_listing_and_filters(zoo: Path) -> None:
 def test_get_card(zoo: Path) -> None:
     reg = Registry(zoo / "submissions")
     card = get_card("Madry2018Towards", "digits", "L2", registry=reg)
-    assert card.key == ("digits", "L2", "Madry2018Towards") and card.eps == 0.5
+    assert card.key == ("digits", "L2", "Madry2018Towards") and card.eps == default_eps("digits", "L2")
     assert reg.file_of(card) == zoo / "submissions/digits/L2/Madry2018Towards.yaml"
     with pytest.raises(ValueError, match="unknown threat model 'L1'"):
         reg.get_card("Madry2018Towards", "digits", "L1")
@@ -116,7 +117,7 @@ def test_cli_table_and_show(zoo: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "sha256:" in out and "license:      MIT" in out
     code, out, _ = _run_cli(["models", "--submissions", sub, "show", "Madry2018Towards", "--dataset", "digits",
                              "--threat-model", "L2"], capsys)
-    assert code == 0 and out.count("Madry2018Towards  (digits / L2, eps 0.5)") == 1
+    assert code == 0 and out.count(f"Madry2018Towards  (digits / L2, eps {BOARDS[('digits', 'L2')][1]})") == 1
     code, _, err = _run_cli(["models", "show", "Madry2018Toward", "--submissions", sub], capsys)
     assert code == 2 and "closest: Madry2018Towards" in err
 
