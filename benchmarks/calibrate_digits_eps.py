@@ -9,8 +9,8 @@ PGD-CE (50 steps of 2.5 eps / 50, several restarts) then APGD-CE and APGD-T (100
 9 targets). Trained models are cached under the user cache directory (``--cache``).
 
 ``--zoo`` instead evaluates every shipped digits model at its board's eps with each attack
-alone (PGD-CE, PGD-DLR, APGD-CE, APGD-T), which shows gradient masking as a gap between
-PGD-CE and the DLR attacks (defensive distillation).
+alone (FGSM, PGD-CE, PGD-DLR, APGD-CE, APGD-T) and with all of them (worst case), which shows
+gradient masking as a gap between PGD-CE and the DLR attacks (defensive distillation).
 
     python benchmarks/calibrate_digits_eps.py                       # both grids, ~30 min on 1 thread
     python benchmarks/calibrate_digits_eps.py --threat-model L2 --grid 0.5,0.75,1.0
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from benchmark.attacks.apgd import APGD
 from benchmark.attacks.base import Attack
-from benchmark.attacks.pgd import PGD
+from benchmark.attacks.pgd import FGSM, PGD
 from benchmark.data import load_dataset
 from model_zoo.architectures import DigitsCNN
 from model_zoo.training import get_recipe, resolve_settings, save_checkpoint, train
@@ -92,24 +92,35 @@ def calibrate(threat_model: str, grid: list[float], cache: Path, restarts: int, 
         print(f"{eps:>6g} | {und:>10.1%} | {clean:>12.1%} | {rob:>13.1%} | {'yes' if ok else 'no'}", flush=True)
 
 
+def zoo_attacks(threat_model: str) -> list[tuple[str, Attack]]:
+    steps = 2.5 / 50
+    return [
+        ("FGSM", FGSM(threat_model)),
+        ("PGD-CE", PGD(threat_model, n_iter=50, step_size=steps)),
+        ("PGD-DLR", PGD(threat_model, n_iter=50, step_size=steps, loss="dlr")),
+        ("APGD-CE", APGD(threat_model, loss="ce")),
+        ("APGD-T", APGD(threat_model, loss="dlr", n_targets=9)),
+    ]
+
+
 def evaluate_zoo(n_examples: int | None) -> None:
+    """Each shipped digits model at its board's eps: each attack alone, then the worst case over all."""
     from model_zoo import get_card, list_models, load_model
 
     x, y = load_dataset("digits", "test", n_examples=n_examples)
-    print(f"{'model':28s} {'board':5s} {'eps':>5} {'clean':>6} {'PGD-CE':>7} {'PGD-DLR':>7} {'APGD-CE':>7} {'APGD-T':>7}")
+    names = [n for n, _ in zoo_attacks("Linf")]
+    print(f"{'model':26s} {'board':5s} {'eps':>4} {'clean':>6} " + " ".join(f"{n:>7}" for n in names) + f" {'worst':>6}")
     for tm in ("Linf", "L2"):
         for name in list_models(dataset="digits", threat_model=tm):
             card = get_card(name, dataset="digits", threat_model=tm)
             model = load_model(name, dataset="digits", threat_model=tm)
             with torch.no_grad():
                 clean = (model(x).argmax(1) == y).float().mean().item()
-            accs = [robust_flags(model, x, y, card.eps, [(n, a)]).float().mean().item() for n, a in (
-                ("pgd-ce", PGD(tm, n_iter=50, step_size=2.5 / 50)),
-                ("pgd-dlr", PGD(tm, n_iter=50, step_size=2.5 / 50, loss="dlr")),
-                ("apgd-ce", APGD(tm, loss="ce")),
-                ("apgd-t", APGD(tm, loss="dlr", n_targets=9)),
-            )]
-            print(f"{name:28s} {tm:5s} {card.eps:>5g} {clean:>6.1%} " + " ".join(f"{a:>7.1%}" for a in accs), flush=True)
+            attacks = zoo_attacks(tm)
+            accs = [robust_flags(model, x, y, card.eps, [entry]).float().mean().item() for entry in attacks]
+            worst = robust_flags(model, x, y, card.eps, attacks).float().mean().item()
+            print(f"{name:26s} {tm:5s} {card.eps:>4g} {clean:>6.1%} " + " ".join(f"{a:>7.1%}" for a in accs)
+                  + f" {worst:>6.1%}", flush=True)
 
 
 def main() -> None:

@@ -72,8 +72,15 @@ def run(args: argparse.Namespace) -> int:
             if args.overrides or args.threat_model or args.eps is not None or args.seed is not None:
                 raise SystemExit("robench train: a submission file fixes every setting; drop --set/--seed/--threat-model/--eps")
             spec = read_training_spec(as_file)
+            if args.update and not spec.checkpoint_path:
+                raise SystemExit(f"robench train: {as_file} gives its checkpoint by url; --update needs a repository path")
             result = train_from_submission(as_file, on_epoch=progress)
-            target = Path(spec.checkpoint_path) if args.update and spec.checkpoint_path else Path(args.out) / f"{spec.model_id}.safetensors"
+            if args.update:
+                from ..submission_schema import repo_root_of
+
+                target = repo_root_of(as_file) / spec.checkpoint_path
+            else:
+                target = Path(args.out) / f"{spec.model_id}.safetensors"
             name = spec.model_id
         else:
             result = train(args.recipe, threat_model=args.threat_model, eps=args.eps, seed=args.seed or 0,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,5 +98,6 @@ def save_checkpoint(model: nn.Module, path: str | Path) -> str:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp))
+    os.chmod(tmp, 0o644)  # readable like any other repository file (the writer creates it owner-only)
     tmp.replace(path)
     return file_sha256(path)
