@@ -144,3 +144,19 @@ def test_real_card_validates_and_its_checkpoint_matches(card: object) -> None:
         c, h, w = card.preprocessing.input_size
         with torch.no_grad():
             assert model(torch.rand(2, c, h, w)).shape == (2, card.num_classes)
+
+
+@pytest.mark.parametrize("card", _real_cards())
+def test_real_model_reaches_its_cards_clean_accuracy(card: object) -> None:
+    """Every shipped model reproduces its claimed clean accuracy on the test split within 0.5 points."""
+    if isinstance(card, Exception):
+        pytest.fail(f"the repository's submissions do not load: {card}")
+    if card.dataset != "digits":
+        pytest.skip("only the embedded digits data is available offline")
+    from benchmark.data import load_dataset
+
+    x, y = load_dataset(card.dataset, "test")
+    model = load_model(card.id, card.dataset, card.threat_model)
+    with torch.no_grad():
+        measured = (model(x).argmax(1) == y).float().mean().item()
+    assert abs(measured - card.reported.clean_accuracy) <= 0.005, (measured, card.reported.clean_accuracy)
