@@ -163,13 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--force", action="store_true", help="re-evaluate models whose record is up to date")
     zoo.set_defaults(func=_cmd_evaluate_zoo, threat_model=None)
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
