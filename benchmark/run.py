@@ -23,22 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_evaluation(parser.parse_args(argv))
 
 
-def _strip_distributed(args: Sequence[str]) -> list[str]:
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-        elif a == "--distributed":
-            skip = True
-        elif not a.startswith("--distributed="):
-            out.append(a)
-    return out
-
-
 def launch(nproc: int, evaluate_args: Sequence[str]) -> int:
     """Run ``benchmark.run`` under torch.distributed.run with ``nproc`` processes on this node."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "benchmark.run", *_strip_distributed(evaluate_args)]
+           "-m", "benchmark.run", *evaluate_args]
     return subprocess.call(cmd)
 
 
