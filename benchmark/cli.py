@@ -61,12 +61,25 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluation(args: argparse.Namespace) -> int:
+    """Evaluate one model as the arguments say; under torchrun every rank calls this and leaves its group."""
+    from . import distributed
+
+    distributed.init_from_env()
+    status = 1
+    try:
+        status = _evaluate_and_report(args)
+        return status
+    finally:
+        # a failing rank leaves at once, so torchrun stops the others instead of them waiting for it
+        distributed.finish(wait=status == 0)
+
+
+def _evaluate_and_report(args: argparse.Namespace) -> int:
     from . import distributed
     from .journal import JournalMismatchError
     from .runner import EvaluationError, evaluate, result_path
     from .threat_models import parse_eps
 
-    distributed.init_from_env()
     rank, _ = distributed.rank_and_world()
     device = args.device or (distributed.local_device() if rank or distributed.rank_and_world()[1] > 1 else None)
     try:

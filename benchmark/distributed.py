@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["rank_and_world", "init_from_env", "gather_chunks", "local_device"]
+__all__ = ["rank_and_world", "init_from_env", "finish", "gather_chunks", "local_device"]
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -26,6 +26,19 @@ def init_from_env(backend: str | None = None) -> bool:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
     return True
+
+
+def finish(wait: bool = True) -> None:
+    """Leave the process group, after every rank got here when ``wait`` (rank 0 writes the record last).
+
+    A rank that exits with its group alive can be aborted by the backend's threads at interpreter
+    exit ("terminate called without an active exception"), so every rank leaves it explicitly.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def local_device() -> str:

@@ -71,3 +71,17 @@ def test_distributed_flag_forwards_every_evaluation_argument():
     assert vars(run_parser.parse_args(evaluation_argv(defaults))) == {k: v for k, v in vars(defaults).items()
                                                                        if k in forwarded}
 
+
+
+def test_finish_leaves_the_process_group(tmp_path):
+    """Every rank destroys its group before exit; a live gloo group can abort the interpreter at exit."""
+    import torch.distributed as dist
+
+    from benchmark.distributed import finish, rank_and_world
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    assert dist.is_initialized() and rank_and_world() == (0, 1)
+    finish()
+    assert not dist.is_initialized() and rank_and_world() == (0, 1)
+    finish()  # nothing to leave: a no-op
