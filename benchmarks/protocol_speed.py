@@ -1,7 +1,7 @@
 """How fast the standard protocol runs, and how much of its wall time the model itself needs.
 
     python benchmarks/protocol_speed.py [--n-examples 500] [--models undefended,pgd] [--device cpu]
-                                        [--threads 1] [--skip-torchrun] [--skip-optimisations]
+                                        [--threads 1] [--channels-last] [--skip-torchrun] [--skip-optimisations]
 
 On the undefended and the PGD-trained digits CNN (benchmarks/digits_models.py), digits test
 points, Linf eps 0.1, the standard protocol, it prints:
@@ -24,8 +24,8 @@ points, Linf eps 0.1, the standard protocol, it prints:
 3. The speedup of each optimisation that can be switched: targets batched vs one after another
    (APGD-T and FAB-T ``batch_targets``), early stopping (the protocol attacking only points still
    robust; PGD's and FAB's own early stop), and ``torch.inference_mode`` (Square's queries, and a
-   plain forward against one that records autograd). channels_last and torch.compile are GPU
-   options, not measured by this script.
+   plain forward against one that records autograd). ``--channels-last`` runs parts 1 to 3 on
+   the channels_last model (as ``make run`` does); torch.compile is a GPU option, not measured here.
 
 No assertion on time: the figures are for the docs (docs/scaling.md) and the attack authors.
 """
@@ -171,13 +171,15 @@ class CostTable:
 # ------------------------------------------------------------------ 1. the protocol, per attack
 
 
-def protocol_run(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: str) -> tuple[EvaluationResult, CallLog]:
+def protocol_run(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: str, channels_last: bool = False
+                 ) -> tuple[EvaluationResult, CallLog]:
+    """The standard protocol on ``model`` with every model call logged (channels_last converts ``model`` in place)."""
     log = CallLog(model)
     real_build = runner.build_attack
     runner.build_attack = lambda entry, *a, **k: _Tagged(real_build(entry, *a, **k), entry.name, log)
     try:
         result = evaluate(log, "digits", "Linf", EPS, x=x, y=y, batch_size=batch_size, device=device,
-                          progress=False, analysis=False)
+                          progress=False, analysis=False, channels_last=channels_last)
     finally:
         runner.build_attack = real_build
     return result, log
@@ -215,10 +217,10 @@ def report_protocol(name: str, source: str, result: EvaluationResult, log: CallL
 # ------------------------------------------------------------------ 2. torchrun
 
 
-def torchrun_comparison(model_name: str, n: int, batch_size: int, nproc: int) -> dict:
+def torchrun_comparison(model_name: str, n: int, batch_size: int, nproc: int, channels_last: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     args = ["-m", "benchmark.run", "--model", factory_spec(model_name), "--n-examples", str(n), "--batch-size",
-            str(batch_size), "--eps", str(EPS), "--device", "cpu", "--no-progress"]
+            str(batch_size), "--eps", str(EPS), "--device", "cpu", "--no-progress"] + ["--channels-last"] * channels_last
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         records = {}
@@ -353,10 +355,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="chunk size of the torchrun comparison (at least one chunk per process)")
     parser.add_argument("--skip-torchrun", action="store_true")
     parser.add_argument("--skip-optimisations", action="store_true")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="run the protocol as `robench evaluate --channels-last` (make run's setting); the model "
+                             "time is then measured on the converted model")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, device {args.device}, {args.threads} thread(s), {os.cpu_count()} cores, "
+          f"{'channels_last, ' if args.channels_last else ''}"
           f"load average {os.getloadavg()[0]:.1f}")
     x, y = load_dataset("digits", "test", n_examples=args.n_examples)
     x, y = x.to(args.device), y.to(args.device)
@@ -367,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models.split(","):
         model, source = load(name)
         model = model.to(args.device).eval()
-        result, log = protocol_run(model, x, y, args.batch_size, args.device)
+        result, log = protocol_run(model, x, y, args.batch_size, args.device, args.channels_last)
         sizes: dict[bool, set[int]] = {True: set(), False: set()}
         for (stage, b, grad) in log.calls:
             if stage is not None:
@@ -380,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_torchrun:
         for name in args.models.split(","):
             figures.setdefault("torchrun", {})[name] = torchrun_comparison(name, args.n_examples, args.torchrun_batch_size,
-                                                                           args.nproc)
+                                                                           args.nproc, args.channels_last)
     if not args.skip_optimisations:
         figures["optimisations"] = optimisations(runs, x, y)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")

@@ -245,3 +245,20 @@ def test_bounded_batches_of_copies(max_rows) -> None:
 def test_bad_max_rows_is_refused(bad) -> None:
     with pytest.raises(ValueError, match="max_rows"):
         APGD("Linf", max_rows=bad)
+
+
+def test_auto_row_cap_depends_on_the_device() -> None:
+    """"auto" stacks fewer copies on a CPU (cache-bound) than on a GPU; an explicit cap or None wins."""
+    from benchmark.attacks._common import AUTO_MAX_ROWS, AUTO_MAX_ROWS_OTHER, checked_max_rows, runs_per_batch
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert AUTO_MAX_ROWS["cpu"] < AUTO_MAX_ROWS_OTHER
+    assert runs_per_batch("auto", 100, 9, cpu) == AUTO_MAX_ROWS["cpu"] // 100 == 5
+    assert runs_per_batch("auto", 100, 9, gpu) == 9  # 1,024 rows: all nine targets fit
+    assert runs_per_batch("auto", 464, 9, cpu) == 1 and runs_per_batch("auto", 2000, 9, gpu) == 1  # at least one
+    assert runs_per_batch(24, 8, 9, cpu) == 3 and runs_per_batch(None, 10_000, 9, cpu) == 9
+    assert checked_max_rows("auto") == "auto" and checked_max_rows(None) is None and checked_max_rows(64.0) == 64
+    assert APGD("Linf").max_rows == "auto"
+    for bad in ("big", 0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="max_rows"):
+            checked_max_rows(bad)

@@ -7,8 +7,9 @@ and its best loss did not improve since then; a halved copy restarts from its be
 
 Targeted runs (``n_targets > 0``) aim at the class with the k-th highest clean logit,
 k = 2 .. n_targets + 1. The runs (targets x restarts) are either stacked into one batch of
-copies (``batch_targets=True``, at most ``max_rows`` copies per batch: as many runs as fit are
-stacked, the next ones attack only the points still unbroken) or run one after another.
+copies (``batch_targets=True``, at most ``max_rows`` copies per batch, "auto" choosing by device:
+as many runs as fit are stacked, the next ones attack only the points still unbroken) or run one
+after another.
 A point is dropped from the batch, all its copies together, as soon as one copy is misclassified.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..threat_models import ThreatModel
-from ._common import kth_class, loss_and_grad
+from ._common import checked_max_rows, kth_class, loss_and_grad, runs_per_batch
 from .base import FixedBudgetAttack, RunOutput
 from .losses import LOSSES
 
@@ -113,7 +114,7 @@ class APGD(FixedBudgetAttack):
         eot_iter: int = 1,
         seed: int = 0,
         batch_targets: bool = True,
-        max_rows: int | None = 1024,
+        max_rows: int | str | None = "auto",
     ) -> None:
         super().__init__(threat_model, seed)
         if loss not in LOSSES:
@@ -123,13 +124,11 @@ class APGD(FixedBudgetAttack):
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
         if int(n_targets) != n_targets or n_targets < 0:
             raise ValueError(f"n_targets must be a non-negative integer, got {n_targets!r}")
-        if max_rows is not None and (int(max_rows) != max_rows or max_rows < 1):
-            raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
         if not 0.0 <= rho <= 1.0:
             raise ValueError(f"rho must lie in [0, 1], got {rho!r}")
         self.loss, self.n_iter, self.n_restarts, self.rho = loss, int(n_iter), int(n_restarts), float(rho)
         self.n_targets, self.eot_iter, self.batch_targets = int(n_targets), int(eot_iter), bool(batch_targets)
-        self.max_rows = None if max_rows is None else int(max_rows)
+        self.max_rows = checked_max_rows(max_rows)
 
     def _check_classes(self, num_classes: int) -> None:
         needed = max(self.n_targets + 1, 2)
@@ -157,7 +156,7 @@ class APGD(FixedBudgetAttack):
             todo = (~found.done).nonzero().flatten()
             if todo.numel() == 0:
                 break
-            size = self._runs_per_batch(len(todo), len(runs))
+            size = runs_per_batch(self.max_rows, len(todo), len(runs), x.device) if self.batch_targets else 1
             group, runs = runs[:size], runs[size:]
             owner = todo.repeat(len(group))
             target = None
@@ -165,14 +164,6 @@ class APGD(FixedBudgetAttack):
                 target = torch.cat([kth_class(clean_logits[todo], k) for k in group])
             self._attack(model, x, y, eps, owner, target, generator, found)
         return RunOutput(found.x_adv, found.queries)
-
-    def _runs_per_batch(self, n_points: int, n_runs: int) -> int:
-        """How many runs to stack into one batch of copies for ``n_points`` points."""
-        if not self.batch_targets:
-            return 1
-        if self.max_rows is None:
-            return n_runs
-        return max(1, min(n_runs, self.max_rows // n_points))
 
     def _attack(
         self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, owner: Tensor,

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..threat_models import ThreatModel
-from ._common import kth_class, loss_and_grad
+from ._common import checked_max_rows, kth_class, loss_and_grad, runs_per_batch
 from ._projections import dual_norm, project_onto_hyperplane_in_box
 from .base import MinimumNormAttack, RunOutput, predict
 from .losses import targeted_margin
@@ -54,7 +54,8 @@ class FAB(MinimumNormAttack):
     is only an upper bound of the attack's full result, unfit for robustness curves.
     ``batch_targets`` runs the target classes as one batch of n * n_targets rows (faster on
     a GPU, n_targets times the memory), at most ``max_rows`` rows per batch (as many targets
-    as fit; None: no bound); the result is the same up to float rounding.
+    as fit; None: no bound; "auto": by device, see ``_common.AUTO_MAX_ROWS``); the result is
+    the same up to float rounding.
     """
 
     name = "fab"
@@ -71,15 +72,13 @@ class FAB(MinimumNormAttack):
         seed: int = 0,
         batch_targets: bool = True,
         early_stop_eps: bool = False,
-        max_rows: int | None = 1024,
+        max_rows: int | str | None = "auto",
     ) -> None:
         super().__init__(threat_model, seed)
         if self.threat_model.p not in (2.0, float("inf")):
             raise ValueError(f"FAB supports the Linf and L2 threat models, got {self.threat_model}")
         if int(n_iter) < 1 or int(n_restarts) < 1 or int(n_targets) < 0:
             raise ValueError(f"need n_iter >= 1, n_restarts >= 1, n_targets >= 0; got {n_iter}, {n_restarts}, {n_targets}")
-        if max_rows is not None and (int(max_rows) != max_rows or max_rows < 1):
-            raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
         if not 0.0 <= alpha_max <= 1.0:
             raise ValueError(f"alpha_max must lie in [0, 1], got {alpha_max}")
         if not eta >= 1.0:
@@ -89,7 +88,7 @@ class FAB(MinimumNormAttack):
         self.n_iter, self.n_restarts, self.n_targets = int(n_iter), int(n_restarts), int(n_targets)
         self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
         self.batch_targets, self.early_stop_eps = bool(batch_targets), bool(early_stop_eps)
-        self.max_rows = None if max_rows is None else int(max_rows)
+        self.max_rows = checked_max_rows(max_rows)
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, generator: torch.Generator) -> RunOutput:
         with torch.no_grad():
@@ -112,7 +111,7 @@ class FAB(MinimumNormAttack):
                 if targets is None:
                     group = None
                 else:
-                    size = self._targets_per_batch(len(pts), left)
+                    size = runs_per_batch(self.max_rows, len(pts), left, x.device) if self.batch_targets else 1
                     group, left = targets[self.n_targets - left:self.n_targets - left + size], left - size
                 copies = 1 if group is None else group.shape[0]
                 rows = pts.repeat(copies)
@@ -135,14 +134,6 @@ class FAB(MinimumNormAttack):
                     break
         x_adv = torch.where(_view(min_norm <= eps, x), best, x)
         return RunOutput(x_adv, queries, min_norm)
-
-    def _targets_per_batch(self, n_points: int, n_left: int) -> int:
-        """How many target classes to stack into one batch for ``n_points`` points."""
-        if not self.batch_targets:
-            return 1
-        if self.max_rows is None:
-            return n_left
-        return max(1, min(n_left, self.max_rows // n_points))
 
     def _linearise(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
         """Value g(x) (n,) and gradient (n, d) of the decision function to push over zero."""
