@@ -1,7 +1,7 @@
 """robench's standard protocol against torchattacks' AutoAttack: same model, points, eps, machine, one run.
 
     python benchmarks/compare_torchattacks.py [--n-examples 500] [--models undefended,pgd]
-                                              [--threads 1] [--profile] [--no-channels-last]
+                                              [--threads 1] [--device cpu|cuda] [--profile] [--no-channels-last]
 
 An independent check (PROTOCOL.md; issue 2): on the digits CNNs of benchmarks/digits_models.py
 (undefended and PGD-trained), Linf eps 0.1, the first ``--n-examples`` digits test points, it
@@ -51,20 +51,28 @@ from benchmarks.protocol_speed import CallLog, CostTable  # noqa: E402
 EPS = 0.1
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall seconds of ``fn()``, with the GPU's queued work included."""
+    _sync()
     start = time.perf_counter()
     out = fn()
+    _sync()
     return time.perf_counter() - start, out
 
 
 def robench_run(model: nn.Module, x: Tensor, y: Tensor, profile: bool, channels_last: bool
-                ) -> tuple[float, Tensor, dict[str, float], float]:
+                ) -> tuple[float, Tensor, dict[str, float], float | None]:
     """Wall time, per-point robust flags and per-attack times of robench's standard protocol, and the
     model time of its passes: every model call it made, costed at its batch size (a lower bound for
-    any implementation that makes the same passes)."""
+    any implementation that makes the same passes; CPU only: the cost table counts CPU seconds)."""
     log = CallLog(model)
     run = lambda: evaluate(log, "digits", "Linf", EPS, x=x, y=y, batch_size=len(x), seed=0, progress=False,  # noqa: E731
-                           analysis=False, channels_last=channels_last)
+                           analysis=False, channels_last=channels_last, device=x.device)
     if profile:
         prof = cProfile.Profile()
         wall, result = timed(lambda: prof.runcall(run))
@@ -75,6 +83,8 @@ def robench_run(model: nn.Module, x: Tensor, y: Tensor, profile: bool, channels_
     else:
         wall, result = timed(run)
     robust = torch.tensor([p.robust for p in result.points])
+    if x.device.type != "cpu":
+        return wall, robust, {s.attack: s.time_s for s in result.stages}, None
     sizes: dict[bool, set[int]] = {True: set(), False: set()}
     for (_, b, grad) in log.calls:
         sizes[grad].add(b)
@@ -118,7 +128,7 @@ def torchattacks_paper_settings(model: nn.Module) -> Any:
     ])
 
 
-def compare(name: str, n: int, profile: bool, channels_last: bool) -> dict[str, Any]:
+def compare(name: str, n: int, profile: bool, channels_last: bool, device: str = "cpu") -> dict[str, Any]:
     import copy
 
     import torchattacks as ta
@@ -126,11 +136,13 @@ def compare(name: str, n: int, profile: bool, channels_last: bool) -> dict[str, 
     from benchmark.runner import prepare_model
 
     model, source = load(name)
+    model = model.to(device)
     model_cl = prepare_model(copy.deepcopy(model), channels_last=True)
-    x, y = load_dataset("digits", "test", n_examples=n)
+    x, y = (t.to(device) for t in load_dataset("digits", "test", n_examples=n))
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).float().mean().item()
-    print(f"\n== {name}: {source}\n   {n} points, Linf eps {EPS}, clean accuracy {clean:.1%}, torchattacks {ta.__version__}")
+    print(f"\n== {name}: {source}\n   {n} points, Linf eps {EPS}, clean accuracy {clean:.1%}, torchattacks {ta.__version__}, "
+          f"device {device}")
     ours_wall, ours_robust, stages, model_s = robench_run(copy.deepcopy(model), x, y, profile, channels_last)
     rows = {"robench standard" + (" (channels_last)" if channels_last else ""): (ours_wall, ours_robust, 0, stages)}
     rows["torchattacks AutoAttack (as shipped)"] = torchattacks_run(
@@ -150,6 +162,8 @@ def compare(name: str, n: int, profile: bool, channels_last: bool) -> dict[str, 
             only_theirs = int((ours_robust & ~robust).sum())
             print(f"   {'':<38}points broken only by robench: {only_ours}, only by torchattacks: {only_theirs}")
     fair = rows["torchattacks, standard, channels_last"][0]
+    if model_s is None:
+        return out
     print(f"   model time of robench's passes (CPU s, each call costed at its batch size): {model_s:.1f} s = "
           f"{model_s / ours_wall:.2f} of robench's wall time, {model_s / fair:.2f} of torchattacks' (channels_last): "
           f"no implementation making these passes can go below that ratio on this machine")
@@ -161,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-examples", type=int, default=500)
     parser.add_argument("--models", default="undefended,pgd", help="comma-separated: undefended, pgd")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the model-time floor is computed on the CPU only)")
     parser.add_argument("--profile", action="store_true", help="profile robench's run with cProfile")
     parser.add_argument("--no-channels-last", action="store_true", help="run robench on the model's own layout")
     args = parser.parse_args(argv)
@@ -168,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.record import library_versions
 
     library_versions()  # imports torchvision once, outside the timed runs
-    print(f"torch {torch.__version__}, CPU, {args.threads} thread(s), {os.cpu_count()} cores, "
+    print(f"torch {torch.__version__}, {args.device}, {args.threads} thread(s), {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
     for name in args.models.split(","):
-        compare(name, args.n_examples, args.profile, not args.no_channels_last)
+        compare(name, args.n_examples, args.profile, not args.no_channels_last, args.device)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
