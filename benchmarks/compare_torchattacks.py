@@ -22,7 +22,8 @@ and the other misses. Targets: robench's robust accuracy <= torchattacks', roben
 <= 0.5 x torchattacks'. Last, the model time of robench's passes (each model call it made, costed
 at its own batch size from measured times, as in benchmarks/protocol_speed.py) as a share of both
 wall times: torchattacks makes at least the same passes (it does not drop broken points inside a
-run), so that share is the lowest ratio any implementation of the protocol could reach here. ``--profile`` adds where robench's time goes (cProfile, top functions).
+run), so that share is the lowest ratio any implementation of the protocol could reach here.
+``--profile`` adds where robench's time goes (cProfile, top functions).
 torchattacks is used here only as an outside reference; nothing of it is used by robench.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ if str(REPO) not in sys.path:
 
 from benchmark import evaluate, load_dataset  # noqa: E402
 from benchmarks.digits_models import load  # noqa: E402
-from benchmarks.protocol_speed import CallLog, CostTable  # noqa: E402
+from benchmarks.protocol_speed import CallLog, cost_table_for  # noqa: E402
 
 EPS = 0.1
 
@@ -85,10 +86,7 @@ def robench_run(model: nn.Module, x: Tensor, y: Tensor, profile: bool, channels_
     robust = torch.tensor([p.robust for p in result.points])
     if x.device.type != "cpu":
         return wall, robust, {s.attack: s.time_s for s in result.stages}, None
-    sizes: dict[bool, set[int]] = {True: set(), False: set()}
-    for (_, b, grad) in log.calls:
-        sizes[grad].add(b)
-    table = CostTable(model, x, y, sizes)  # model was converted in place when channels_last
+    table = cost_table_for(log, model, x, y)  # model was converted in place when channels_last
     model_s = sum(n * table.cost(b, grad) for (_, b, grad), n in log.calls.items())
     return wall, robust, {s.attack: s.time_s for s in result.stages}, model_s
 
@@ -161,9 +159,9 @@ def compare(name: str, n: int, profile: bool, channels_last: bool, device: str =
             only_ours = int((~ours_robust & robust).sum())
             only_theirs = int((ours_robust & ~robust).sum())
             print(f"   {'':<38}points broken only by robench: {only_ours}, only by torchattacks: {only_theirs}")
-    fair = rows["torchattacks, standard, channels_last"][0]
     if model_s is None:
         return out
+    fair = rows["torchattacks, standard, channels_last"][0]
     print(f"   model time of robench's passes (CPU s, each call costed at its batch size): {model_s:.1f} s = "
           f"{model_s / ours_wall:.2f} of robench's wall time, {model_s / fair:.2f} of torchattacks' (channels_last): "
           f"no implementation making these passes can go below that ratio on this machine")

@@ -168,6 +168,17 @@ class CostTable:
         return (1 - w) * table[lo] + w * table[hi]
 
 
+def cost_table_for(log: CallLog, model: nn.Module, x: Tensor, y: Tensor, also: int | None = None) -> CostTable:
+    """A cost table covering the batch sizes of every logged call (and ``also``, when given)."""
+    sizes: dict[bool, set[int]] = {True: set(), False: set()}
+    for (_, b, grad) in log.calls:
+        sizes[grad].add(b)
+    if also is not None:
+        sizes[True].add(also)
+        sizes[False].add(also)
+    return CostTable(model, x, y, sizes)
+
+
 # ------------------------------------------------------------------ 1. the protocol, per attack
 
 
@@ -374,13 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         model, source = load(name)
         model = model.to(args.device).eval()
         result, log = protocol_run(model, x, y, args.batch_size, args.device, args.channels_last)
-        sizes: dict[bool, set[int]] = {True: set(), False: set()}
-        for (stage, b, grad) in log.calls:
-            if stage is not None:
-                sizes[grad].add(b)
-        sizes[True].add(args.batch_size)
-        sizes[False].add(args.batch_size)
-        table = CostTable(model, x, y, sizes)
+        table = cost_table_for(log, model, x, y, also=args.batch_size)
         figures["protocol"][name] = report_protocol(name, source, result, log, table)
         runs[name] = (model, result)
     if not args.skip_torchrun:

@@ -249,11 +249,11 @@ def test_bad_max_rows_is_refused(bad) -> None:
 
 def test_auto_row_cap_depends_on_the_device() -> None:
     """"auto" stacks fewer copies on a CPU (cache-bound) than on a GPU; an explicit cap or None wins."""
-    from benchmark.attacks._common import AUTO_MAX_ROWS, AUTO_MAX_ROWS_OTHER, checked_max_rows, runs_per_batch
+    from benchmark.attacks._common import CPU_MAX_ROWS, GPU_MAX_ROWS, checked_max_rows, runs_per_batch
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert AUTO_MAX_ROWS["cpu"] < AUTO_MAX_ROWS_OTHER
-    assert runs_per_batch("auto", 100, 9, cpu) == AUTO_MAX_ROWS["cpu"] // 100 == 5
+    assert CPU_MAX_ROWS < GPU_MAX_ROWS
+    assert runs_per_batch("auto", 100, 9, cpu) == CPU_MAX_ROWS // 100 == 5
     assert runs_per_batch("auto", 100, 9, gpu) == 9  # 1,024 rows: all nine targets fit
     assert runs_per_batch("auto", 464, 9, cpu) == 1 and runs_per_batch("auto", 2000, 9, gpu) == 1  # at least one
     assert runs_per_batch(24, 8, 9, cpu) == 3 and runs_per_batch(None, 10_000, 9, cpu) == 9

@@ -72,7 +72,6 @@ def test_distributed_flag_forwards_every_evaluation_argument():
                                                                        if k in forwarded}
 
 
-
 def test_finish_leaves_the_process_group(tmp_path):
     """Every rank destroys its group before exit; a live gloo group can abort the interpreter at exit."""
     import torch.distributed as dist

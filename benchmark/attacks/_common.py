@@ -43,8 +43,8 @@ def kth_class(logits: Tensor, k: int) -> Tensor:
 #: On a CPU the per-image cost of a pass grows once a batch outgrows the caches (one thread, DigitsCNN:
 #: 464 points x 2 targets per batch took 1.35x longer than one target at a time), so a few hundred
 #: rows; elsewhere (GPUs) more rows fill the device better, bounded for memory.
-AUTO_MAX_ROWS = {"cpu": 512}
-AUTO_MAX_ROWS_OTHER = 1024
+CPU_MAX_ROWS = 512
+GPU_MAX_ROWS = 1024
 
 
 def checked_max_rows(max_rows: int | str | None) -> int | str | None:
@@ -60,5 +60,7 @@ def runs_per_batch(max_rows: int | str | None, n_points: int, n_runs: int, devic
     """How many runs (targets, restarts) of ``n_points`` copies each to stack into one batch."""
     if max_rows is None:
         return n_runs
-    cap = AUTO_MAX_ROWS.get(device.type, AUTO_MAX_ROWS_OTHER) if max_rows == "auto" else int(max_rows)
+    if max_rows == "auto":
+        max_rows = CPU_MAX_ROWS if device.type == "cpu" else GPU_MAX_ROWS
+    cap = int(max_rows)
     return max(1, min(n_runs, cap // max(n_points, 1)))

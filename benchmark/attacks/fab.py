@@ -54,7 +54,7 @@ class FAB(MinimumNormAttack):
     is only an upper bound of the attack's full result, unfit for robustness curves.
     ``batch_targets`` runs the target classes as one batch of n * n_targets rows (faster on
     a GPU, n_targets times the memory), at most ``max_rows`` rows per batch (as many targets
-    as fit; None: no bound; "auto": by device, see ``_common.AUTO_MAX_ROWS``); the result is
+    as fit; None: no bound; "auto": by device, see ``_common.CPU_MAX_ROWS``); the result is
     the same up to float rounding.
     """
 
