@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.attacks.pgd import PGD
-from benchmark.attacks.square import Square, nested_rectangles, p_schedule, window_side
+from benchmark.attacks.square import MAX_LINF_CHANNELS, Square, _windows, nested_rectangles, p_schedule, window_side
 from benchmark.threat_models import L2, Linf
 
 torch.set_num_threads(1)
@@ -182,6 +182,38 @@ def test_p_schedule_and_window_side() -> None:
     assert window_side(0.8 / 2**9, 8, 8, 1) == 1 and window_side(0.8 / 2**9, 8, 8, 3) == 3
 
 
+@pytest.mark.parametrize("side,h,w", [(1, 8, 8), (3, 8, 8), (2, 5, 7)])
+def test_window_table_holds_every_square_window_once(side: int, h: int, w: int) -> None:
+    windows = _windows(side, h, w, torch.device("cpu"))
+    assert windows.shape == ((h - side + 1) * (w - side + 1), 1, h, w)
+    assert (windows.flatten(1).sum(1) == side * side).all()
+    assert len({tuple(m.flatten().tolist()) for m in windows}) == len(windows)
+    for k, mask in enumerate(windows[:, 0]):
+        rows, cols = mask.nonzero().unbind(1)
+        top, left = divmod(k, w - side + 1)  # row-major by top-left corner, as the L2 update reads it
+        assert (rows.min(), cols.min(), rows.max(), cols.max()) == (top, left, top + side - 1, left + side - 1)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_linf_update_never_wastes_a_query(channels: int) -> None:
+    # x_best at +eps everywhere: a draw of all + signs would leave it as it is, so some channel must flip
+    x = 0.3 + 0.4 * torch.rand(200, channels, 6, 6, generator=torch.Generator().manual_seed(5))
+    eps4 = torch.full((200, 1, 1, 1), 0.1)
+    x_plus, x_minus = x + eps4, x - eps4
+    gen = torch.Generator().manual_seed(0)
+    attack = Square("Linf")
+    changed_channels = []
+    for side in (1, 2, 5):
+        new = attack._update_linf(x_plus, x_minus, x_plus, side, gen)
+        moved = new != x_plus
+        assert moved.flatten(1).any(1).all()
+        assert torch.allclose(new[moved], x_minus[moved])  # flipped pixels sit at -eps, the rest stay at +eps
+        changed_channels.append(moved.flatten(2).any(2))
+    if channels > 1:  # a uniformly chosen non-empty set: single channels and several together both occur
+        counts = torch.cat(changed_channels).sum(1)
+        assert (counts == 1).any() and (counts == channels).any()
+
+
 def test_nested_rectangles_pattern() -> None:
     block = nested_rectangles(5, 5)
     assert torch.allclose(block[2, 2], torch.tensor(1 + 1 / 4 + 1 / 9, dtype=torch.float64))
@@ -196,6 +228,8 @@ def test_bad_settings_and_inputs_raise() -> None:
         Square("Linf", p_init=1.5)
     with pytest.raises(ValueError, match="at least 4x4"):
         Square("L2")(ChaoticRobust(), torch.rand(2, 1, 3, 3), torch.zeros(2, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match="at most 16 channels"):
+        Square("Linf")(ChaoticRobust(), torch.rand(2, MAX_LINF_CHANNELS + 1, 8, 8), torch.zeros(2, dtype=torch.long), 0.1)
     with pytest.raises(ValueError, match=r"\(n, c, h, w\)"):
         Square("Linf")(ChaoticRobust(), torch.rand(2, 64), torch.zeros(2, dtype=torch.long), 0.1)
 

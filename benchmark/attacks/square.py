@@ -68,13 +68,26 @@ def _l2_pattern(side: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     return (block / block.norm()).to(device=device, dtype=dtype)
 
 
-def _window_mask(top: Tensor, left: Tensor, side: int, h: int, w: int) -> Tensor:
-    """Boolean (m, 1, h, w) masks of one side x side window per point, top-left corners (top, left)."""
-    rows = torch.arange(h, device=top.device)[None, :] - top[:, None]
-    cols = torch.arange(w, device=top.device)[None, :] - left[:, None]
-    in_rows = (rows >= 0) & (rows < side)
-    in_cols = (cols >= 0) & (cols < side)
-    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+@lru_cache(maxsize=64)
+def _windows(side: int, h: int, w: int, device: torch.device) -> Tensor:
+    """Boolean (positions, 1, h, w): every side x side window of an h x w image, by top-left corner
+    (row-major: position = top * (w - side + 1) + left). Cached; callers must not modify it."""
+    tops, lefts = torch.arange(h - side + 1, device=device), torch.arange(w - side + 1, device=device)
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+    in_rows = (rows[None, :] >= tops[:, None]) & (rows[None, :] < tops[:, None] + side)  # (tops, h)
+    in_cols = (cols[None, :] >= lefts[:, None]) & (cols[None, :] < lefts[:, None] + side)  # (lefts, w)
+    return (in_rows[:, None, :, None] & in_cols[None, :, None, :]).reshape(-1, 1, h, w)
+
+
+@lru_cache(maxsize=16)
+def _sign_bits(channels: int, device: torch.device) -> Tensor:
+    """Boolean (2**channels, channels): row k holds the bits of k, channel i's sign being + where bit i is set."""
+    codes = torch.arange(2**channels, device=device)
+    return ((codes[:, None] >> torch.arange(channels, device=device)) & 1).bool()
+
+
+#: Linf updates draw one sign per channel as a code of ``channels`` bits (a table of 2**channels rows)
+MAX_LINF_CHANNELS = 16
 
 
 def _sq_norm(t: Tensor, dims: tuple[int, ...]) -> Tensor:
@@ -105,6 +118,8 @@ class Square(FixedBudgetAttack):
         min_side = 1 if self._linf else 3
         if min(x.shape[2:]) - 1 < min_side:
             raise ValueError(f"Square ({self.threat_model}) needs images of at least {min_side + 1}x{min_side + 1} pixels, got {tuple(x.shape[2:])}")
+        if self._linf and x.shape[1] > MAX_LINF_CHANNELS:
+            raise ValueError(f"Square (Linf) handles images of at most {MAX_LINF_CHANNELS} channels, got {x.shape[1]}")
         x_best = x.clone()
         queries = torch.zeros(len(x), dtype=torch.long, device=x.device)
         todo = torch.arange(len(x), device=x.device)
@@ -127,17 +142,20 @@ class Square(FixedBudgetAttack):
         queries[index] += 1
         out = x_best.clone()
         active = torch.arange(len(x), device=x.device)  # positions into this batch still being attacked
+        # per point: Linf's two window values (the box-clipped x + eps and x - eps); L2's x and eps
+        state = [(x + eps4).clamp(0.0, 1.0), (x - eps4).clamp(0.0, 1.0)] if self._linf else [x, eps4]
+        update = self._update_linf if self._linf else self._update_l2
         for it in range(1, self.n_queries):
             alive = m_best > 0
             if not bool(alive.all()):  # the one host sync per iteration: drop broken points
                 out[active[~alive]] = x_best[~alive]
                 queries[index[active[~alive]]] += it - 1  # the updates they were queried on
-                active, x, y, eps4, x_best, m_best = (t[alive] for t in (active, x, y, eps4, x_best, m_best))
+                active, y, x_best, m_best = (t[alive] for t in (active, y, x_best, m_best))
+                state = [t[alive] for t in state]
                 if active.numel() == 0:
                     break
             side = window_side(p_schedule(it, self.n_queries, self.p_init), x.shape[2], x.shape[3], 1 if self._linf else 3)
-            update = self._update_linf if self._linf else self._update_l2
-            x_new = update(x, x_best, eps4, side, gen)
+            x_new = update(*state, x_best, side, gen)
             with torch.inference_mode():
                 m_new = margin(model(x_new), y)
             better = m_new < m_best
@@ -158,20 +176,23 @@ class Square(FixedBudgetAttack):
         n, c, _, w = x.shape
         return (x + eps4 * self._signs((n, c, 1, w), gen, x)).clamp(0.0, 1.0)
 
-    def _update_linf(self, x: Tensor, x_best: Tensor, eps4: Tensor, side: int, gen: torch.Generator) -> Tensor:
-        m, c, h, w = x.shape
-        top = torch.randint(0, h - side + 1, (m,), generator=gen, device=x.device)
-        left = torch.randint(0, w - side + 1, (m,), generator=gen, device=x.device)
-        window = _window_mask(top, left, side, h, w)
-        signs = self._signs((m, c, 1, 1), gen, x)
-        # a draw that would leave the window as it is wastes a query: there, flip a uniformly chosen
-        # non-empty set of channels instead (the same law as redrawing until something changes)
-        flip_code = torch.randint(1, 2 ** min(c, 62), (m, 1), generator=gen, device=x.device)
-        flip_bits = (flip_code >> torch.arange(c, device=x.device).clamp(max=62)) & 1
-        unchanged = ~(((x + eps4 * signs).clamp(0.0, 1.0) != x_best) & window).flatten(1).any(1)
-        flip = flip_bits.bool() & unchanged[:, None]
-        signs = torch.where(flip.view(m, c, 1, 1), -signs, signs)
-        return torch.where(window, (x + eps4 * signs).clamp(0.0, 1.0), x_best)
+    def _update_linf(self, x_plus: Tensor, x_minus: Tensor, x_best: Tensor, side: int, gen: torch.Generator) -> Tensor:
+        """One random window set to x + eps or x - eps (box-clipped), one sign per channel.
+
+        A draw that would leave the window as it is wastes a query: there, the signs of a uniformly
+        chosen non-empty set of channels are flipped (the same law as redrawing until something changes).
+        """
+        m, c, h, w = x_best.shape
+        windows = _windows(side, h, w, x_best.device)
+        window = windows[torch.randint(0, len(windows), (m,), generator=gen, device=x_best.device)]
+        bits = _sign_bits(c, x_best.device)
+        code = torch.randint(0, 2**c, (m,), generator=gen, device=x_best.device)
+        flip = torch.randint(1, 2**c, (m,), generator=gen, device=x_best.device)
+        values = torch.where(bits[code].view(m, c, 1, 1), x_plus, x_minus)
+        unchanged = ~((values != x_best) & window).flatten(1).any(1)
+        code = code ^ (flip * unchanged)
+        values = torch.where(bits[code].view(m, c, 1, 1), x_plus, x_minus)
+        return torch.where(window, values, x_best)
 
     # --- L2 ---------------------------------------------------------------------------------
     def _init_l2(self, x: Tensor, eps4: Tensor, gen: torch.Generator) -> Tensor:
@@ -186,7 +207,7 @@ class Square(FixedBudgetAttack):
         delta = delta * eps4 / _sq_norm(delta, (1, 2, 3)).sqrt().clamp_min(1e-12)
         return (x + delta).clamp(0.0, 1.0)
 
-    def _update_l2(self, x: Tensor, x_best: Tensor, eps4: Tensor, side: int, gen: torch.Generator) -> Tensor:
+    def _update_l2(self, x: Tensor, eps4: Tensor, x_best: Tensor, side: int, gen: torch.Generator) -> Tensor:
         """Move the mass of windows W1 and W2 (and the unused budget) into W1 as a new pattern.
 
         Per channel i: the new content of W1 is  a_i * normalise(rho_i * eta + nu_{W1,i} / ||nu_{W1,i}||)
@@ -195,17 +216,16 @@ class Square(FixedBudgetAttack):
         """
         m, c, h, w = x.shape
         nu = x_best - x
-        corners = torch.randint(0, h - side + 1, (2, m), generator=gen, device=x.device), torch.randint(
-            0, w - side + 1, (2, m), generator=gen, device=x.device
-        )
-        w1 = _window_mask(corners[0][0], corners[1][0], side, h, w)
-        w2 = _window_mask(corners[0][1], corners[1][1], side, h, w)
+        windows = _windows(side, h, w, x.device)
+        position = torch.randint(0, len(windows), (2, m), generator=gen, device=x.device)
+        w1, w2 = windows[position[0]], windows[position[1]]
+        top, left = position[0] // (w - side + 1), position[0] % (w - side + 1)  # W1's corner
         transpose = torch.randint(0, 2, (m, 1, 1), generator=gen, device=x.device).bool()
         rho = self._signs((m, c, 1, 1), gen, x)
         # the pattern placed at W1 (optionally transposed), zero outside
         pattern = _l2_pattern(side, x.device, x.dtype)
-        rel_r = (torch.arange(h, device=x.device)[None, :] - corners[0][0][:, None]).clamp(0, side - 1)
-        rel_c = (torch.arange(w, device=x.device)[None, :] - corners[1][0][:, None]).clamp(0, side - 1)
+        rel_r = (torch.arange(h, device=x.device)[None, :] - top[:, None]).clamp(0, side - 1)
+        rel_c = (torch.arange(w, device=x.device)[None, :] - left[:, None]).clamp(0, side - 1)
         rr, cc = rel_r[:, :, None], rel_c[:, None, :]
         eta = torch.where(transpose, pattern[cc, rr], pattern[rr, cc])[:, None] * w1
         nu_w1 = nu * w1
