@@ -161,13 +161,11 @@ def _attack_chunk(
                       "backward_samples": model.backward_samples - b0})
         if bars is not None:
             bars[position].update(n)
-    points = []
-    for i in range(n):
-        points.append({
-            "index": start + i, "label": int(y[i]), "clean_correct": bool(clean[i]), "robust": bool(robust[i]),
-            "broken_by": broken_by[i], "norm": None if math.isnan(norm[i]) else float(norm[i]),
-            "queries": int(queries[i]), "min_norm": None if math.isinf(min_norm[i]) else float(min_norm[i]),
-        })
+    columns = zip(y.tolist(), clean.tolist(), robust.tolist(), broken_by, norm.tolist(), queries.tolist(), min_norm.tolist())
+    points = [{  # one transfer per column, not one device read per value
+        "index": start + i, "label": label, "clean_correct": is_clean, "robust": is_robust, "broken_by": by,
+        "norm": None if math.isnan(nrm) else nrm, "queries": q, "min_norm": None if math.isinf(mn) else mn,
+    } for i, (label, is_clean, is_robust, by, nrm, q, mn) in enumerate(columns)]
     return points, stats
 
 
