@@ -18,6 +18,8 @@ points, Linf eps 0.1, the standard protocol, it prints:
    The rest is the attacks' own arithmetic and Python. Target: efficiency >= 0.8. Both times are
    CPU seconds of this process (``time.process_time``), not wall seconds: on a machine shared with
    other jobs, wall times swing by half from one minute to the next while CPU times stay put.
+   With ``--device cuda`` they are wall seconds taken after ``torch.cuda.synchronize()`` instead
+   (the GPU's work is not CPU time); the torchrun comparison of part 2 stays on the CPU.
    The optimisations of part 3 are compared in CPU seconds too.
 2. One process against two processes under torchrun (the same ``benchmark.run`` command line,
    wall time of the whole command including start-up), and whether the records agree.
@@ -92,31 +94,52 @@ class _Tagged:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.log.stage = self.name
-        start = time.process_time()
+        start = clock()
         try:
             return self.attack(*args, **kwargs)
         finally:
-            self.log.cpu[self.name] += time.process_time() - start
+            self.log.cpu[self.name] += clock() - start
             self.log.stage = None
 
 
-def timed(fn: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> tuple[float, Any]:
-    start = clock()
+def timed(fn: Callable[[], Any], timer: Callable[[], float] = time.perf_counter) -> tuple[float, Any]:
+    start = timer()
     out = fn()
-    return clock() - start, out
+    return timer() - start, out
 
 
-def cpu_timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    return timed(fn, time.process_time)
+def _synchronised_wall_time() -> float:
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+#: the clock of the measured figures: CPU seconds of this process on a CPU (steady on a shared machine);
+#: on a GPU, wall seconds once the queued work is done (CPU time would miss the device's work)
+clock: Callable[[], float] = time.process_time
+
+
+def use_clock_for(device: str | torch.device) -> None:
+    """Pick :data:`clock` for ``device``: CUDA-synchronised wall time on a GPU, CPU time otherwise."""
+    global clock
+    clock = _synchronised_wall_time if torch.device(device).type == "cuda" else time.process_time
+
+
+def clock_label() -> str:
+    return "cpu" if clock is time.process_time else "sync"
+
+
+def clocked(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds of ``fn()`` by :data:`clock` (CPU seconds on a CPU, see :func:`use_clock_for`)."""
+    return timed(fn, lambda: clock())
 
 
 def per_call_seconds(fn: Callable[[], Any], min_time: float = 0.05, repeats: int = 5) -> float:
-    """Median over ``repeats`` of the mean CPU time of one call, each repeat lasting >= min_time."""
+    """Median over ``repeats`` of the mean time of one call by :data:`clock`, each repeat lasting >= min_time."""
     fn()
     loops = 1
-    while cpu_timed(lambda: [fn() for _ in range(loops)])[0] < min_time:
+    while clocked(lambda: [fn() for _ in range(loops)])[0] < min_time:
         loops *= 2
-    return sorted(cpu_timed(lambda: [fn() for _ in range(loops)])[0] / loops for _ in range(repeats))[repeats // 2]
+    return sorted(clocked(lambda: [fn() for _ in range(loops)])[0] / loops for _ in range(repeats))[repeats // 2]
 
 
 class CostTable:
@@ -201,8 +224,8 @@ def report_protocol(name: str, source: str, result: EvaluationResult, log: CallL
     t_fb, t_f = table.cost(b, True) / b, table.cost(b, False) / b
     print(f"\n== {name}: {source}")
     print(f"   {result.n_examples} points, batch {b}, clean {result.clean_accuracy:.1%}, robust {result.robust_accuracy:.1%}; "
-          f"per-sample CPU cost at batch {b}: forward+backward {1e6 * t_fb:.1f} us, forward {1e6 * t_f:.1f} us")
-    print(f"   {'attack':<9}{'wall s':>8}{'cpu s':>8}{'fwd smp':>10}{'fwd+bwd smp':>13}{'calls':>7}"
+          f"per-sample {clock_label()} cost at batch {b}: forward+backward {1e6 * t_fb:.1f} us, forward {1e6 * t_f:.1f} us")
+    print(f"   {'attack':<9}{'wall s':>8}{clock_label() + ' s':>8}{'fwd smp':>10}{'fwd+bwd smp':>13}{'calls':>7}"
           f"{'model@calls':>13}{'eff':>6}{'model@B':>9}{'eff':>6}{'robust':>8}")
     rows: dict[str, dict[str, float]] = {}
     for stage in result.stages:
@@ -278,7 +301,7 @@ def _speedup_line(label: str, slow: tuple[str, float, Any], fast: tuple[str, flo
 def _attack_time(attack: Any, model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, int]:
     """CPU seconds of one attack call, and the points it left unbroken."""
     gen = attack.generator(x.device, offset=1)
-    seconds, out = cpu_timed(lambda: attack(model, x, y, EPS, generator=gen))
+    seconds, out = clocked(lambda: attack(model, x, y, EPS, generator=gen))
     return seconds, int((~out.success).sum())
 
 
@@ -306,7 +329,7 @@ def optimisations(models: dict[str, tuple[nn.Module, EvaluationResult]], x: Tens
         total = 0.0
         for entry in PROTOCOLS["standard"]:
             total += _attack_time(build_attack(entry, get_threat_model("Linf"), 10, 0), model, x[clean], y[clean])[0]
-        cascade = cpu_timed(lambda: evaluate(model, "digits", "Linf", EPS, x=x, y=y, batch_size=len(x), progress=False,
+        cascade = clocked(lambda: evaluate(model, "digits", "Linf", EPS, x=x, y=y, batch_size=len(x), progress=False,
                                              analysis=False))[0]
         rows.append(_speedup_line(f"protocol: only still-robust points ({name})", ("every attack, all pts", total, "-"),
                                   ("still-robust only", cascade, f"{result.robust_accuracy:.1%}")))
@@ -372,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    use_clock_for(args.device)
     print(f"torch {torch.__version__}, device {args.device}, {args.threads} thread(s), {os.cpu_count()} cores, "
           f"{'channels_last, ' if args.channels_last else ''}"
           f"load average {os.getloadavg()[0]:.1f}")
