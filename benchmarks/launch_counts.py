@@ -1,6 +1,6 @@
 """Operations launched and host synchronisations of robench's standard protocol against torchattacks'.
 
-    python benchmarks/launch_counts.py [--n-examples 100] [--models undefended,pgd]
+    python benchmarks/launch_counts.py [--n-examples 100] [--models undefended,pgd] [--gpu-row-cap]
 
 Where a model is small for its device (the digits CNNs on a GPU; any model on few points), an
 attack's wall time is set less by the arithmetic than by how many operations it launches (on a
@@ -20,6 +20,8 @@ under a ``TorchDispatchMode`` that counts, per attack:
 * syncs: operations that read a tensor's value back to the host (``.item()``, ``bool(t)``,
   ``nonzero``, ...).
 
+``--gpu-row-cap`` gives APGD-T and FAB-T the cap on stacked rows they take on a GPU
+(``_common.GPU_MAX_ROWS``) instead of the CPU's, so that the counts are those a GPU run makes.
 It prints both sides' counts per attack and in total, and their ratio. The ops ratio is what the
 wall-time ratio tends to on a device where every launch costs the same; it is not a GPU timing.
 """
@@ -39,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import benchmark.attacks._common as attack_common  # noqa: E402
 from benchmark import load_dataset  # noqa: E402
 from benchmarks.compare_torchattacks import torchattacks_paper_settings  # noqa: E402
 from benchmarks.digits_models import load  # noqa: E402
@@ -155,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-examples", type=int, default=100)
     parser.add_argument("--models", default="undefended,pgd", help="comma-separated: undefended, pgd")
+    parser.add_argument("--gpu-row-cap", action="store_true", help="stack targets up to the GPU's row cap")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.gpu_row_cap:
+        attack_common.CPU_MAX_ROWS = attack_common.GPU_MAX_ROWS
+    print(f"row cap of stacked targets: {attack_common.CPU_MAX_ROWS} (the {'GPU' if args.gpu_row_cap else 'CPU'}'s)")
     for name in args.models.split(","):
         report(name, args.n_examples)
     return 0
