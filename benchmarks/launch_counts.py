@@ -21,7 +21,8 @@ under a ``TorchDispatchMode`` that counts, per attack:
   ``nonzero``, ...).
 
 ``--gpu-row-cap`` gives APGD-T and FAB-T the cap on stacked rows they take on a GPU
-(``_common.GPU_MAX_ROWS``) instead of the CPU's, so that the counts are those a GPU run makes.
+(``_common.GPU_AUTO_ELEMENTS``: 4,096 digits) instead of the CPU's (512), so that the counts are
+those a GPU run makes.
 It prints both sides' counts per attack and in total, and their ratio. The ops ratio is what the
 wall-time ratio tends to on a device where every launch costs the same; it is not a GPU timing.
 """
@@ -162,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.gpu_row_cap:
-        attack_common.CPU_MAX_ROWS = attack_common.GPU_MAX_ROWS
-    print(f"row cap of stacked targets: {attack_common.CPU_MAX_ROWS} (the {'GPU' if args.gpu_row_cap else 'CPU'}'s)")
+        attack_common.CPU_AUTO_ELEMENTS = attack_common.GPU_AUTO_ELEMENTS
+    print(f"row cap of stacked targets: {attack_common.CPU_AUTO_ELEMENTS // 64} digits "
+          f"(the {'GPU' if args.gpu_row_cap else 'CPU'}'s)")
     for name in args.models.split(","):
         report(name, args.n_examples)
     return 0

@@ -247,18 +247,56 @@ def test_bad_max_rows_is_refused(bad) -> None:
         APGD("Linf", max_rows=bad)
 
 
-def test_auto_row_cap_depends_on_the_device() -> None:
-    """"auto" stacks fewer copies on a CPU (cache-bound) than on a GPU; an explicit cap or None wins."""
-    from benchmark.attacks._common import CPU_MAX_ROWS, GPU_MAX_ROWS, checked_max_rows, runs_per_batch
+def test_auto_row_cap_stays_within_the_handed_batch_except_for_tiny_inputs() -> None:
+    """"auto" never stacks more rows than the attack was handed, unless the inputs are tiny (digits):
+    then up to 512 rows on a CPU (cache-bound) and 4,096 on a GPU; an explicit cap or None wins."""
+    from benchmark.attacks._common import auto_max_rows, checked_max_rows, runs_per_batch
 
-    cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert CPU_MAX_ROWS < GPU_MAX_ROWS
-    assert runs_per_batch("auto", 100, 9, cpu) == CPU_MAX_ROWS // 100 == 5
-    assert runs_per_batch("auto", 100, 9, gpu) == 9  # 1,024 rows: all nine targets fit
-    assert runs_per_batch("auto", 464, 9, cpu) == 1 and runs_per_batch("auto", 2000, 9, gpu) == 1  # at least one
-    assert runs_per_batch(24, 8, 9, cpu) == 3 and runs_per_batch(None, 10_000, 9, cpu) == 9
+    digits = torch.zeros(100, 1, 8, 8)
+    assert auto_max_rows(digits) == 512 and runs_per_batch("auto", 100, 9, digits) == 5
+    assert runs_per_batch("auto", 40, 9, digits[:40]) == 9
+    assert runs_per_batch("auto", 464, 9, torch.zeros(464, 1, 8, 8)) == 1  # at least one run
+    assert auto_max_rows(torch.zeros(1000, 1, 8, 8)) == 1000  # the handed batch, when larger
+    gpu_digits = torch.zeros(100, 1, 8, 8, device="meta")  # any device but the CPU gets the GPU budget
+    assert auto_max_rows(gpu_digits) == 4096 and runs_per_batch("auto", 100, 9, gpu_digits) == 9
+    imagenet = torch.zeros(16, 3, 224, 224, device="meta")
+    assert auto_max_rows(imagenet) == 16
+    assert runs_per_batch("auto", 16, 9, imagenet) == 1 and runs_per_batch("auto", 5, 9, imagenet) == 3
+    assert auto_max_rows(torch.zeros(200, 3, 32, 32)) == 200 and auto_max_rows(torch.zeros(4, 3, 32, 32)) == 10
+    assert runs_per_batch(24, 8, 9, digits) == 3 and runs_per_batch(None, 10_000, 9, digits) == 9
     assert checked_max_rows("auto") == "auto" and checked_max_rows(None) is None and checked_max_rows(64.0) == 64
     assert APGD("Linf").max_rows == "auto"
     for bad in ("big", 0, -3, 2.5, True):
         with pytest.raises(ValueError, match="max_rows"):
             checked_max_rows(bad)
+
+
+class _LargestBatch(nn.Module):
+    """A fixed random linear classifier on 3x32x32 inputs that remembers the largest batch it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.randn(3 * 32 * 32, 10, generator=g) * 0.01
+        self.largest = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.largest = max(self.largest, len(x))
+        return x.flatten(1) @ self.w
+
+
+def test_stacked_targets_of_larger_images_stay_within_the_handed_batch() -> None:
+    """On 3x32x32 inputs "auto" allows max(8 handed points, 32,768 / 3,072 = 10) rows: the nine
+    targets are attacked a few at a time, never all 72 copies at once (APGD-T and FAB-T)."""
+    from benchmark.attacks.fab import FAB
+
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    model = _LargestBatch()
+    y = model(x).argmax(1)
+    for attack in (APGD("Linf", loss="dlr", n_targets=9, n_iter=5), FAB("Linf", n_targets=9, n_iter=5)):
+        model.largest = 0
+        attack(model, x, y, 0.001)
+        assert 8 <= model.largest <= 10, type(attack).__name__
+    model.largest = 0
+    APGD("Linf", loss="dlr", n_targets=9, n_iter=5, max_rows=None)(model, x, y, 0.001)
+    assert model.largest == 72  # no cap: every target stacked

@@ -39,12 +39,23 @@ def kth_class(logits: Tensor, k: int) -> Tensor:
     return logits.sort(dim=1, descending=True).indices[:, k - 1]
 
 
-#: default cap on the copies one stacked batch of APGD-T / FAB-T holds ("auto"), per device type.
-#: On a CPU the per-image cost of a pass grows once a batch outgrows the caches (one thread, DigitsCNN:
-#: 464 points x 2 targets per batch took 1.35x longer than one target at a time), so a few hundred
-#: rows; elsewhere (GPUs) more rows fill the device better, bounded for memory.
-CPU_MAX_ROWS = 512
-GPU_MAX_ROWS = 1024
+#: "auto" cap on the rows of one stacked batch of APGD-T / FAB-T, as input elements per device type.
+#: Stacking never exceeds the batch the attack was handed (which the caller has shown to fit in
+#: memory: its clean pass, and in the protocol APGD-CE's forward+backward, ran on at least as many
+#: rows), except for inputs so small that this budget holds more rows: the 8x8 digits (512 rows on
+#: a CPU, where a larger batch outgrows the caches: one thread, DigitsCNN, 464 points x 2 targets per
+#: batch took 1.35x longer than one target at a time; 4,096 rows elsewhere, where more rows fill a
+#: GPU better). A 3x32x32 image gets 10 / 85 rows, a 3x224x224 one none: there stacking only fills
+#: the rows that broken points have freed. (ResNet-50 at 224x224 keeps about 90 MB per row for its
+#: backward pass: a fixed cap of hundreds of rows would exhaust any device's memory.)
+CPU_AUTO_ELEMENTS = 512 * 64
+GPU_AUTO_ELEMENTS = 4096 * 64
+
+
+def auto_max_rows(x: Tensor) -> int:
+    """The "auto" row cap for a batch ``x`` handed to an attack (see :data:`CPU_AUTO_ELEMENTS`)."""
+    budget = CPU_AUTO_ELEMENTS if x.device.type == "cpu" else GPU_AUTO_ELEMENTS
+    return max(len(x), budget // max(x[0].numel(), 1)) if len(x) else 0
 
 
 def checked_max_rows(max_rows: int | str | None) -> int | str | None:
@@ -56,11 +67,10 @@ def checked_max_rows(max_rows: int | str | None) -> int | str | None:
     return int(max_rows)
 
 
-def runs_per_batch(max_rows: int | str | None, n_points: int, n_runs: int, device: torch.device) -> int:
-    """How many runs (targets, restarts) of ``n_points`` copies each to stack into one batch."""
+def runs_per_batch(max_rows: int | str | None, n_points: int, n_runs: int, x: Tensor) -> int:
+    """How many runs (targets, restarts) of ``n_points`` copies each to stack into one batch,
+    for an attack handed the batch ``x`` (which "auto" bounds the rows by)."""
     if max_rows is None:
         return n_runs
-    if max_rows == "auto":
-        max_rows = CPU_MAX_ROWS if device.type == "cpu" else GPU_MAX_ROWS
-    cap = int(max_rows)
+    cap = auto_max_rows(x) if max_rows == "auto" else int(max_rows)
     return max(1, min(n_runs, cap // max(n_points, 1)))

@@ -7,7 +7,8 @@ and its best loss did not improve since then; a halved copy restarts from its be
 
 Targeted runs (``n_targets > 0``) aim at the class with the k-th highest clean logit,
 k = 2 .. n_targets + 1. The runs (targets x restarts) are either stacked into one batch of
-copies (``batch_targets=True``, at most ``max_rows`` copies per batch, "auto" choosing by device:
+copies (``batch_targets=True``, at most ``max_rows`` copies per batch, "auto": as many as the
+batch handed over, more for tiny inputs, see ``_common.auto_max_rows``:
 as many runs as fit are stacked, the next ones attack only the points still unbroken) or run one
 after another.
 A point is dropped from the batch, all its copies together, as soon as one copy is misclassified.
@@ -156,7 +157,7 @@ class APGD(FixedBudgetAttack):
             todo = (~found.done).nonzero().flatten()
             if todo.numel() == 0:
                 break
-            size = runs_per_batch(self.max_rows, len(todo), len(runs), x.device) if self.batch_targets else 1
+            size = runs_per_batch(self.max_rows, len(todo), len(runs), x) if self.batch_targets else 1
             group, runs = runs[:size], runs[size:]
             owner = todo.repeat(len(group))
             target = None

@@ -54,7 +54,8 @@ class FAB(MinimumNormAttack):
     is only an upper bound of the attack's full result, unfit for robustness curves.
     ``batch_targets`` runs the target classes as one batch of n * n_targets rows (faster on
     a GPU, n_targets times the memory), at most ``max_rows`` rows per batch (as many targets
-    as fit; None: no bound; "auto": by device, see ``_common.CPU_MAX_ROWS``); the result is
+    as fit; None: no bound; "auto": the batch handed over, more for tiny inputs, see
+    ``_common.auto_max_rows``); the result is
     the same up to float rounding.
     """
 
@@ -111,7 +112,7 @@ class FAB(MinimumNormAttack):
                 if targets is None:
                     group = None
                 else:
-                    size = runs_per_batch(self.max_rows, len(pts), left, x.device) if self.batch_targets else 1
+                    size = runs_per_batch(self.max_rows, len(pts), left, x) if self.batch_targets else 1
                     group, left = targets[self.n_targets - left:self.n_targets - left + size], left - size
                 copies = 1 if group is None else group.shape[0]
                 rows = pts.repeat(copies)
