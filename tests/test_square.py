@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.attacks.pgd import PGD
-from benchmark.attacks.square import MAX_LINF_CHANNELS, Square, _windows, nested_rectangles, p_schedule, window_side
+from benchmark.attacks.square import MAX_LINF_CHANNELS, Square, _window, nested_rectangles, p_schedule, window_side
 from benchmark.threat_models import L2, Linf
 
 torch.set_num_threads(1)
@@ -183,15 +183,23 @@ def test_p_schedule_and_window_side() -> None:
 
 
 @pytest.mark.parametrize("side,h,w", [(1, 8, 8), (3, 8, 8), (2, 5, 7)])
-def test_window_table_holds_every_square_window_once(side: int, h: int, w: int) -> None:
-    windows = _windows(side, h, w, torch.device("cpu"))
-    assert windows.shape == ((h - side + 1) * (w - side + 1), 1, h, w)
-    assert (windows.flatten(1).sum(1) == side * side).all()
-    assert len({tuple(m.flatten().tolist()) for m in windows}) == len(windows)
-    for k, mask in enumerate(windows[:, 0]):
+def test_window_masks_are_the_square_at_each_corner(side: int, h: int, w: int) -> None:
+    tops, lefts = torch.meshgrid(torch.arange(h - side + 1), torch.arange(w - side + 1), indexing="ij")
+    masks = _window(tops.flatten(), lefts.flatten(), side, h, w)
+    assert masks.shape == ((h - side + 1) * (w - side + 1), 1, h, w)
+    assert (masks.flatten(1).sum(1) == side * side).all()
+    for top, left, mask in zip(tops.flatten().tolist(), lefts.flatten().tolist(), masks[:, 0]):
         rows, cols = mask.nonzero().unbind(1)
-        top, left = divmod(k, w - side + 1)  # row-major by top-left corner, as the L2 update reads it
         assert (rows.min(), cols.min(), rows.max(), cols.max()) == (top, left, top + side - 1, left + side - 1)
+
+
+@pytest.mark.parametrize("threat,eps", [("Linf", 4 / 255), ("L2", 0.5)])
+def test_imagenet_sized_inputs_down_to_the_smallest_window(threat: str, eps: float) -> None:
+    # a 10-query run goes down the whole p schedule (windows of side 200 down to 9): the window
+    # masks must stay small (a table of every 9x9 window of a 224x224 image would take 2.3 GB)
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(6))
+    out = Square(threat, n_queries=10)(ChaoticRobust(), x, torch.zeros(2, dtype=torch.long), eps)
+    assert (out.norm <= eps + 1e-5).all() and (out.queries == 11).all()
 
 
 @pytest.mark.parametrize("channels", [1, 3])

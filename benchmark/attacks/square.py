@@ -69,14 +69,16 @@ def _l2_pattern(side: int, device: torch.device, dtype: torch.dtype) -> Tensor:
 
 
 @lru_cache(maxsize=64)
-def _windows(side: int, h: int, w: int, device: torch.device) -> Tensor:
-    """Boolean (positions, 1, h, w): every side x side window of an h x w image, by top-left corner
-    (row-major: position = top * (w - side + 1) + left). Cached; callers must not modify it."""
-    tops, lefts = torch.arange(h - side + 1, device=device), torch.arange(w - side + 1, device=device)
-    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
-    in_rows = (rows[None, :] >= tops[:, None]) & (rows[None, :] < tops[:, None] + side)  # (tops, h)
-    in_cols = (cols[None, :] >= lefts[:, None]) & (cols[None, :] < lefts[:, None] + side)  # (lefts, w)
-    return (in_rows[:, None, :, None] & in_cols[None, :, None, :]).reshape(-1, 1, h, w)
+def _bands(side: int, size: int, device: torch.device) -> Tensor:
+    """Boolean (size - side + 1, size): row t marks [t, t + side). Cached; callers must not modify it."""
+    starts, cells = torch.arange(size - side + 1, device=device), torch.arange(size, device=device)
+    return (cells[None, :] >= starts[:, None]) & (cells[None, :] < starts[:, None] + side)
+
+
+def _window(top: Tensor, left: Tensor, side: int, h: int, w: int) -> Tensor:
+    """Boolean (m, 1, h, w) masks of one side x side window per point, top-left corners (top, left)."""
+    rows, cols = _bands(side, h, top.device)[top], _bands(side, w, top.device)[left]
+    return (rows[:, :, None] & cols[:, None, :])[:, None]
 
 
 @lru_cache(maxsize=16)
@@ -183,11 +185,12 @@ class Square(FixedBudgetAttack):
         chosen non-empty set of channels are flipped (the same law as redrawing until something changes).
         """
         m, c, h, w = x_best.shape
-        windows = _windows(side, h, w, x_best.device)
-        window = windows[torch.randint(0, len(windows), (m,), generator=gen, device=x_best.device)]
-        bits = _sign_bits(c, x_best.device)
-        code = torch.randint(0, 2**c, (m,), generator=gen, device=x_best.device)
-        flip = torch.randint(1, 2**c, (m,), generator=gen, device=x_best.device)
+        dev = x_best.device
+        top = torch.randint(0, h - side + 1, (m,), generator=gen, device=dev)
+        window = _window(top, torch.randint(0, w - side + 1, (m,), generator=gen, device=dev), side, h, w)
+        bits = _sign_bits(c, dev)
+        code = torch.randint(0, 2**c, (m,), generator=gen, device=dev)
+        flip = torch.randint(1, 2**c, (m,), generator=gen, device=dev)
         values = torch.where(bits[code].view(m, c, 1, 1), x_plus, x_minus)
         unchanged = ~((values != x_best) & window).flatten(1).any(1)
         code = code ^ (flip * unchanged)
@@ -216,10 +219,10 @@ class Square(FixedBudgetAttack):
         """
         m, c, h, w = x.shape
         nu = x_best - x
-        windows = _windows(side, h, w, x.device)
-        position = torch.randint(0, len(windows), (2, m), generator=gen, device=x.device)
-        w1, w2 = windows[position[0]], windows[position[1]]
-        top, left = position[0] // (w - side + 1), position[0] % (w - side + 1)  # W1's corner
+        tops = torch.randint(0, h - side + 1, (2, m), generator=gen, device=x.device)
+        lefts = torch.randint(0, w - side + 1, (2, m), generator=gen, device=x.device)
+        w1, w2 = _window(tops[0], lefts[0], side, h, w), _window(tops[1], lefts[1], side, h, w)
+        top, left = tops[0], lefts[0]  # W1's corner
         transpose = torch.randint(0, 2, (m, 1, 1), generator=gen, device=x.device).bool()
         rho = self._signs((m, c, 1, 1), gen, x)
         # the pattern placed at W1 (optionally transposed), zero outside
