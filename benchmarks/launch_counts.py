@@ -32,6 +32,7 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import torch
@@ -46,7 +47,7 @@ import benchmark.attacks._common as attack_common  # noqa: E402
 from benchmark import load_dataset  # noqa: E402
 from benchmarks.compare_torchattacks import torchattacks_paper_settings  # noqa: E402
 from benchmarks.digits_models import load  # noqa: E402
-from benchmarks.protocol_speed import protocol_run  # noqa: E402
+from benchmarks.protocol_speed import CallLog, protocol_run  # noqa: E402
 
 #: operations that hand a tensor's value to the host (and wait for the device to get there)
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "is_nonzero", "item", "equal", "allclose", "unique", "_unique2",
@@ -54,11 +55,12 @@ SYNC_OPS = {"_local_scalar_dense", "nonzero", "is_nonzero", "item", "equal", "al
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts computing ops and host syncs under the label ``self.label`` (an attack's name)."""
+    """Counts computing ops and host syncs under the name of the attack being run: ``stages.stage``
+    (``stages`` is robench's CallLog, or any object whose ``stage`` the caller sets), else "other"."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.label = "other"
+        self.stages: Any = SimpleNamespace(stage=None)
         self.in_model = False
         self.ops: Counter[str] = Counter()
         self.forward_ops: Counter[str] = Counter()
@@ -68,13 +70,14 @@ class OpCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         name = func.overloadpacket.__name__
         if not func.is_view and name not in ("detach", "alias", "lift_fresh"):
-            self.ops[self.label] += 1
+            label = self.stages.stage or "other"
+            self.ops[label] += 1
             if self.in_model:
-                self.forward_ops[self.label] += 1
+                self.forward_ops[label] += 1
             elif torch._C._current_autograd_node() is not None:
-                self.backward_ops[self.label] += 1
+                self.backward_ops[label] += 1
             if name in SYNC_OPS:
-                self.syncs[self.label] += 1
+                self.syncs[label] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -93,28 +96,23 @@ class CountedModel(nn.Module):
             self.counter.in_model = False
 
 
-def _labelled(counter: OpCounter, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+def _staged(stages: Any, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with ``stages.stage`` set to ``name`` while it runs (as protocol_speed's _Tagged does for robench)."""
     def call(*args: Any, **kwargs: Any) -> Any:
-        counter.label = label
+        stages.stage = name
         try:
             return fn(*args, **kwargs)
         finally:
-            counter.label = "other"
+            stages.stage = None
     return call
 
 
 def count_robench(model: nn.Module, x: Tensor, y: Tensor) -> tuple[OpCounter, Tensor]:
     counter = OpCounter()
-    wrapped = CountedModel(model, counter)
-    import benchmarks.protocol_speed as speed
-
-    real_call = speed._Tagged.__call__
-    speed._Tagged.__call__ = lambda self, *a, **k: _labelled(counter, self.name, real_call)(self, *a, **k)
-    try:
-        with counter:
-            result, _ = protocol_run(wrapped, x, y, batch_size=len(x), device=str(x.device))
-    finally:
-        speed._Tagged.__call__ = real_call
+    log = CallLog(CountedModel(model, counter))
+    counter.stages = log  # the protocol run names each attack's stage in the log
+    with counter:
+        result, _ = protocol_run(model, x, y, batch_size=len(x), device=str(x.device), log=log)
     return counter, torch.tensor([p.robust for p in result.points])
 
 
@@ -123,7 +121,7 @@ def count_torchattacks(model: nn.Module, x: Tensor, y: Tensor) -> tuple[OpCounte
     wrapped = CountedModel(model, counter).eval()
     multi = torchattacks_paper_settings(wrapped)
     for part in multi.attacks:
-        part.forward = _labelled(counter, part.attack, part.forward)
+        part.forward = _staged(counter.stages, part.attack, part.forward)
     with counter:
         x_adv = multi(x, y)
     with torch.no_grad():

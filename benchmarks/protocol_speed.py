@@ -108,8 +108,10 @@ def timed(fn: Callable[[], Any], timer: Callable[[], float] = time.perf_counter)
     return timer() - start, out
 
 
-def _synchronised_wall_time() -> float:
-    torch.cuda.synchronize()
+def synchronised_wall_time() -> float:
+    """Wall seconds, once the GPU's queued work is done (when there is a GPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter()
 
 
@@ -121,7 +123,7 @@ clock: Callable[[], float] = time.process_time
 def use_clock_for(device: str | torch.device) -> None:
     """Pick :data:`clock` for ``device``: CUDA-synchronised wall time on a GPU, CPU time otherwise."""
     global clock
-    clock = _synchronised_wall_time if torch.device(device).type == "cuda" else time.process_time
+    clock = synchronised_wall_time if torch.device(device).type == "cuda" else time.process_time
 
 
 def clock_label() -> str:
@@ -205,10 +207,11 @@ def cost_table_for(log: CallLog, model: nn.Module, x: Tensor, y: Tensor, also: i
 # ------------------------------------------------------------------ 1. the protocol, per attack
 
 
-def protocol_run(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: str, channels_last: bool = False
-                 ) -> tuple[EvaluationResult, CallLog]:
-    """The standard protocol on ``model`` with every model call logged (channels_last converts ``model`` in place)."""
-    log = CallLog(model)
+def protocol_run(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: str, channels_last: bool = False,
+                 log: CallLog | None = None) -> tuple[EvaluationResult, CallLog]:
+    """The standard protocol on ``model`` with every model call logged, in ``log`` when given (a CallLog
+    of ``model`` or of a wrapper of it); channels_last converts ``model`` in place."""
+    log = log if log is not None else CallLog(model)
     real_build = runner.build_attack
     runner.build_attack = lambda entry, *a, **k: _Tagged(real_build(entry, *a, **k), entry.name, log)
     try:

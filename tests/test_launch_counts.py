@@ -26,7 +26,7 @@ def test_model_forward_and_backward_ops_are_attributed() -> None:
     counted = CountedModel(model, counter)
     x = torch.rand(5, 3, requires_grad=True)
     with counter:
-        counter.label = "attack"
+        counter.stages.stage = "attack"
         loss = counted(x).sum()
         (grad,) = torch.autograd.grad(loss, x)
     assert grad.shape == x.shape
