@@ -34,7 +34,6 @@ import io
 import os
 import pstats
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,23 +46,15 @@ if str(REPO) not in sys.path:
 
 from benchmark import evaluate, load_dataset  # noqa: E402
 from benchmarks.digits_models import load  # noqa: E402
+import benchmarks.protocol_speed as speed  # noqa: E402
 from benchmarks.protocol_speed import CallLog, cost_table_for  # noqa: E402
 
 EPS = 0.1
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     """Wall seconds of ``fn()``, with the GPU's queued work included."""
-    _sync()
-    start = time.perf_counter()
-    out = fn()
-    _sync()
-    return time.perf_counter() - start, out
+    return speed.timed(fn, speed.synchronised_wall_time)
 
 
 def robench_run(model: nn.Module, x: Tensor, y: Tensor, profile: bool, channels_last: bool
