@@ -187,7 +187,8 @@ class Square(FixedBudgetAttack):
         m, c, h, w = x_best.shape
         dev = x_best.device
         top = torch.randint(0, h - side + 1, (m,), generator=gen, device=dev)
-        window = _window(top, torch.randint(0, w - side + 1, (m,), generator=gen, device=dev), side, h, w)
+        left = torch.randint(0, w - side + 1, (m,), generator=gen, device=dev)
+        window = _window(top, left, side, h, w)
         bits = _sign_bits(c, dev)
         code = torch.randint(0, 2**c, (m,), generator=gen, device=dev)
         flip = torch.randint(1, 2**c, (m,), generator=gen, device=dev)
@@ -222,13 +223,12 @@ class Square(FixedBudgetAttack):
         tops = torch.randint(0, h - side + 1, (2, m), generator=gen, device=x.device)
         lefts = torch.randint(0, w - side + 1, (2, m), generator=gen, device=x.device)
         w1, w2 = _window(tops[0], lefts[0], side, h, w), _window(tops[1], lefts[1], side, h, w)
-        top, left = tops[0], lefts[0]  # W1's corner
         transpose = torch.randint(0, 2, (m, 1, 1), generator=gen, device=x.device).bool()
         rho = self._signs((m, c, 1, 1), gen, x)
         # the pattern placed at W1 (optionally transposed), zero outside
         pattern = _l2_pattern(side, x.device, x.dtype)
-        rel_r = (torch.arange(h, device=x.device)[None, :] - top[:, None]).clamp(0, side - 1)
-        rel_c = (torch.arange(w, device=x.device)[None, :] - left[:, None]).clamp(0, side - 1)
+        rel_r = (torch.arange(h, device=x.device)[None, :] - tops[0][:, None]).clamp(0, side - 1)
+        rel_c = (torch.arange(w, device=x.device)[None, :] - lefts[0][:, None]).clamp(0, side - 1)
         rr, cc = rel_r[:, :, None], rel_c[:, None, :]
         eta = torch.where(transpose, pattern[cc, rr], pattern[rr, cc])[:, None] * w1
         nu_w1 = nu * w1
