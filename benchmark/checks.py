@@ -1,4 +1,4 @@
-"""Checks for flawed evaluations (PROTOCOL.md section 3), run before attacking.
+"""Checks for flawed evaluations (docs/trustworthy.md), run before attacking.
 
 Each check returns a :class:`CheckResult`; one that fires becomes a flag on the result, and
 ``FLAG_EXPLANATIONS`` holds the sentence shown on the site and in the CLI summary. The checks

@@ -7,7 +7,7 @@ An external evaluation is a small YAML/JSON file under
 model_id: Madry2018Towards
 dataset: digits
 threat_model: Linf
-eps: 0.1
+eps: 0.2                        # the board's budget
 who: Jane Doe
 attack: APGD-DLR with 100 restarts
 robust_accuracy: 0.512          # fraction in [0, 1]

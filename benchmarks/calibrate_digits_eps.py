@@ -1,6 +1,6 @@
 """Calibrate the digits boards' eps, and check the shipped digits zoo against strong attacks.
 
-PROTOCOL.md: the digits eps is chosen so that the undefended model falls below 10% robust
+The rule (docs/datasets.md): the digits eps is chosen so that the undefended model falls below 10% robust
 accuracy and the best adversarially trained one stays above 50%. For each threat model this
 script trains the undefended model once (recipe ``standard``) and, for each eps of a grid, a
 PGD-trained model at that eps (recipe ``pgd_at``, the other settings at their defaults), then

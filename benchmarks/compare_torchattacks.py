@@ -3,7 +3,7 @@
     python benchmarks/compare_torchattacks.py [--n-examples 500] [--models undefended,pgd]
                                               [--threads 1] [--device cpu|cuda] [--profile] [--no-channels-last]
 
-An independent check (PROTOCOL.md; issue 2): on the digits CNNs of benchmarks/digits_models.py
+An independent check (issue 2): on the digits CNNs of benchmarks/digits_models.py
 (undefended and PGD-trained), Linf eps 0.1, the first ``--n-examples`` digits test points, it
 runs, one after the other in this process:
 

@@ -1,4 +1,4 @@
-"""Import and export of the field's de facto results format (PROTOCOL.md section 5).
+"""Import and export of the field's de facto results format (docs/leaderboard.md, "Interchange").
 
 One JSON file per model at ``<dataset>/<threat_model>/<ModelID>.json`` with accuracies as
 percent strings ("44.04"), eps as text ("8/255"), ``additional_data`` a bool,
