@@ -9,15 +9,32 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RESULTS ?= results
 SITE ?= site
 
-.PHONY: run test venv browser clean
+.PHONY: run test venv lock browser clean
+
+LOCK := requirements/lock.txt
+# -qq: errors only (pip's warnings about this machine's own index settings are not ours to show)
+PIP_QUIET := $(PY) -m pip install -qq --disable-pip-version-check
+UV_VERSION := 0.13.9
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg setup.py
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The venv holds exactly the lock (hash-checked, nothing resolved at install time) plus robench itself;
+# it is made anew whenever the lock or the project's metadata change.
+$(STAMP): setup.cfg setup.py $(LOCK)
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP_QUIET) --require-hashes --no-deps -r $(LOCK)
+	$(PIP_QUIET) --no-deps --no-build-isolation -e .
+	$(PY) -m pip check --disable-pip-version-check >/dev/null
 	touch $@
+
+# Refresh the lock: the newest versions inside setup.cfg's ranges, for CPython 3.11 on Linux x86-64.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_QUIET) uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile setup.cfg --extra test --upgrade --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --custom-compile-command "make lock" --quiet -o $(LOCK)
 
 # Debian's Chromium and ChromeDriver for the browser tests of the site
 browser:
