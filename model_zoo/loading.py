@@ -72,7 +72,8 @@ def _torch_load(data: bytes, source: str) -> Any:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        # torch 2.14-2.15 say "Unsupported global: GLOBAL mod.name", torch 2.2 "Unsupported class mod.name"
+        found = re.search(r"Unsupported (?:global: GLOBAL|class) ([\w.]+)", text)
         if found:
             raise UnsafeCheckpointError(
                 f"refused to load {source}: it pickles the callable or class {found[1]}, which could run arbitrary "

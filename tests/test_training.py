@@ -14,8 +14,8 @@ from benchmark.budgets import default_eps
 from benchmark.data import load_dataset
 from model_zoo.architectures.digits import DigitsCNN
 from model_zoo.training import (
-    RECIPES, file_sha256, get_recipe, read_training_spec, resolve_settings, save_checkpoint, train,
-    update_submission,
+    RECIPES, cpu_fingerprint, digits_test_accuracy, file_sha256, get_recipe, read_training_spec, resolve_settings,
+    save_checkpoint, train, update_submission,
 )
 from model_zoo.training.cli import main as train_main
 
@@ -139,19 +139,42 @@ def test_shipped_training_blocks_resolve_and_hashes_match(path: Path) -> None:
     spec = read_training_spec(path)
     data = yaml.safe_load(path.read_text())
     settings = resolve_settings(get_recipe(spec.recipe), spec.settings)
-    assert settings == {k: v for k, v in data["training"].items() if k not in ("recipe", "seed", "torch_version")}
+    assert settings == {k: v for k, v in data["training"].items() if k not in ("recipe", "seed", "torch_version", "cpu")}
     assert file_sha256(ROOT / spec.checkpoint_path) == spec.checkpoint_sha256
 
 
-def test_standard_checkpoint_is_reproduced_bit_for_bit(tmp_path: Path) -> None:
-    """Retrains the shipped undefended model (a few seconds); the bytes depend on the torch version."""
-    path = next(p for p in SHIPPED if yaml.safe_load(p.read_text())["training"]["recipe"] == "standard")
-    recorded = yaml.safe_load(path.read_text())["training"].get("torch_version")
-    if recorded != torch.__version__:
-        pytest.skip(f"checkpoint trained with torch {recorded}, running {torch.__version__}")
-    spec = read_training_spec(path)
-    result = train(spec.recipe, seed=spec.seed, overrides=spec.settings)
+def _shipped_standard() -> Path:
+    return next(p for p in SHIPPED if yaml.safe_load(p.read_text())["training"]["recipe"] == "standard")
+
+
+@pytest.fixture(scope="module")
+def retrained_standard():
+    """The shipped undefended model retrained from its submission file (a few seconds)."""
+    spec = read_training_spec(_shipped_standard())
+    return spec, train(spec.recipe, seed=spec.seed, overrides=spec.settings)
+
+
+def test_standard_checkpoint_is_reproduced_to_its_reported_accuracy(retrained_standard) -> None:
+    """On any torch version and CPU, the recipe gives the card's clean accuracy (the bits may differ)."""
+    spec, result = retrained_standard
+    reported = yaml.safe_load(_shipped_standard().read_text())["reported"]["clean_accuracy"]
+    assert abs(digits_test_accuracy(result.model) - reported) <= 0.01
+
+
+def test_standard_checkpoint_is_reproduced_bit_for_bit(retrained_standard, tmp_path: Path) -> None:
+    """Where the torch version and the CPU are the ones that made the shipped bytes, the bytes are equal."""
+    spec, result = retrained_standard
+    here = (torch.__version__, cpu_fingerprint())
+    if (spec.torch_version, spec.cpu) != here:
+        pytest.skip(f"checkpoint trained with torch {spec.torch_version} on CPU {spec.cpu}, running {here[0]} on {here[1]}")
     assert save_checkpoint(result.model, tmp_path / "retrained.safetensors") == spec.checkpoint_sha256
+
+
+def test_training_records_torch_and_cpu() -> None:
+    block = train("standard", overrides={"epochs": 1, "arch_kwargs": {"width": 4}}).settings
+    assert block["torch_version"] == torch.__version__ and block["cpu"] == cpu_fingerprint()
+    machine, capability, flags = cpu_fingerprint().split("/")
+    assert machine and capability == torch.backends.cpu.get_cpu_capability() and len(flags) == 12
 
 
 def test_shipped_distillation_model_masks_gradients() -> None:

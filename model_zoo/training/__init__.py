@@ -7,6 +7,7 @@
 ``robench train RECIPE`` is the command-line face (``model_zoo.training.cli``); docs/training.md
 lists the recipes, their settings and the shipped models.
 """
+from ._loop import cpu_fingerprint
 from .recipes import COMMON_DEFAULTS, RECIPES, Recipe, get_recipe, resolve_settings
 from .submission import read_training_spec, train_from_submission, update_submission
 from .train import TrainedModel, digits_test_accuracy, file_sha256, save_checkpoint, train
@@ -14,5 +15,5 @@ from .train import TrainedModel, digits_test_accuracy, file_sha256, save_checkpo
 __all__ = [
     "RECIPES", "COMMON_DEFAULTS", "Recipe", "get_recipe", "resolve_settings",
     "TrainedModel", "train", "save_checkpoint", "file_sha256", "digits_test_accuracy",
-    "read_training_spec", "train_from_submission", "update_submission",
+    "read_training_spec", "train_from_submission", "update_submission", "cpu_fingerprint",
 ]

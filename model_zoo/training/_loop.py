@@ -10,7 +10,10 @@ summation order of a parallel matrix product depends on the number of threads).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import platform
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
@@ -19,7 +22,7 @@ from torch import Tensor, nn
 from ..architectures import build_architecture
 from ..cards import Architecture
 
-__all__ = ["Objective", "build_model", "fit", "accuracy", "deterministic_cpu", "seeded_generator"]
+__all__ = ["Objective", "build_model", "fit", "accuracy", "deterministic_cpu", "seeded_generator", "cpu_fingerprint"]
 
 #: ``objective(model, x, y, index) -> scalar loss``; ``index`` holds the batch's positions in the training set
 Objective = Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
@@ -44,6 +47,21 @@ def deterministic_cpu() -> Iterator[None]:
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(was_deterministic)
+
+
+def cpu_fingerprint() -> str:
+    """What decides the last bits of CPU training besides the torch version: the architecture, the
+    kernel family torch dispatches to, and (hashed) the CPU's feature flags, which pick the BLAS and
+    convolution code paths. Machines with the same fingerprint and torch version are expected to train the same bytes.
+    """
+    flags = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith(("flags", "Features"))]
+        flags = " ".join(sorted(set(lines[0].split(":", 1)[1].split()))) if lines else ""
+    flags = flags or platform.processor()
+    digest = hashlib.sha256(flags.encode()).hexdigest()[:12]
+    return f"{platform.machine()}/{torch.backends.cpu.get_cpu_capability()}/{digest}"
 
 
 def build_model(architecture: str, kwargs: Mapping[str, Any], num_classes: int, seed: int) -> nn.Module:

@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
         description=(
             "Train a model on the digits training split with a recipe (standard, pgd_at, trades, fgsm_at, "
             "fast_at, distillation, input_grad_reg), or retrain the model a submission file describes. "
-            "Runs on one CPU thread; the same settings, seed and torch version give the same bytes."
+            "Runs on one CPU thread; the same settings, seed, torch version and CPU give the same bytes."
         ),
     )
     p.add_argument("recipe", nargs="?", help="a recipe name, or a submission file (.yaml/.json) to rebuild")

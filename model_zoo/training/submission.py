@@ -34,8 +34,9 @@ class TrainingSpec:
     #: the checkpoint's repository-relative path (None for a checkpoint given by url)
     checkpoint_path: str | None
     checkpoint_sha256: str | None
-    #: the torch version that produced the shipped bytes (other versions may differ in the last bits)
+    #: the torch version and the CPU (``cpu_fingerprint``) that produced the shipped bytes (others may differ in the last bits)
     torch_version: str | None = None
+    cpu: str | None = None
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def read_training_spec(path: str | Path) -> TrainingSpec:
     block = dict(block)
     recipe = get_recipe(str(block.pop("recipe")))
     seed = block.pop("seed", 0)
-    torch_version = block.pop("torch_version", None)
+    torch_version, cpu = block.pop("torch_version", None), block.pop("cpu", None)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"{path}: training seed must be an integer, got {seed!r}")
     if recipe.adversarial:
@@ -66,7 +67,7 @@ def read_training_spec(path: str | Path) -> TrainingSpec:
     checkpoint = data.get("checkpoint") or {}
     return TrainingSpec(
         str(data.get("id", path.stem)), recipe.name, seed, block, checkpoint.get("path"), checkpoint.get("sha256"),
-        None if torch_version is None else str(torch_version),
+        None if torch_version is None else str(torch_version), None if cpu is None else str(cpu),
     )
 
 

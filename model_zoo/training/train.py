@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from benchmark.data import load_dataset, num_classes
 from benchmark.threat_models import get_threat_model
 
-from ._loop import accuracy, build_model, deterministic_cpu, fit
+from ._loop import accuracy, build_model, cpu_fingerprint, deterministic_cpu, fit
 from .recipes import RecipeContext, get_recipe, resolve_settings
 
 __all__ = ["TrainedModel", "train", "save_checkpoint", "file_sha256", "digits_test_accuracy"]
@@ -23,8 +23,8 @@ __all__ = ["TrainedModel", "train", "save_checkpoint", "file_sha256", "digits_te
 @dataclass
 class TrainedModel:
     model: nn.Module
-    #: ``{"recipe": ..., <every setting>, "seed": ..., "torch_version": ...}``: a submission file's ``training``
-    #: block (the torch version is a record, not a setting: other versions may change the last bits)
+    #: ``{"recipe": ..., <every setting>, "seed": ..., "torch_version": ..., "cpu": ...}``: a submission file's
+    #: ``training`` block (torch version and CPU are records, not settings: others may change the last bits)
     settings: dict[str, Any]
     #: wall-clock seconds of the run (teacher included for distillation)
     seconds: float
@@ -45,7 +45,7 @@ def train(
     """Train a fresh model with a recipe on the digits training split (or on ``data``).
 
     Runs on the CPU with one thread and deterministic algorithms, so the same recipe, settings,
-    seed and torch version give bit-identical weights. ``overrides`` changes any setting (see
+    seed, torch version and CPU (``cpu_fingerprint``) give bit-identical weights. ``overrides`` changes any setting (see
     ``resolve_settings``); ``threat_model``/``eps`` are for the adversarial recipes only.
     """
     rec = get_recipe(recipe)
@@ -70,7 +70,8 @@ def train(
             seed=seed, optimizer=settings["optimizer"], weight_decay=settings["weight_decay"], momentum=settings["momentum"],
             on_epoch=on_epoch)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    block = {"recipe": rec.name, **settings, "seed": int(seed), "torch_version": str(torch.__version__)}
+    block = {"recipe": rec.name, **settings, "seed": int(seed), "torch_version": str(torch.__version__),
+             "cpu": cpu_fingerprint()}
     return TrainedModel(model.eval(), block, seconds, cpu_seconds)
 
 
