@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RESULTS ?= results
 SITE ?= site
 
-.PHONY: run test venv lock browser clean
+.PHONY: run test venv lock browser mutation mutation-report clean
 
 LOCK := requirements/lock.txt
 # -qq: errors only (pip's warnings about this machine's own index settings are not ours to show)
@@ -32,7 +32,7 @@ $(STAMP): setup.cfg setup.py $(LOCK)
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_QUIET) uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip compile setup.cfg --extra test --upgrade --generate-hashes \
+	$(VENV)/bin/uv pip compile setup.cfg --extra test --extra mutation --upgrade --generate-hashes \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  --custom-compile-command "make lock" --quiet -o $(LOCK)
 
@@ -51,5 +51,13 @@ run: $(STAMP)
 test: $(STAMP) browser
 	$(PY) -m pytest
 
+# Mutation testing (hours on two cores; docs/development.md): mutmut's settings are setup.cfg's [mutmut]
+mutation: $(STAMP)
+	$(VENV)/bin/mutmut run --max-children $(shell nproc)
+	$(PY) benchmarks/mutation_summary.py
+
+mutation-report: $(STAMP)
+	$(PY) benchmarks/mutation_summary.py --survivors
+
 clean:
-	rm -rf $(SITE) $(RESULTS) test-artifacts .pytest_cache
+	rm -rf $(SITE) $(RESULTS) test-artifacts .pytest_cache mutants
