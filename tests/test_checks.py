@@ -180,6 +180,17 @@ def test_test_time_optimisation_fires_in_either_grad_mode(undefended, digits, wh
         assert result.details[f"{when}_backward_unpacks"] > 0
 
 
+def test_test_time_optimisation_counts_every_unpacked_tensor(undefended, digits):
+    # the count in the details is the number of saved tensors the purifier's backward passes unpacked
+    x, _ = digits
+    model = Purifier(undefended, "backward", "no_grad")
+    unpacked = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: unpacked.append(1) or t), torch.no_grad():
+        model(x[:8])
+    assert len(unpacked) > 3  # three descent steps, each unpacking several saved tensors
+    assert check_test_time_optimisation(model, x[:8]).details["no_grad_backward_unpacks"] == len(unpacked)
+
+
 def test_test_time_optimisation_probe_restores_autograd(undefended, digits):
     x, _ = digits
     saved = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)

@@ -139,6 +139,9 @@ def test_projection_edge_cases_and_errors():
     with pytest.raises(ValueError, match="shape"):
         project_onto_hyperplane_in_box(x, w, torch.zeros(3), 2.0)
     assert torch.allclose(dual_norm(w2, INF), torch.tensor([3.5]))
+    assert torch.allclose(dual_norm(w2, 2.0), torch.tensor([5.25]).sqrt())
+    with pytest.raises(ValueError, match="p = inf and p = 2 are supported, got p = 1.0"):
+        dual_norm(w2, 1.0)
 
 
 # ---------------------------------------------------------------- the attack on a linear model

@@ -32,6 +32,26 @@ def test_fgsm_is_optimal_on_a_two_class_linear_model(linear_model, threat) -> No
 
 
 @pytest.mark.parametrize("threat", ["Linf", "L2"])
+def test_fgsm_steps_along_the_loss_it_is_given(linear_model, threat) -> None:
+    # with 10 classes the DLR and cross-entropy gradients point different ways
+    problem = linear_model(n=50, num_classes=10, scale=1.0)
+    args = (problem.model, problem.x, problem.y, 0.05)
+    ce, dlr = FGSM(threat, loss="ce")(*args).x_adv, FGSM(threat, loss="dlr")(*args).x_adv
+    assert not torch.allclose(ce, dlr)
+    one_step = PGD(threat, n_iter=1, step_size=1.0, loss="dlr", random_start=False, early_stop=False)(*args).x_adv
+    torch.testing.assert_close(dlr, one_step, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+def test_fgsm_steps_every_point_even_a_misclassified_one(linear_model, threat) -> None:
+    problem = linear_model(n=20, num_classes=2, scale=1.0)
+    y = 1 - problem.y  # every clean point misclassified: still one full step each
+    out = FGSM(threat)(problem.model, problem.x, y, 0.05)
+    norms = get_threat_model(threat).norm(out.x_adv - problem.x)
+    torch.testing.assert_close(norms, torch.full((20,), 0.05), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
 def test_pgd_breaks_exactly_the_points_below_eps(linear_model, threat, loss) -> None:
     # scale 100: a sharp softmax, so that the cross-entropy's maximiser in the ball is adversarial

@@ -6,7 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.attacks.pgd import PGD
-from benchmark.attacks.square import MAX_LINF_CHANNELS, Square, _window, nested_rectangles, p_schedule, window_side
+from benchmark.attacks.square import (
+    MAX_LINF_CHANNELS, Square, _l2_pattern, _window, nested_rectangles, p_schedule, window_side,
+)
 from benchmark.threat_models import L2, Linf
 
 torch.set_num_threads(1)
@@ -239,6 +241,131 @@ def test_linf_update_never_wastes_a_query(channels: int) -> None:
     if channels > 1:  # a uniformly chosen non-empty set: single channels and several together both occur
         counts = torch.cat(changed_channels).sum(1)
         assert (counts == 1).any() and (counts == channels).any()
+
+
+def _mid_points(n: int, c: int, h: int, w: int, seed: int = 0) -> Tensor:
+    return 0.3 + 0.4 * torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+def test_windows_reach_every_pixel(threat: str) -> None:
+    # from the clean point every draw changes exactly its window (L2: the first window W1, which gets the
+    # pattern); over many draws the smallest windows must land on every pixel, the borders included
+    n, h, w = 3000, 7, 9
+    x = _mid_points(n, 2, h, w)
+    eps4, gen = torch.full((n, 1, 1, 1), 0.1), torch.Generator().manual_seed(1)
+    attack = Square(threat)
+    if threat == "Linf":
+        new, side = attack._update_linf(x + eps4, x - eps4, x, 1, gen), 1
+    else:
+        new, side = attack._update_l2(x, eps4, x, 3, gen), 3
+    moved = (new != x).any(1)  # (n, h, w)
+    assert (moved.flatten(1).sum(1) == side * side).all()  # one side x side window per point
+    hits = moved.sum(0).float()
+    assert (hits > 0).all()
+    if threat == "Linf":  # a uniformly placed pixel: each one about n / (h * w) times
+        assert (hits - n / (h * w)).abs().max() < 0.35 * n / (h * w)
+
+
+def _pattern_counts(patterns: Tensor, bits: int) -> Tensor:
+    codes = (patterns.long() * (2 ** torch.arange(bits))).sum(1)
+    return torch.bincount(codes, minlength=2**bits)
+
+
+def test_linf_window_signs_are_uniform_over_every_channel_pattern() -> None:
+    n, c = 16000, 3
+    x = _mid_points(n, c, 4, 4)
+    eps4 = torch.full((n, 1, 1, 1), 0.1)
+    new = Square("Linf")._update_linf(x + eps4, x - eps4, x, 1, torch.Generator().manual_seed(2))
+    delta = (new - x).flatten(2)
+    plus = (delta > 0).any(2)  # per point and channel: the window moved to +eps
+    assert ((delta != 0).sum(2) == 1).all()  # one pixel per channel, at +eps or -eps
+    counts = _pattern_counts(plus, c)
+    assert (counts - n / 8).abs().max() < 0.1 * n / 8  # all 8 sign patterns, equally often
+
+
+def test_linf_flips_are_uniform_over_the_non_empty_channel_sets() -> None:
+    # x_best at +eps everywhere: a draw of all + is redrawn as a uniform non-empty flip, so the set of
+    # channels that move to -eps is uniform over the 7 non-empty sets (1/8 + 1/8 * 1/7 = 1/7 each)
+    n, c = 28000, 3
+    x = _mid_points(n, c, 4, 4)
+    eps4 = torch.full((n, 1, 1, 1), 0.1)
+    new = Square("Linf")._update_linf(x + eps4, x - eps4, x + eps4, 1, torch.Generator().manual_seed(3))
+    moved = (new != x + eps4).flatten(2).any(2)
+    counts = _pattern_counts(moved, c)
+    assert counts[0] == 0
+    assert (counts[1:] - n / 7).abs().max() < 0.06 * n / 7
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+def test_determinism_with_several_channels(threat: str) -> None:
+    # with one channel the Linf flip has a single choice; with three every draw must come from the seeded generator
+    x, y = _mid_points(6, 3, 8, 8), torch.zeros(6, dtype=torch.long)
+    eps = 0.05 if threat == "Linf" else 0.5
+    a = Square(threat, n_queries=100, seed=7)(ChaoticRobust(), x, y, eps)
+    torch.manual_seed(123)  # the global generator must play no part
+    b = Square(threat, n_queries=100, seed=7)(ChaoticRobust(), x, y, eps)
+    assert torch.equal(a.x_adv, b.x_adv)
+
+
+def test_l2_initial_perturbation_is_tiled_and_has_norm_eps() -> None:
+    # 32x32: tiles of side 32 // 5 = 6, each the unit pattern with one random sign per tile and channel
+    x, eps = _mid_points(4, 2, 32, 32), 3.0
+    start = Square("L2", n_queries=1)(ChaoticRobust(), x, torch.zeros(4, dtype=torch.long), eps)
+    torch.testing.assert_close(start.norm, torch.full((4,), eps), atol=1e-4, rtol=0)
+    delta, pattern = start.x_adv - x, _l2_pattern(6, torch.device("cpu"), torch.float32)
+    for top, left in [(0, 0), (6, 0), (0, 24), (24, 24)]:
+        block = delta[:, :, top:top + 6, left:left + 6]
+        signs = torch.sign(block[:, :, :1, :1] / pattern[0, 0])
+        unit = block / block.flatten(2).norm(dim=2)[:, :, None, None]
+        torch.testing.assert_close(unit, signs * pattern, atol=1e-5, rtol=0)
+    # 8x8 digits: tiles of the smallest side, 3
+    small = Square("L2", n_queries=1)(ChaoticRobust(), _mid_points(2, 1, 8, 8), torch.zeros(2, dtype=torch.long), 0.8)
+    block = (small.x_adv - _mid_points(2, 1, 8, 8))[:, :, :3, :3]
+    unit = block / block.flatten(2).norm(dim=2)[:, :, None, None]
+    pattern3 = _l2_pattern(3, torch.device("cpu"), torch.float32)
+    torch.testing.assert_close(unit.abs(), pattern3.abs().expand_as(unit), atol=1e-5, rtol=0)
+
+
+def test_l2_update_follows_the_window_formula() -> None:
+    """One L2 update recomputed from its definition, with the two windows read off the result.
+
+    W1 is where the perturbation changed, W2 \\ W1 where it was emptied; per channel i the new content of
+    W1 is a_i * normalise(rho_i * eta + nu_W1,i / ||nu_W1,i||) with eta the unit pattern (or its transpose),
+    rho_i = +-1 and a_i^2 = ||nu_(W1 u W2),i||^2 + (eps^2 - ||nu||^2) / c; everything else is kept.
+    """
+    n, c, h, w, side, eps = 300, 3, 10, 10, 4, 0.5
+    gen = torch.Generator().manual_seed(4)
+    x = _mid_points(n, c, h, w, seed=4)
+    nu = torch.randn(n, c, h, w, generator=gen)
+    nu = nu * (0.6 * eps / nu.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)  # inside the ball: some budget unused
+    new = Square("L2")._update_l2(x, torch.full((n, 1, 1, 1), eps), x + nu, side, gen) - x
+    pattern = _l2_pattern(side, torch.device("cpu"), torch.float32)
+    transposed = 0
+    for k in range(n):
+        d, e = nu[k], new[k]
+        changed = ((e - d).abs() > 1e-5).any(0)  # (x + nu) - x is nu only up to rounding
+        w2_only = changed & (e.abs() < 1e-6).all(0)  # emptied
+        w1 = changed & ~w2_only
+        rows, cols = w1.nonzero().unbind(1)
+        top, left = int(rows.min()), int(cols.min())
+        assert w1.sum() == side * side and w1[top:top + side, left:left + side].all()
+        union = w1 | w2_only
+        torch.testing.assert_close(e[:, ~union], d[:, ~union], atol=1e-6, rtol=0)
+        a = ((d[:, union] ** 2).sum(1) + (eps**2 - (d**2).sum()) / c).sqrt()
+        content = e[:, top:top + side, left:left + side]
+        torch.testing.assert_close(content.flatten(1).norm(dim=1), a, atol=1e-5, rtol=1e-5)
+        unit_nu = d[:, top:top + side, left:left + side]
+        unit_nu = unit_nu / unit_nu.flatten(1).norm(dim=1).view(-1, 1, 1)
+        matches = []
+        for eta in (pattern, pattern.T):
+            fits = [min(float((content[i] / a[i] - v / v.norm()).abs().max()) for v in (eta + unit_nu[i], -eta + unit_nu[i]))
+                    for i in range(c)]
+            matches.append(max(fits) < 1e-4)
+        assert matches[0] != matches[1] or torch.equal(pattern, pattern.T)
+        transposed += matches[1]
+        assert (e**2).sum().sqrt() == pytest.approx(eps, rel=1e-5)
+    assert abs(transposed - n / 2) < 0.15 * n  # the pattern is transposed half of the time
 
 
 def test_nested_rectangles_pattern() -> None:
