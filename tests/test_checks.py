@@ -281,3 +281,32 @@ def test_black_box_threshold_is_more_than_a_fifth_of_a_point():
 def test_choose_version_auto(undefended):
     assert choose_version(DropoutLeftOn(undefended), "digits", device="cpu") == "rand"
     assert choose_version(undefended, "digits", device="cpu") == "standard"
+    # no device given: the GPU where there is one, else the CPU
+    assert choose_version(undefended, "digits") == "standard"
+
+
+class BatchRecorder(Wrapper):
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__(base)
+        self.batches: list[Tensor] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.batches.append(x.detach().clone())
+        return self.base(x)
+
+
+@pytest.mark.parametrize("n", [None, 5])
+def test_choose_version_probes_the_first_n_test_points(undefended, n):
+    model = BatchRecorder(undefended)
+    choose_version(model, "digits", device="cpu", **({} if n is None else {"n": n}))
+    first = load_dataset("digits", "test", n_examples=32 if n is None else n)[0]
+    assert model.batches and all(torch.equal(b, first) for b in model.batches)
+
+
+def test_choose_version_reads_the_data_dir(tmp_path):
+    from test_data import _write_cifar
+
+    _write_cifar(tmp_path, "cifar10", n=8)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)).eval()
+    assert choose_version(model, "cifar10", device="cpu", n=8, data_dir=str(tmp_path)) == "standard"
