@@ -121,3 +121,9 @@ def test_bad_settings_raise_clear_errors() -> None:
         PGD("Linf", step_size=0.0)
     with pytest.raises(ValueError, match="unknown threat model"):
         FGSM("Linfinity")
+
+
+def test_repr_names_the_threat_model_and_every_setting() -> None:
+    assert repr(PGD("Linf", n_iter=5)) == (
+        "PGD(Linf, seed=0, n_iter=5, step_size=0.25, loss='ce', random_start=True, early_stop=True)")
+    assert repr(FGSM("L2", seed=3)).startswith("FGSM(L2, seed=3, n_iter=1, step_size=1.0, loss='ce'")
