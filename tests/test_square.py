@@ -173,10 +173,49 @@ def test_query_counting(threat: str) -> None:
     assert torch.equal(out.queries, run.queries + 1)
 
 
-def test_restarts_spend_the_budget_again_on_robust_points() -> None:
-    x, y = interior_points(3), torch.zeros(3, dtype=torch.long)
-    out = Square("Linf", n_queries=50, n_restarts=3).run(ChaoticRobust(), x, y, torch.full((3,), 0.1), torch.Generator().manual_seed(0))
+class ConstantLogits(nn.Module):
+    """The same logits for every input: class 0 leads class 1 by ``lead`` (0: a tie, which is not class 1's win)."""
+
+    def __init__(self, lead: float) -> None:
+        super().__init__()
+        self.lead = lead
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = torch.zeros(len(x), 3, dtype=x.dtype)
+        z[:, 0] = self.lead
+        return z
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_restarts_spend_the_budget_again_on_robust_points(n: int) -> None:
+    x, y = interior_points(n), torch.zeros(n, dtype=torch.long)
+    out = Square("Linf", n_queries=50, n_restarts=3).run(ChaoticRobust(), x, y, torch.full((n,), 0.1), torch.Generator().manual_seed(0))
     assert (out.queries == 150).all()
+    # a small positive margin is still robust: every restart runs again
+    out = Square("Linf", n_queries=20, n_restarts=3).run(ConstantLogits(0.5), x, y, torch.full((n,), 0.1), torch.Generator().manual_seed(0))
+    assert (out.queries == 60).all()
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+def test_only_a_lower_margin_is_accepted(threat: str) -> None:
+    # a model whose margin never changes: no update is an improvement, so the initial perturbation stays
+    x, y = interior_points(4), torch.zeros(4, dtype=torch.long)
+    _, moved = moved_from_the_start(Square(threat, n_queries=30), ConstantLogits(0.5), x, y, 0.1)
+    assert not moved.any()
+
+
+def test_a_margin_of_zero_counts_as_broken() -> None:
+    # class 1 ties with class 0, the argmax: point labelled 1 is misclassified from the first query on
+    x, y = interior_points(2), torch.ones(2, dtype=torch.long)
+    out = Square("L2", n_queries=100, n_restarts=2)(ConstantLogits(0.0), x, y, 0.5)
+    assert out.success.all() and (out.queries == 2).all()  # one query, plus the base class's check
+
+
+def test_points_broken_in_the_first_restart_end_the_run() -> None:
+    lin, x = LinearModel(seed=4), interior_points(6, seed=4)
+    y = lin(x).argmin(1)  # misclassified by a wide margin
+    out = Square("Linf", n_queries=50, n_restarts=3)(lin, x, y, 0.05)
+    assert out.success.all() and (out.queries == 2).all()
 
 
 @pytest.mark.parametrize("threat", ["Linf", "L2"])
@@ -375,14 +414,48 @@ def test_nested_rectangles_pattern() -> None:
     assert torch.equal(block, block.T) and torch.equal(block, block.flip(0))
 
 
+@pytest.mark.parametrize("threat,shape", [("Linf", (2, 1, 2, 2)), ("Linf", (2, 16, 5, 5)), ("L2", (2, 1, 4, 4)),
+                                          ("Linf", (2, 3, 4, 16)), ("L2", (2, 1, 16, 5))])
+def test_smallest_and_non_square_images(threat: str, shape: tuple[int, ...]) -> None:
+    # Linf needs 2x2 pixels and handles up to 16 channels, L2 needs 4x4; windows fit the shorter side
+    x = 0.3 + 0.4 * torch.rand(*shape, generator=torch.Generator().manual_seed(7))
+    out, moved = moved_from_the_start(Square(threat, n_queries=40), ChaoticRobust(), x, torch.zeros(2, dtype=torch.long), 0.1)
+    assert moved.all() and (out.queries == 41).all()
+
+
+@pytest.mark.parametrize("threat,smallest", [("Linf", 1), ("L2", 3)])
+def test_windows_shrink_to_the_smallest_side(threat: str, smallest: int) -> None:
+    # a 10-query run ends with the smallest windows: the last query differs from the closest earlier one
+    # in at most one smallest window (Linf: one pixel) or, for L2, two (W1 refilled, W2 emptied)
+    class Recorder(ChaoticRobust):
+        def __init__(self) -> None:
+            super().__init__()
+            self.queries: list[Tensor] = []
+
+        def forward(self, x: Tensor) -> Tensor:
+            self.queries.append(x.clone())
+            return super().forward(x)
+
+    model, n = Recorder(), 20
+    x = _mid_points(n, 1, 8, 8, seed=8)
+    Square(threat, n_queries=10).run(model, x, torch.zeros(n, dtype=torch.long), torch.full((n,), 0.3), torch.Generator().manual_seed(0))
+    last, earlier = model.queries[-1], torch.stack(model.queries[:-1])  # (q, n, 1, 8, 8)
+    changed = (earlier != last).flatten(2).sum(2).min(0).values  # per point, pixels changed from the closest earlier query
+    assert (changed <= (1 if threat == "Linf" else 2 * smallest * smallest)).all()
+
+
 def test_bad_settings_and_inputs_raise() -> None:
     with pytest.raises(ValueError, match="n_queries"):
         Square("Linf", n_queries=0)
     with pytest.raises(ValueError, match="p_init"):
         Square("Linf", p_init=1.5)
-    with pytest.raises(ValueError, match="at least 4x4"):
+    with pytest.raises(ValueError, match=r"at least 4x4 pixels, got \(3, 3\)"):
         Square("L2")(ChaoticRobust(), torch.rand(2, 1, 3, 3), torch.zeros(2, dtype=torch.long), 0.5)
-    with pytest.raises(ValueError, match="at most 16 channels"):
+    with pytest.raises(ValueError, match=r"at least 4x4 pixels, got \(3, 16\)"):
+        Square("L2")(ChaoticRobust(), torch.rand(2, 1, 3, 16), torch.zeros(2, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match="at least 2x2"):
+        Square("Linf")(ChaoticRobust(), torch.rand(2, 1, 1, 5), torch.zeros(2, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match="at most 16 channels, got 17"):
         Square("Linf")(ChaoticRobust(), torch.rand(2, MAX_LINF_CHANNELS + 1, 8, 8), torch.zeros(2, dtype=torch.long), 0.1)
     with pytest.raises(ValueError, match=r"\(n, c, h, w\)"):
         Square("Linf")(ChaoticRobust(), torch.rand(2, 64), torch.zeros(2, dtype=torch.long), 0.1)
