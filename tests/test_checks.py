@@ -10,7 +10,7 @@ from torch.autograd import grad as aliased_grad
 from benchmark.attacks.apgd import APGD
 from benchmark.attacks.square import Square
 from benchmark.checks import (
-    BLACK_BOX_THRESHOLD, FLAG_EXPLANATIONS, black_box_check, check_randomness, check_softmax_output,
+    BLACK_BOX_THRESHOLD, RANDOMNESS_RTOL, FLAG_EXPLANATIONS, black_box_check, check_randomness, check_softmax_output,
     check_test_time_optimisation, check_too_few_classes, check_zero_gradients, choose_version, classes_needed,
     run_checks,
 )
@@ -150,6 +150,63 @@ def test_randomness_tolerates_float_noise_only(undefended, digits):
     assert check_randomness(TinyNoise(undefended, 1e-3), x).fired
 
 
+class ChangesOnCall(Wrapper):
+    """Deterministic, except that call number ``k`` (1-based) adds ``shift`` to the logits."""
+
+    def __init__(self, base: nn.Module, k: int, shift: Tensor | float) -> None:
+        super().__init__(base)
+        self.k, self.shift, self.calls = k, shift, 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        z = self.base(x)
+        return z + self.shift if self.calls == self.k else z
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_randomness_compares_every_pass_with_the_first(undefended, digits, k):
+    x, _ = digits
+    result = check_randomness(ChangesOnCall(undefended, k, 0.1), x)
+    assert result.fired and result.details == {"max_logit_difference": pytest.approx(0.1, rel=1e-3),
+                                              "prediction_changes": 0, "passes": 4}
+
+
+def test_randomness_tolerance_scales_with_the_largest_logit():
+    # logits of largest magnitude 0.5: the tolerance is RANDOMNESS_RTOL * 1.5
+    base = nn.Linear(2, 3)
+    with torch.no_grad():
+        base.weight.zero_()
+        base.bias.copy_(torch.tensor([0.5, -0.2, 0.1]))
+    x = torch.zeros(4, 2)
+    for factor, fires in ((0.9, False), (1.1, True)):
+        model = ChangesOnCall(base, 2, factor * 1.5 * RANDOMNESS_RTOL)
+        assert check_randomness(model, x).fired is fires
+
+
+def test_randomness_fires_on_a_single_changed_prediction():
+    # a near-tie that swaps on the second pass: one prediction changes, the logits move by far less than the tolerance
+    base = nn.Linear(2, 2)
+    with torch.no_grad():
+        base.weight.zero_()
+        base.bias.copy_(torch.tensor([1.0, 1.0]))
+    shift = torch.tensor([[1e-6, 0.0]])  # pass 2: class 0 wins the tie that argmax gave to class 0 anyway
+    shift_other = torch.tensor([[0.0, 1e-6]])
+    x = torch.zeros(1, 2)
+    assert not check_randomness(ChangesOnCall(base, 2, shift), x).fired
+    result = check_randomness(ChangesOnCall(base, 2, shift_other), x)
+    assert result.fired and result.details["prediction_changes"] == 1
+
+
+@pytest.mark.parametrize("passes,ok", [(1, False), (2, True)])
+def test_randomness_needs_two_passes(undefended, digits, passes, ok):
+    x, _ = digits
+    if ok:
+        assert check_randomness(undefended, x, passes=passes).details["passes"] == 2
+    else:
+        with pytest.raises(ValueError, match="at least 2 passes, got 1"):
+            check_randomness(undefended, x, passes=passes)
+
+
 def test_checks_leave_the_global_random_state_alone(undefended, digits):
     x, y = digits
     before = torch.get_rng_state()
@@ -162,6 +219,16 @@ def test_softmax_output_fires_on_a_softmax_head_only(undefended, digits):
     assert "softmax_output" in _fired(run_checks(SoftmaxHead(undefended), x, y, 10, 9))
     with torch.no_grad():
         assert not check_softmax_output(LogSoftmaxHead(undefended)(x)).fired  # log-probabilities are logits
+
+
+def test_softmax_output_rule_and_details():
+    probs = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.25, 0.5]])  # exact zeros are probabilities too
+    result = check_softmax_output(probs)
+    assert result.fired and result.details == {"min_output": 0.0, "max_row_sum_error": 0.0}
+    not_normalised = torch.tensor([[0.5, 0.0, 0.2], [1.0, 2.0, 0.0]])  # non-negative, but the rows do not sum to 1
+    result = check_softmax_output(not_normalised)
+    assert not result.fired and result.details == {"min_output": 0.0, "max_row_sum_error": pytest.approx(2.0)}
+    assert not check_softmax_output(torch.tensor([[1.5, -0.5]])).fired  # sums to 1, but negative
 
 
 @pytest.mark.parametrize("how", ["backward", "autograd.grad", "aliased", "autograd.backward", "func"])
@@ -191,6 +258,18 @@ def test_test_time_optimisation_counts_every_unpacked_tensor(undefended, digits)
     assert check_test_time_optimisation(model, x[:8]).details["no_grad_backward_unpacks"] == len(unpacked)
 
 
+@pytest.mark.parametrize("how", ["backward", "autograd.grad"])
+def test_test_time_optimisation_counts_calls_and_graph_tensors(undefended, digits, how):
+    x, _ = digits
+    model = Purifier(undefended, how, "no_grad")
+    packed = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(1) or t, lambda t: t), torch.no_grad():
+        model(x[:8])
+    details = check_test_time_optimisation(model, x[:8]).details
+    assert details["no_grad_autograd_calls"] == 3  # one per descent step (Tensor.backward's inner call not twice)
+    assert details["no_grad_graph_tensors"] == len(packed) > 3
+
+
 def test_test_time_optimisation_probe_restores_autograd(undefended, digits):
     x, _ = digits
     saved = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)
@@ -215,6 +294,16 @@ def test_zero_gradients_fires_on_saturated_cross_entropy(undefended, digits):
     result = check_zero_gradients(Saturated(undefended), x, y)
     assert result.fired and result.details["fraction_zero_cross_entropy"] > 0.5
     assert result.details["fraction_zero_margin"] == 0.0
+
+
+def test_run_checks_defaults_to_nine_targets_and_refuses_bad_batches(undefended, digits):
+    x, y = digits
+    too_few = {r.name: r for r in run_checks(undefended, x[:1], y[:1], num_classes=10)}["too_few_classes"]
+    assert not too_few.fired and too_few.details == {"num_classes": 10, "needed": 10}
+    with pytest.raises(ValueError, match=r"non-empty batch with one label per input, got \(0, 1, 8, 8\) and \(0,\)"):
+        run_checks(undefended, x[:0], y[:0], num_classes=10)
+    with pytest.raises(ValueError, match=r"got \(4, 1, 8, 8\) and \(3,\)"):
+        run_checks(undefended, x[:4], y[:3], num_classes=10)
 
 
 def test_too_few_classes_fires_on_a_two_class_model(digits):

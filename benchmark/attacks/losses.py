@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cross_entropy", "dlr", "targeted_dlr", "margin", "targeted_margin", "LOSSES"]
+__all__ = ["cross_entropy", "dlr", "margin", "targeted_margin", "LOSSES"]
 
 
 def cross_entropy(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
