@@ -300,3 +300,120 @@ def test_stacked_targets_of_larger_images_stay_within_the_handed_batch() -> None
     model.largest = 0
     APGD("Linf", loss="dlr", n_targets=9, n_iter=5, max_rows=None)(model, x, y, 0.001)
     assert model.largest == 72  # no cap: every target stacked
+
+
+class Wiggly(nn.Module):
+    """A bumpy 10-class model on 1x4x4 inputs, float64, whose class 0 always wins by more than 6:
+    the loss goes up and down along a run, so the step-size schedule is exercised, and no point is ever broken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.w1 = torch.randn(16, 32, generator=g, dtype=torch.float64) * 6
+        self.w2 = torch.randn(32, 10, generator=g, dtype=torch.float64) / 16
+        self.bonus = torch.zeros(10, dtype=torch.float64)
+        self.bonus[0] = 10.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(x.flatten(1) @ self.w1) @ self.w2 + self.bonus
+
+
+def reference_apgd(model: nn.Module, threat: str, x: Tensor, y: Tensor, eps: float, start: Tensor, n_iter: int,
+                   rho: float = 0.75, alpha: float = 0.75) -> tuple[Tensor, Tensor]:
+    """APGD as the paper states it, for copies that are never misclassified: the best-loss iterate and its loss."""
+    tm = get_threat_model(threat)
+
+    def loss_grad(z: Tensor) -> tuple[Tensor, Tensor]:
+        z = z.detach().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(z), y, reduction="none")
+        return loss.detach(), torch.autograd.grad(loss.sum(), z)[0]
+
+    n, shape = len(x), (-1,) + (1,) * (x.ndim - 1)
+    eta = torch.full((n,), 2 * eps, dtype=x.dtype)
+    x_cur = x_prev = start
+    loss, grad = loss_grad(start)
+    best, best_x, best_grad = loss, start, grad
+    loss_prev, loss_at_mark = loss, loss
+    count, halved, last = torch.zeros(n), torch.zeros(n, dtype=torch.bool), 0
+    for k in range(1, n_iter + 1):
+        z = tm.project(x_cur + eta.view(shape) * tm.steepest_direction(grad), x, eps)
+        if k > 1:
+            z = tm.project(x_cur + alpha * (z - x_cur) + (1 - alpha) * (x_cur - x_prev), x, eps)
+        x_prev, x_cur = x_cur, z
+        loss, grad = loss_grad(x_cur)
+        count = count + (loss > loss_prev)
+        loss_prev = loss
+        up = loss > best
+        best = torch.where(up, loss, best)
+        best_x, best_grad = torch.where(up.view(shape), x_cur, best_x), torch.where(up.view(shape), grad, best_grad)
+        if k in checkpoints(n_iter):
+            h = (count <= rho * (k - last)) | (~halved & (best <= loss_at_mark))
+            eta = torch.where(h, eta / 2, eta)
+            x_cur, x_prev = torch.where(h.view(shape), best_x, x_cur), torch.where(h.view(shape), best_x, x_prev)
+            grad = torch.where(h.view(shape), best_grad, grad)
+            loss_prev = torch.where(h, best, loss_prev)
+            count, loss_at_mark, halved, last = torch.zeros(n), best, h, k
+    return best_x, best
+
+
+@pytest.mark.parametrize("threat,eps", [("Linf", 0.05), ("L2", 0.3)])
+@pytest.mark.parametrize("rho,restarts", [(0.75, 1), (0.5, 1), (0.75, 3)])
+def test_follows_the_reference_step_by_step(threat: str, eps: float, rho: float, restarts: int) -> None:
+    model, n = Wiggly(), 40
+    x = 0.3 + 0.4 * torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    y = torch.zeros(n, dtype=torch.long)
+    attack = APGD(threat, loss="ce", n_iter=60, rho=rho, n_restarts=restarts)
+    # the restarts of a point are stacked copies, their starts drawn together
+    copies = x.repeat(restarts, 1, 1, 1)
+    start = get_threat_model(threat).random_start(copies, torch.full((len(copies),), eps, dtype=torch.float64),
+                                                  attack.generator("cpu"))
+    best_x, best_loss = reference_apgd(model, threat, copies, y.repeat(restarts), eps, start, n_iter=60, rho=rho)
+    pick = best_loss.float().view(restarts, n).argmax(0)  # per point, the copy with the highest loss (float32, first on a tie)
+    expected = best_x.view(restarts, n, 1, 4, 4)[pick, torch.arange(n)]
+    out = attack(model, x, y, eps)
+    assert not out.success.any() and (out.queries == 1 + restarts * 61 + 1).all()
+    torch.testing.assert_close(out.x_adv, expected, atol=1e-12, rtol=0)
+    start_loss = nn.functional.cross_entropy(model(start), y.repeat(restarts), reduction="none")
+    assert (best_loss > start_loss).all()  # every copy climbed
+
+
+def test_checkpoints_are_whole_iterations_for_any_budget() -> None:
+    # ceil(p * 60) for p = 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93 (0.99 * 60 rounds up to the last step)
+    assert checkpoints(60) == [14, 25, 35, 42, 48, 53, 56]
+    assert all(isinstance(w, int) for w in checkpoints(37))
+
+
+class RowCounter(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.rows = inner, 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.rows += len(x)
+        return self.inner(x)
+
+
+def test_every_counted_query_is_a_forward_pass_with_eot() -> None:
+    x = 0.3 + 0.4 * torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    model = RowCounter(Wiggly())
+    out = APGD("Linf", n_iter=7, eot_iter=3)(model, x, torch.zeros(5, dtype=torch.long), 0.05)
+    assert (out.queries == 1 + 8 * 3 + 1).all() and model.rows == int(out.queries.sum())
+
+
+class KnowsOnlyTheCleanPoints(nn.Module):
+    """Right on the clean points it was given, wrong everywhere else: every random start breaks it."""
+
+    def __init__(self, x: Tensor) -> None:
+        super().__init__()
+        self.x = x
+
+    def forward(self, z: Tensor) -> Tensor:
+        clean = ((z[:, None] - self.x[None]).flatten(2).abs().amax(2) == 0).any(1)
+        logits = torch.stack([clean.double(), (~clean).double(), torch.zeros(len(z), dtype=torch.float64)], 1)
+        return logits + 0 * z.flatten(1).sum(1, keepdim=True)  # a graph, with a zero gradient
+
+
+def test_a_point_broken_at_its_random_start_costs_two_queries() -> None:
+    x = 0.3 + 0.4 * torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    out = APGD("L2", n_iter=10)(KnowsOnlyTheCleanPoints(x), x, torch.zeros(4, dtype=torch.long), 0.1)
+    assert out.success.all() and (out.queries == 1 + 1 + 1).all()  # clean pass, the start, the success check

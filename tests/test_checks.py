@@ -79,12 +79,12 @@ class Purifier(Wrapper):
     """Test-time optimisation: a few descent steps on the prediction entropy before classifying.
 
     ``how`` picks the autograd entry point; ``when`` restricts the loop to forwards run under
-    ``no_grad`` or under ``enable_grad`` (an evasive model), or runs it always.
+    ``no_grad`` or under ``enable_grad``, or on inputs that require grad (evasive models), or runs it always.
     """
 
-    def __init__(self, base: nn.Module, how: str, when: str = "always") -> None:
+    def __init__(self, base: nn.Module, how: str, when: str = "always", steps: int = 3) -> None:
         super().__init__(base)
-        self.how, self.when = how, when
+        self.how, self.when, self.steps = how, when, steps
 
     def _entropy(self, z: Tensor) -> Tensor:
         p = self.base(z).softmax(1)
@@ -108,11 +108,14 @@ class Purifier(Wrapper):
         raise ValueError(self.how)
 
     def forward(self, x: Tensor) -> Tensor:
-        optimise = self.when == "always" or (self.when == "enable_grad") == torch.is_grad_enabled()
+        if self.when == "requires_grad":  # evasive: only when the input asks for a gradient, as an attack's does
+            optimise = x.requires_grad
+        else:
+            optimise = self.when == "always" or (self.when == "enable_grad") == torch.is_grad_enabled()
         z = x
         if optimise:
             with torch.enable_grad():
-                for _ in range(3):
+                for _ in range(self.steps):
                     z = (z - 0.01 * self._grad(z)).clamp(0, 1)
         # straight-through: the output depends on x, the purification shift is a constant
         return self.base(x + (z - x).detach())
@@ -270,6 +273,24 @@ def test_test_time_optimisation_counts_calls_and_graph_tensors(undefended, digit
     assert details["no_grad_graph_tensors"] == len(packed) > 3
 
 
+def test_test_time_optimisation_fires_on_one_step_and_on_inputs_that_require_grad(undefended, digits):
+    x, _ = digits
+    for how in ("backward", "func"):
+        assert check_test_time_optimisation(Purifier(undefended, how, steps=1), x[:8]).fired
+    result = check_test_time_optimisation(Purifier(undefended, "backward", "requires_grad"), x[:8])
+    assert result.fired and result.details["enable_grad_autograd_calls"] == 3
+    assert result.details["no_grad_autograd_calls"] == 0 and "enable_grad_graph_tensors" not in result.details
+
+
+def test_test_time_optimisation_records_why_the_hook_probe_could_not_run(undefended, digits):
+    # torch.func refuses saved-tensor hooks: the first line of its error is kept, and the plain probe still counts
+    x, _ = digits
+    details = check_test_time_optimisation(Purifier(undefended, "func"), x[:8]).details
+    error = details["no_grad_hook_probe_error"]
+    assert isinstance(error, str) and 20 < len(error) <= 200 and "\n" not in error and error != "None"
+    assert details["no_grad_autograd_calls"] == 3
+
+
 def test_test_time_optimisation_probe_restores_autograd(undefended, digits):
     x, _ = digits
     saved = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)
@@ -282,6 +303,48 @@ def test_zero_gradients_fires_on_input_quantisation(undefended, digits):
     assert "zero_gradients" in _fired(run_checks(Quantised(undefended), x, y, 10, 9))
     result = check_zero_gradients(Quantised(undefended), x, y)
     assert result.details["fraction_zero_margin"] == 1.0
+
+
+class IgnoresInput(nn.Module):
+    """Logits from a parameter alone: the loss has a graph, but the input is not in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([1.0, 0.0, -1.0]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bias.expand(len(x), -1)
+
+
+class NoGraph(Wrapper):
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.base(x)
+
+
+class NanOnFirstPoint(Wrapper):
+    """The gradient at the first point is not finite (sqrt at 0); the others are the base model's."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = torch.ones(len(x), 1)
+        scale[0] = torch.sqrt(x[0].sum() * 0)
+        return self.base(x) * scale + (1 - scale.detach()) * self.base(x).detach()
+
+
+@pytest.mark.parametrize("model", [IgnoresInput(), "no_graph"], ids=["ignores_input", "no_graph"])
+def test_zero_gradients_when_the_input_is_not_in_the_graph(undefended, digits, model):
+    x, y = digits
+    model = NoGraph(undefended) if model == "no_graph" else model
+    result = check_zero_gradients(model, x[:6], y[:6] % 3)
+    assert result.fired and result.details == {"fraction_zero_cross_entropy": 1.0, "fraction_nonfinite_cross_entropy": 0.0,
+                                               "fraction_zero_margin": 1.0, "fraction_nonfinite_margin": 0.0}
+
+
+def test_zero_gradients_counts_non_finite_gradients_per_point(undefended, digits):
+    x, y = digits
+    result = check_zero_gradients(NanOnFirstPoint(undefended), x[:8], y[:8])
+    assert result.fired
+    assert result.details["fraction_nonfinite_margin"] == 1 / 8 and result.details["fraction_nonfinite_cross_entropy"] == 1 / 8
 
 
 def test_zero_gradients_fires_on_saturated_cross_entropy(undefended, digits):
@@ -356,6 +419,13 @@ def test_black_box_check_silent_on_the_undefended_model(undefended, digits):
     log = _attack_log(undefended, x[:32], y[:32])
     assert log.count("apgd-ce") > 0
     assert not black_box_check(log, len(log)).fired
+
+
+def test_black_box_check_names_and_details():
+    result = black_box_check(["square"], 1)
+    assert result.name == "black_box_beats_white_box" and result.fired
+    assert result.details == {"points_only_black_box": 1, "share_only_black_box": 1.0, "threshold": BLACK_BOX_THRESHOLD}
+    assert black_box_check([], 0).details["share_only_black_box"] == 0.0
 
 
 def test_black_box_threshold_is_more_than_a_fifth_of_a_point():

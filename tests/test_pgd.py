@@ -113,7 +113,7 @@ def test_pgd_is_deterministic_given_the_seed() -> None:
 
 
 def test_bad_settings_raise_clear_errors() -> None:
-    with pytest.raises(ValueError, match="unknown loss"):
+    with pytest.raises(ValueError, match="unknown loss 'hinge'; known: ce, dlr"):
         PGD("Linf", loss="hinge")
     with pytest.raises(ValueError, match="n_iter"):
         PGD("Linf", n_iter=0)
@@ -127,3 +127,14 @@ def test_repr_names_the_threat_model_and_every_setting() -> None:
     assert repr(PGD("Linf", n_iter=5)) == (
         "PGD(Linf, seed=0, n_iter=5, step_size=0.25, loss='ce', random_start=True, early_stop=True)")
     assert repr(FGSM("L2", seed=3)).startswith("FGSM(L2, seed=3, n_iter=1, step_size=1.0, loss='ce'")
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_robust_point_gets_every_step_and_a_broken_one_ends_the_run(linear_model, n) -> None:
+    problem = linear_model(n=n, num_classes=2, scale=1.0)
+    x, y = problem.x, problem.y
+    robust = PGD("Linf")(problem.model, x, y, 1e-4)  # the default 10 steps, none enough
+    assert not robust.success.any() and (robust.queries == 11).all()
+    broken = PGD("Linf", n_iter=5)(problem.model, x, 1 - y, 1e-4)  # misclassified from the start
+    assert broken.success.all() and (broken.queries == 2).all()
+    assert (broken.norm <= 1e-4 + 1e-6).all()  # kept at its (random) start
