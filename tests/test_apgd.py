@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from benchmark.attacks.apgd import APGD, checkpoints
 from benchmark.attacks.base import TOLERANCE
 from benchmark.threat_models import get_threat_model
+from test_square import CountingModel
 
 P = {"Linf": float("inf"), "L2": 2.0}
 
@@ -383,19 +384,9 @@ def test_checkpoints_are_whole_iterations_for_any_budget() -> None:
     assert all(isinstance(w, int) for w in checkpoints(37))
 
 
-class RowCounter(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner, self.rows = inner, 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.rows += len(x)
-        return self.inner(x)
-
-
 def test_every_counted_query_is_a_forward_pass_with_eot() -> None:
     x = 0.3 + 0.4 * torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
-    model = RowCounter(Wiggly())
+    model = CountingModel(Wiggly())
     out = APGD("Linf", n_iter=7, eot_iter=3)(model, x, torch.zeros(5, dtype=torch.long), 0.05)
     assert (out.queries == 1 + 8 * 3 + 1).all() and model.rows == int(out.queries.sum())
 
