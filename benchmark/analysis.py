@@ -15,16 +15,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from . import metrics as local
-from .attacks.base import Attack
 from .attacks.fab import FAB
 from .attacks.pgd import PGD
+from .protocol import AttackEntry, broken_before_minimum_norm, get_protocol
 from .record import PointResult
+from .seeding import seeded_generator
 from .threat_models import ThreatModel, get_threat_model
 
 __all__ = [
@@ -65,13 +66,7 @@ class Analysis:
 
 
 def _generator(seed: int, stream: int, offset: int, device: torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed) * 1_000_003 + 10_000_019 * stream + offset)
-    return g
-
-
-def _attack_generator(attack: Attack, stream: int, offset: int, device: torch.device) -> torch.Generator:
-    return attack.generator(device, offset=10_000_019 * stream + offset)
+    return seeded_generator(seed, stream=stream, offset=offset, device=device)
 
 
 def pgd_ce_accuracy(
@@ -84,20 +79,21 @@ def pgd_ce_accuracy(
     idx = clean_correct.nonzero().flatten()
     for start in range(0, len(idx), batch_size):
         rows = idx[start:start + batch_size]
-        gen = _attack_generator(attack, _STREAM_PGD, int(rows[0]), device)
+        gen = _generator(attack.seed, _STREAM_PGD, int(rows[0]), device)
         out = attack(model, x[rows].to(device), y[rows].to(device), eps, generator=gen)
         robust += int((~out.success).sum())
     return robust / len(x)
 
 
-def needs_fab(point: PointResult) -> bool:
-    """Whether a point lacks a minimal norm from FAB: clean-correct and broken by an APGD stage
-    (which only proves a norm <= eps), or robust with no adversarial norm recorded at all."""
+def needs_fab(point: PointResult, blind: Collection[str]) -> bool:
+    """Whether a point lacks a minimal norm: clean-correct and broken by one of the ``blind`` entries
+    (those that ran before any minimum-norm attack, :func:`benchmark.protocol.broken_before_minimum_norm`:
+    they only prove a norm <= eps), or robust with no adversarial norm recorded at all."""
     if not point.clean_correct:
         return False
     if point.broken_by is None:
         return point.min_norm is None
-    return point.broken_by.startswith("apgd")
+    return point.broken_by in blind
 
 
 def point_norms(points: Sequence[PointResult], eps: float, extra: Mapping[int, float] | None = None) -> Tensor:
@@ -148,7 +144,7 @@ def _fab_norms(
     found: dict[int, float] = {}
     for start in range(0, len(index), batch_size):
         rows = torch.tensor(index[start:start + batch_size])
-        gen = _attack_generator(attack, _STREAM_FAB, int(rows[0]), device)
+        gen = _generator(attack.seed, _STREAM_FAB, int(rows[0]), device)
         out = attack(model, x[rows].to(device), y[rows].to(device), eps, generator=gen)
         for i, r in zip(rows.tolist(), out.min_norm.double().cpu().tolist()):
             if math.isfinite(r):
@@ -173,7 +169,7 @@ def _local_metrics(
     for start in range(0, m, batch_size):
         xb, yb = x[start:min(start + batch_size, m)].to(device), y[start:min(start + batch_size, m)].to(device)
         jac.append(local.jacobian_norms(model, xb, generator=_generator(seed, _STREAM_JACOBIAN, start, device)))
-        x_adv = pgd(model, xb, yb, eps, generator=_attack_generator(pgd, _STREAM_LINEARITY, start, device)).x_adv
+        x_adv = pgd(model, xb, yb, eps, generator=_generator(pgd.seed, _STREAM_LINEARITY, start, device)).x_adv
         gaps.append(local.linearity_gaps(model, xb, yb, x_adv))
         lips.append(local.lipschitz_lower_bounds(model, xb, threat_model, eps, n_steps=LIPSCHITZ_STEPS,
                                                  generator=_generator(seed, _STREAM_LIPSCHITZ, start, device)))
@@ -189,11 +185,13 @@ def _local_metrics(
 def analyse(
     model: nn.Module, x: Tensor, y: Tensor, threat_model: str | ThreatModel, eps: float, points: Sequence[PointResult],
     *, seed: int = 0, device: str | torch.device | None = None, batch_size: int = 500,
+    entries: Sequence[AttackEntry] | None = None,
 ) -> Analysis:
     """Baseline, robustness curve and metrics for a model whose protocol results are ``points``.
 
-    ``points`` are the protocol's per-point results, in the order of ``x``. The model is used as
-    given (the runner has put it in eval mode on ``device``); ``x``/``y`` may live on the CPU.
+    ``points`` are the protocol's per-point results, in the order of ``x``, from the attacks of
+    ``entries`` (default: the standard version's). The model is used as given (the runner has put
+    it in eval mode on ``device``); ``x``/``y`` may live on the CPU.
     """
     t0 = time.perf_counter()
     if len(points) != len(x) or len(y) != len(x):
@@ -215,7 +213,8 @@ def analyse(
 
     baselines = {"pgd-ce": pgd_ce_accuracy(model, x, y, tm, eps, clean_correct, seed=seed, device=device,
                                            batch_size=batch_size)}
-    todo = [i for i, p in enumerate(points) if needs_fab(p)]
+    blind = broken_before_minimum_norm(get_protocol("standard") if entries is None else entries)
+    todo = [i for i, p in enumerate(points) if needs_fab(p, blind)]
     extra = _fab_norms(model, x, y, tm, eps, todo, num_classes, seed=seed, device=device, batch_size=batch_size)
     curve = curve_from_norms(point_norms(points, eps, extra), eps)
     metrics = _local_metrics(model, x, y, tm, eps, robust_accuracy, seed=seed, device=device, batch_size=batch_size)

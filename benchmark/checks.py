@@ -1,41 +1,27 @@
 """Checks for flawed evaluations (docs/trustworthy.md), run before attacking.
 
 Each check returns a :class:`CheckResult`; one that fires becomes a flag on the result, and
-``FLAG_EXPLANATIONS`` holds the sentence shown on the site and in the CLI summary. The checks
+``FLAG_EXPLANATIONS`` (declared in ``benchmark.flags``) holds the sentence shown on the site and in the CLI summary. The checks
 never change the caller's global random state (a randomised model draws from a forked one).
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attacks.losses import margin
+from .flags import FLAG_EXPLANATIONS
 
 __all__ = [
     "FLAG_EXPLANATIONS", "CheckResult", "run_checks", "black_box_check", "choose_version", "BLACK_BOX_THRESHOLD",
-    "RANDOMNESS_PASSES", "RANDOMNESS_RTOL", "classes_needed", "check_randomness", "check_softmax_output",
+    "RANDOMNESS_PASSES", "RANDOMNESS_RTOL", "check_randomness", "check_softmax_output",
     "check_test_time_optimisation", "check_zero_gradients", "check_too_few_classes",
 ]
-
-FLAG_EXPLANATIONS: dict[str, str] = {
-    "randomness": "The model's outputs change between forward passes of the same input: it is randomised, "
-    "so gradients should be averaged over several samples (the 'rand' protocol version).",
-    "softmax_output": "The model returns probabilities (non-negative, rows summing to 1) instead of logits; "
-    "cross-entropy gradients can vanish, hiding adversarial examples.",
-    "test_time_optimisation": "The forward pass itself runs autograd (an optimisation at test time); "
-    "white-box gradients may not reflect the real decision function.",
-    "zero_gradients": "Some points have an input gradient that is exactly zero or not finite (quantisation or "
-    "saturation): gradient attacks are blind there.",
-    "too_few_classes": "The model has too few classes for some attacks of the protocol (DLR needs 3, targeted DLR 4, "
-    "n targets n + 1); those attacks were skipped or run with fewer targets.",
-    "black_box_beats_white_box": "The black-box Square attack broke points that every gradient attack missed: "
-    "a sign of gradient masking, so the robust accuracy of white-box attacks alone would be too high.",
-}
 
 #: the field's rule of thumb: more than 0.2 points (percentage points) of robust accuracy
 BLACK_BOX_THRESHOLD = 0.002
@@ -200,22 +186,17 @@ def check_zero_gradients(model: nn.Module, x: Tensor, y: Tensor) -> CheckResult:
     return CheckResult("zero_gradients", fired, details)
 
 
-def classes_needed(n_targets: int) -> int:
-    """Classes the protocol needs: 3 for DLR, 4 for targeted DLR, n_targets + 1 for n targets."""
-    return max(3, 4 if n_targets > 0 else 0, n_targets + 1)
-
-
-def check_too_few_classes(num_classes: int, n_targets: int) -> CheckResult:
-    """Fires when some attack of a protocol using up to ``n_targets`` targets is skipped or capped."""
-    needed = classes_needed(n_targets)
+def check_too_few_classes(num_classes: int, needed: int) -> CheckResult:
+    """Fires when the model has fewer classes than the protocol's attacks need with all their
+    settings (``benchmark.protocol.classes_needed``): some are then skipped or run with fewer targets."""
     return CheckResult("too_few_classes", num_classes < needed, {"num_classes": num_classes, "needed": needed})
 
 
-def run_checks(model: nn.Module, x: Tensor, y: Tensor, num_classes: int, n_targets: int = 9) -> list[CheckResult]:
+def run_checks(model: nn.Module, x: Tensor, y: Tensor, num_classes: int, classes_needed: int = 10) -> list[CheckResult]:
     """Run the pre-attack checks on a small batch (a few dozen points are enough).
 
-    ``n_targets`` is the largest number of target classes in the protocol version (0 for one
-    without targeted attacks). The model must be in the mode it is evaluated in (eval).
+    ``classes_needed`` is what the protocol version's attacks need (``benchmark.protocol.classes_needed``;
+    10 for the standard version). The model must be in the mode it is evaluated in (eval).
     """
     if len(x) == 0 or y.shape != (len(x),):
         raise ValueError(f"the checks need a non-empty batch with one label per input, got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -226,20 +207,22 @@ def run_checks(model: nn.Module, x: Tensor, y: Tensor, num_classes: int, n_targe
         check_softmax_output(outputs),
         check_test_time_optimisation(model, x),
         check_zero_gradients(model, x, y),
-        check_too_few_classes(num_classes, n_targets),
+        check_too_few_classes(num_classes, classes_needed),
     ]
 
 
-def black_box_check(broken_by: Sequence[str | None], n: int, black_box: str = "square") -> CheckResult:
-    """Fires when the black-box attack broke more than BLACK_BOX_THRESHOLD of the ``n`` points.
+def black_box_check(broken_by: Sequence[str | None], n: int, black_box: Collection[str] = ("square",)) -> CheckResult:
+    """Fires when the black-box attacks broke more than BLACK_BOX_THRESHOLD of the ``n`` points.
 
-    ``broken_by`` holds, per point, the first attack that broke it; in the protocol the
-    black-box attack runs after the gradient attacks, so the points it is named for are points
-    that all of them missed.
+    ``broken_by`` holds, per point, the first attack that broke it; ``black_box`` the names of the
+    protocol's entries whose attack is black-box (the runner finds them by the attack class's
+    ``black_box``). In the protocol they run after the gradient attacks, so the points they are
+    named for are points that all of those missed.
     """
     if n < len(broken_by):
         raise ValueError(f"n ({n}) is smaller than the number of points given ({len(broken_by)})")
-    count = sum(1 for b in broken_by if b == black_box)
+    names = set(black_box)
+    count = sum(1 for b in broken_by if b in names)
     share = count / max(n, 1)
     return CheckResult("black_box_beats_white_box", share > BLACK_BOX_THRESHOLD,
                        {"points_only_black_box": count, "share_only_black_box": share, "threshold": BLACK_BOX_THRESHOLD})

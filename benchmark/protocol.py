@@ -5,23 +5,23 @@ from its settings, so nothing is mutated between runs.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-from .attacks.base import Attack
+from .attacks import APGD, FAB, FGSM, PGD, Attack, Square
 from .threat_models import ThreatModel
 
-__all__ = ["AttackEntry", "ATTACKS", "PROTOCOLS", "get_protocol", "build_attack"]
+__all__ = ["AttackEntry", "ATTACKS", "PROTOCOLS", "get_protocol", "attack_class", "build_attack", "classes_needed",
+           "broken_before_minimum_norm"]
 
-#: attack kind -> "module:Class" under benchmark.attacks (imported on first use)
-ATTACKS: Mapping[str, str] = MappingProxyType({
-    "apgd": "apgd:APGD",
-    "fab": "fab:FAB",
-    "square": "square:Square",
-    "pgd": "pgd:PGD",
-    "fgsm": "pgd:FGSM",
+#: attack kind -> its class
+ATTACKS: Mapping[str, type[Attack]] = MappingProxyType({
+    "apgd": APGD,
+    "fab": FAB,
+    "square": Square,
+    "pgd": PGD,
+    "fgsm": FGSM,
 })
 
 
@@ -32,35 +32,33 @@ class AttackEntry:
     #: a key of ATTACKS
     kind: str
     settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    #: settings that need at least this many classes (DLR: 3; targeted DLR: 4; n targets: n + 1)
-    min_classes: int = 2
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, **dict(self.settings)}
 
 
-def _entry(name: str, kind: str, min_classes: int = 2, **settings: Any) -> AttackEntry:
-    return AttackEntry(name, kind, MappingProxyType(settings), min_classes)
+def _entry(name: str, kind: str, **settings: Any) -> AttackEntry:
+    return AttackEntry(name, kind, MappingProxyType(settings))
 
 
 PROTOCOLS: Mapping[str, tuple[AttackEntry, ...]] = MappingProxyType({
     "standard": (
         _entry("apgd-ce", "apgd", loss="ce", n_iter=100, n_restarts=1, rho=0.75),
-        _entry("apgd-t", "apgd", min_classes=4, loss="dlr", n_iter=100, n_restarts=1, rho=0.75, n_targets=9),
+        _entry("apgd-t", "apgd", loss="dlr", n_iter=100, n_restarts=1, rho=0.75, n_targets=9),
         _entry("fab-t", "fab", n_iter=100, n_restarts=1, n_targets=9, alpha_max=0.1, eta=1.05, beta=0.9),
         _entry("square", "square", n_queries=5000, p_init=0.8, n_restarts=1),
     ),
     "plus": (
         _entry("apgd-ce", "apgd", loss="ce", n_iter=100, n_restarts=5, rho=0.75),
-        _entry("apgd-dlr", "apgd", min_classes=3, loss="dlr", n_iter=100, n_restarts=5, rho=0.75),
+        _entry("apgd-dlr", "apgd", loss="dlr", n_iter=100, n_restarts=5, rho=0.75),
         _entry("fab", "fab", n_iter=100, n_restarts=5, n_targets=0, alpha_max=0.1, eta=1.05, beta=0.9),
         _entry("square", "square", n_queries=5000, p_init=0.8, n_restarts=1),
-        _entry("apgd-t", "apgd", min_classes=4, loss="dlr", n_iter=100, n_restarts=1, rho=0.75, n_targets=9),
+        _entry("apgd-t", "apgd", loss="dlr", n_iter=100, n_restarts=1, rho=0.75, n_targets=9),
         _entry("fab-t", "fab", n_iter=100, n_restarts=1, n_targets=9, alpha_max=0.1, eta=1.05, beta=0.9),
     ),
     "rand": (
         _entry("apgd-ce", "apgd", loss="ce", n_iter=100, n_restarts=1, rho=0.75, eot_iter=20),
-        _entry("apgd-dlr", "apgd", min_classes=3, loss="dlr", n_iter=100, n_restarts=1, rho=0.75, eot_iter=20),
+        _entry("apgd-dlr", "apgd", loss="dlr", n_iter=100, n_restarts=1, rho=0.75, eot_iter=20),
     ),
 })
 
@@ -74,13 +72,31 @@ def get_protocol(version: str) -> tuple[AttackEntry, ...]:
 def attack_class(kind: str) -> type[Attack]:
     if kind not in ATTACKS:
         raise ValueError(f"unknown attack {kind!r}; known: {', '.join(ATTACKS)}")
-    module, cls = ATTACKS[kind].split(":")
-    return getattr(importlib.import_module(f"benchmark.attacks.{module}"), cls)
+    return ATTACKS[kind]
 
 
-def build_attack(entry: AttackEntry, threat_model: ThreatModel, num_classes: int, seed: int) -> Attack:
-    """A fresh attack for one entry; targets are capped at num_classes - 1."""
+def build_attack(entry: AttackEntry, threat_model: ThreatModel, num_classes: int | None, seed: int) -> Attack:
+    """A fresh attack for one entry; targets are capped at num_classes - 1 (None: as the entry says)."""
     settings = dict(entry.settings)
-    if settings.get("n_targets"):
+    if settings.get("n_targets") and num_classes is not None:
         settings["n_targets"] = min(settings["n_targets"], num_classes - 1)
     return attack_class(entry.kind)(threat_model, seed=seed, **settings)
+
+
+def classes_needed(entries: Iterable[AttackEntry], threat_model: ThreatModel) -> int:
+    """The fewest classes a model needs for every entry to run with all its settings (no target dropped)."""
+    return max((build_attack(e, threat_model, None, 0).classes_needed() for e in entries), default=2)
+
+
+def broken_before_minimum_norm(entries: Sequence[AttackEntry]) -> tuple[str, ...]:
+    """Names of the entries that run before the version's first minimum-norm attack (all, if it has none).
+
+    A point one of these broke never met a minimum-norm attack: its record proves a norm <= eps but
+    no minimal norm (the analysis runs FAB on it for the robustness curve).
+    """
+    names: list[str] = []
+    for entry in entries:
+        if attack_class(entry.kind).is_minimum_norm:
+            break
+        names.append(entry.name)
+    return tuple(names)

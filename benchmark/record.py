@@ -13,10 +13,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PointResult", "StageResult", "EvaluationResult", "write_json_atomic", "library_versions", "SCHEMA_VERSION"]
+__all__ = ["PointResult", "StageResult", "EvaluationResult", "write_json_atomic", "library_versions", "record_path",
+           "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 
+
+
+def record_path(out: str | Path, dataset: str, threat_model: str, model_id: str, version: str) -> Path:
+    """Where the record of one evaluation lives: ``out/<dataset>/<threat model>/<model id>.<version>.json``.
+
+    The threat model is written under its canonical name (``linf`` and ``Linf`` give ``Linf``), so
+    that the command line, the runner, the journal beside the record and the interchange importer,
+    which all call this, agree on one file. Unknown names raise ValueError.
+    """
+    from .threat_models import get_threat_model
+
+    return Path(out) / dataset / get_threat_model(threat_model).name / f"{model_id}.{version}.json"
 
 @dataclass
 class PointResult:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -24,11 +24,11 @@ from .budgets import default_eps, format_eps
 from .checks import CheckResult, black_box_check, run_checks
 from .data import DATASETS, load_dataset
 from .journal import Journal, fingerprint_model
-from .protocol import AttackEntry, build_attack, get_protocol
-from .record import EvaluationResult, PointResult, StageResult, library_versions
+from .protocol import AttackEntry, attack_class, build_attack, classes_needed, get_protocol
+from .record import EvaluationResult, PointResult, StageResult, library_versions, record_path
 from .threat_models import get_threat_model
 
-__all__ = ["evaluate", "EvaluationError", "result_path", "prepare_model", "ChannelsLastInputs"]
+__all__ = ["evaluate", "EvaluationError", "prepare_model", "ChannelsLastInputs"]
 
 
 class EvaluationError(ValueError):
@@ -117,10 +117,6 @@ def _probe_model(model: nn.Module, x: Tensor, num_classes: int) -> None:
         raise EvaluationError(f"the model returns {out.shape[1]} classes but the dataset has {num_classes}")
     if not torch.isfinite(out).all():
         raise EvaluationError("the model returned NaN or infinite logits on clean inputs")
-
-
-def result_path(out: str | Path, dataset: str, threat_model: str, model_id: str, version: str) -> Path:
-    return Path(out) / dataset / threat_model / f"{model_id}.{version}.json"
 
 
 def _attack_chunk(
@@ -248,10 +244,11 @@ def evaluate(
 
     t_start = time.perf_counter()
     sample = slice(0, min(len(x), 64))
-    max_targets = max((e.settings.get("n_targets", 0) for e in entries), default=0)
-    checks: list[CheckResult] = run_checks(model, x[sample].to(device), y[sample].to(device), num_classes, max_targets)
-    runnable = tuple(e for e in entries if e.min_classes <= num_classes)
-    attacks = [build_attack(e, tm, num_classes, seed) for e in runnable]
+    checks: list[CheckResult] = run_checks(model, x[sample].to(device), y[sample].to(device), num_classes,
+                                           classes_needed(entries, tm))
+    built = [(e, build_attack(e, tm, num_classes, seed)) for e in entries]
+    runnable = tuple(e for e, attack in built if attack.classes_needed() <= num_classes)
+    attacks = [attack for _, attack in built if attack.classes_needed() <= num_classes]
     t_checks = time.perf_counter() - t_start
 
     n = len(x)
@@ -287,7 +284,8 @@ def evaluate(
     for start in results:
         for st, chunk_stat in zip(stats, results[start][1]):
             st.add(chunk_stat)
-    flags_checks = checks + ([black_box_check([p.broken_by for p in points], n)] if any(e.kind == "square" for e in runnable) else [])
+    black_box = [e.name for e in runnable if attack_class(e.kind).black_box]
+    flags_checks = checks + ([black_box_check([p.broken_by for p in points], n, black_box)] if black_box else [])
     clean_acc = sum(p.clean_correct for p in points) / n
     robust_acc = sum(p.robust for p in points) / n
     result = EvaluationResult(
@@ -305,12 +303,13 @@ def evaluate(
     if analysis:
         from .analysis import analyse
 
-        extra = analyse(model, x, y, tm, float(eps), points, seed=seed, device=device, batch_size=batch_size)
+        extra = analyse(model, x, y, tm, float(eps), points, seed=seed, device=device, batch_size=batch_size,
+                        entries=runnable)
         result.baselines, result.metrics, result.curve = extra.baselines, extra.metrics, extra.curve
         result.timings["analysis_s"] = extra.time_s
     result.model.setdefault("eps_text", format_eps(dataset, tm.name, float(eps)))
     if out is not None:
-        result.save(result_path(out, dataset, tm.name, str(info["id"]), version))
+        result.save(record_path(out, dataset, tm.name, str(info["id"]), version))
     if log is not None:
         log.finish()
     return result

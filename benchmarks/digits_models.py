@@ -68,5 +68,5 @@ def pgd_trained() -> nn.Module:
 
 
 def factory_spec(name: str) -> str:
-    """The ``--model`` spec of a benchmark model for ``robench evaluate`` / ``benchmark.run``."""
+    """The ``--model`` spec of a benchmark model for ``robench evaluate`` / ``robench.run``."""
     return {"undefended": "benchmarks.digits_models:undefended", "pgd": "benchmarks.digits_models:pgd_trained"}[name]

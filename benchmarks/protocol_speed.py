@@ -21,7 +21,7 @@ points, Linf eps 0.1, the standard protocol, it prints:
    With ``--device cuda`` they are wall seconds taken after ``torch.cuda.synchronize()`` instead
    (the GPU's work is not CPU time); the torchrun comparison of part 2 stays on the CPU.
    The optimisations of part 3 are compared in CPU seconds too.
-2. One process against two processes under torchrun (the same ``benchmark.run`` command line,
+2. One process against two processes under torchrun (the same ``robench.run`` command line,
    wall time of the whole command including start-up), and whether the records agree.
 3. The speedup of each optimisation that can be switched: targets batched vs one after another
    (APGD-T and FAB-T ``batch_targets``), early stopping (the protocol attacking only points still
@@ -256,7 +256,7 @@ def report_protocol(name: str, source: str, result: EvaluationResult, log: CallL
 
 def torchrun_comparison(model_name: str, n: int, batch_size: int, nproc: int, channels_last: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    args = ["-m", "benchmark.run", "--model", factory_spec(model_name), "--n-examples", str(n), "--batch-size",
+    args = ["-m", "robench.run", "--model", factory_spec(model_name), "--n-examples", str(n), "--batch-size",
             str(batch_size), "--eps", str(EPS), "--device", "cpu", "--no-progress"] + ["--channels-last"] * channels_last
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

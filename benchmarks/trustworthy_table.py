@@ -15,19 +15,20 @@ import sys
 from pathlib import Path
 
 from benchmark.record import EvaluationResult
-from benchmark.runner import evaluate, result_path
+from benchmark.record import record_path
+from benchmark.runner import evaluate
 
 COLUMNS = ("model", "clean", "robust", "pgd-ce", "noise", "noise gap", "jacobian", "linearity", "lipschitz",
            "flags", "protocol s", "analysis s")
 
 
 def _record(model_id: str, threat_model: str, records: Path, n_examples: int | None, device: str) -> EvaluationResult:
-    path = result_path(records, "digits", threat_model, model_id, "standard")
+    path = record_path(records, "digits", threat_model, model_id, "standard")
     if path.exists() and n_examples is None:
         result = EvaluationResult.load(path)
         if result.metrics and result.curve:
             return result
-    from benchmark.cli import resolve_model
+    from robench.evaluation import resolve_model
 
     model, info = resolve_model(model_id, "digits", threat_model, device)
     out = records if n_examples is None else None

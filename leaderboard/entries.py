@@ -93,11 +93,6 @@ def _validate(model: ListedModel) -> None:
         raise ValueError(f"eps of {model.id} must be a positive number, got {model.eps!r}")
 
 
-def _architecture_text(card: ModelCard) -> str:
-    kwargs = ", ".join(f"{k}={v}" for k, v in sorted(dict(card.architecture.kwargs).items()))
-    return f"{card.architecture.name}({kwargs})" if kwargs else card.architecture.name
-
-
 def _training_text(training: Mapping[str, Any]) -> str:
     if "description" in training:
         return str(training["description"])
@@ -115,7 +110,7 @@ def as_listed(card: ModelCard | ListedModel) -> ListedModel:
     listed = ListedModel(
         id=card.id, dataset=card.dataset, threat_model=card.threat_model, eps=float(card.eps),
         name=card.name, link=card.link, authors=tuple(card.authors), venue=card.venue, year=card.year,
-        architecture=_architecture_text(card), additional_data=bool(card.additional_data),
+        architecture=card.architecture.label, additional_data=bool(card.additional_data),
         number_forward_passes=int(card.number_forward_passes),
         reported_clean=card.reported.clean_accuracy, reported_robust=card.reported.robust_accuracy,
         bibtex=card.bibtex, footnote=card.footnote, training=_training_text(card.training),

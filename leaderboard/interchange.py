@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmark.budgets import BOARDS, format_eps
 from benchmark.record import EvaluationResult, write_json_atomic
-from benchmark.runner import result_path
+from benchmark.record import record_path
 from benchmark.threat_models import get_threat_model, parse_eps
 
 from .aggregate import Aggregation
@@ -200,7 +200,7 @@ def import_dir(source: str | Path, out: str | Path) -> ImportReport:
             report.problems.append(f"{path}: {exc}")
             continue
         m = item.model
-        record_file = result_path(out, m.dataset, m.threat_model, m.id, item.record.version)
+        record_file = record_path(out, m.dataset, m.threat_model, m.id, item.record.version)
         report.written.append(item.record.save(record_file))
         report.written.append(write_json_atomic(record_file.parent / f"{m.id}{CARD_SUFFIX}", m.to_dict()))
         external_file = record_file.parent / f"{m.id}{EXTERNAL_SUFFIX}"

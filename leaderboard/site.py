@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import jinja2
 
 from benchmark.budgets import BOARDS, format_eps
+from benchmark.flags import FLAG_EXPLANATIONS
 from benchmark.protocol import PROTOCOLS
 from benchmark.record import EvaluationResult
 
@@ -31,29 +32,9 @@ __all__ = ["SiteReport", "build_site", "flag_explanations", "http_url", "bibtex_
 _TEMPLATES = Path(__file__).parent / "templates"
 _STATIC_FILES = ("site.css", "board.js")
 
-#: used only when benchmark.checks is unavailable; same flag names
-_FALLBACK_FLAGS = {
-    "randomness": "The model's outputs change between forward passes of the same input (a randomised model).",
-    "softmax_output": "The model returns probabilities instead of logits, which can hide gradients.",
-    "test_time_optimisation": "The forward pass runs autograd itself (optimisation at test time).",
-    "zero_gradients": "Some points have an input gradient of exactly zero: gradient attacks are blind there.",
-    "too_few_classes": "Too few classes for some attacks of the protocol; they were skipped or shortened.",
-    "black_box_beats_white_box": "The black-box Square attack broke points every gradient attack missed: "
-    "a sign of gradient masking.",
-}
-#: flags that only the leaderboard sets
-_LEADERBOARD_FLAGS = {
-    "unreliable": "The source this result was imported from marks the evaluation as unreliable.",
-}
-
-
 def flag_explanations() -> dict[str, str]:
-    """Flag name -> sentence shown on the site (benchmark.checks when available)."""
-    try:
-        from benchmark.checks import FLAG_EXPLANATIONS
-    except ImportError:
-        FLAG_EXPLANATIONS = _FALLBACK_FLAGS
-    return {**FLAG_EXPLANATIONS, **_LEADERBOARD_FLAGS}
+    """Flag name -> the sentence shown on the site (declared once, in benchmark.flags)."""
+    return dict(FLAG_EXPLANATIONS)
 
 
 def http_url(value: Any) -> bool:

@@ -20,6 +20,12 @@ class Architecture:
     name: str
     kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
+    @property
+    def label(self) -> str:
+        """How the architecture is shown (``robench models``, the site): ``name(k=v, ...)``, keys sorted."""
+        kwargs = ", ".join(f"{k}={v}" for k, v in sorted(dict(self.kwargs).items()))
+        return f"{self.name}({kwargs})" if kwargs else self.name
+
 
 @dataclass(frozen=True)
 class Preprocessing:

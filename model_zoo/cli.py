@@ -18,17 +18,11 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def _architecture(card: ModelCard) -> str:
-    arch = card.architecture
-    kwargs = ", ".join(f"{k}={v}" for k, v in arch.kwargs.items())
-    return f"{arch.name}({kwargs})" if kwargs else arch.name
-
-
 def format_table(cards: Sequence[ModelCard]) -> str:
     """A plain-text table: one row per card with its board, eps, architecture and reported numbers."""
     header = ("id", "dataset", "threat", "eps", "architecture", "clean %", "robust %", "extra data")
     rows = [
-        (c.id, c.dataset, c.threat_model, format_eps(c.dataset, c.threat_model, c.eps), _architecture(c),
+        (c.id, c.dataset, c.threat_model, format_eps(c.dataset, c.threat_model, c.eps), c.architecture.label,
          _percent(c.reported.clean_accuracy), _percent(c.reported.robust_accuracy), "yes" if c.additional_data else "no")
         for c in cards
     ]
@@ -49,7 +43,7 @@ def describe_card(card: ModelCard) -> str:
         f"  authors:      {', '.join(card.authors)}",
         f"  venue:        {card.venue} {card.year}",
         f"  link:         {card.link}",
-        f"  architecture: {card.architecture.source}:{_architecture(card)}, {card.num_classes} classes",
+        f"  architecture: {card.architecture.source}:{card.architecture.label}, {card.num_classes} classes",
         f"  input:        {'x'.join(map(str, pre.input_size))}, mean {list(pre.mean)}, std {list(pre.std)}"
         + (f", resize {pre.resize}" if pre.resize else "") + (f", crop {pre.crop}" if pre.crop else ""),
         f"  checkpoint:   {ckpt.url or ckpt.path} ({ckpt.format})",

@@ -63,13 +63,19 @@ def test_point_norms_agree_with_the_protocol_at_eps():
 
 
 def test_needs_fab_only_where_no_minimal_norm_is_known():
-    assert needs_fab(PointResult(0, 0, True, False, "apgd-ce", norm=0.1, min_norm=0.1))
-    assert needs_fab(PointResult(0, 0, True, False, "apgd-t", norm=0.1, min_norm=0.1))
-    assert needs_fab(PointResult(0, 0, True, True, None))  # e.g. the 'rand' version has no FAB
-    assert not needs_fab(PointResult(0, 0, True, True, None, min_norm=0.3))
-    assert not needs_fab(PointResult(0, 0, True, False, "fab-t", norm=0.05, min_norm=0.05))
-    assert not needs_fab(PointResult(0, 0, True, False, "square", norm=0.1, min_norm=0.2))
-    assert not needs_fab(PointResult(0, 0, False, False, "clean"))
+    from benchmark.protocol import broken_before_minimum_norm, get_protocol
+
+    blind = broken_before_minimum_norm(get_protocol("standard"))
+    assert blind == ("apgd-ce", "apgd-t")  # found by the attacks' kinds: FAB-T is the first minimum-norm attack
+    assert broken_before_minimum_norm(get_protocol("rand")) == ("apgd-ce", "apgd-dlr")  # no FAB at all
+    assert broken_before_minimum_norm(get_protocol("plus")) == ("apgd-ce", "apgd-dlr")
+    assert needs_fab(PointResult(0, 0, True, False, "apgd-ce", norm=0.1, min_norm=0.1), blind)
+    assert needs_fab(PointResult(0, 0, True, False, "apgd-t", norm=0.1, min_norm=0.1), blind)
+    assert needs_fab(PointResult(0, 0, True, True, None), blind)  # e.g. the 'rand' version has no FAB
+    assert not needs_fab(PointResult(0, 0, True, True, None, min_norm=0.3), blind)
+    assert not needs_fab(PointResult(0, 0, True, False, "fab-t", norm=0.05, min_norm=0.05), blind)
+    assert not needs_fab(PointResult(0, 0, True, False, "square", norm=0.05, min_norm=0.05), blind)
+    assert not needs_fab(PointResult(0, 0, False, False, "clean"), blind)
 
 
 # --- analyse on linear models ---------------------------------------------------------------------------

@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `--model tests.runner_models:...` and the imports below need the repository root
     sys.path.insert(0, str(REPO))
 
-from benchmark.cli import add_evaluation_arguments, build_parser, evaluation_argv  # noqa: E402
-from benchmark.cli import main as cli_main  # noqa: E402
+from robench.cli import build_parser  # noqa: E402
+from robench.evaluation import add_evaluation_arguments, evaluation_argv  # noqa: E402
+from robench.cli import main as cli_main  # noqa: E402
 from tests.runner_models import WEIGHTS_ENV, shared_weights  # noqa: E402
 
 #: 8 chunks of 8 points (the last one of 4): rank 0 attacks chunks 0, 16, 32, 48 and rank 1 the others
@@ -34,7 +35,7 @@ def _comparable(path: Path) -> dict:
 def test_torchrun_two_processes_match_one_process(tmp_path, monkeypatch):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", WEIGHTS_ENV: str(shared_weights())}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "benchmark.run", *ARGS, "--out", str(tmp_path / "two")]
+           "-m", "robench.run", *ARGS, "--out", str(tmp_path / "two")]
     two = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("record written to") == 1  # only rank 0 reports
@@ -56,7 +57,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path, monkeypatch):
 
 
 def test_distributed_flag_forwards_every_evaluation_argument():
-    """``robench evaluate --distributed N`` hands benchmark.run exactly the arguments it was given."""
+    """``robench evaluate --distributed N`` hands robench.run exactly the arguments it was given."""
     given = ["-v", "evaluate", "--model", "pkg.mod:factory", "--dataset", "cifar10", "--threat-model", "L2",
              "--eps", "8/255", "--n-examples", "100", "--version", "plus", "--seed", "3", "--batch-size", "50",
              "--device", "cuda", "--out", "res", "--data-dir", "/data", "--no-progress", "--distributed", "8"]

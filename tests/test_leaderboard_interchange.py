@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from benchmark.budgets import BOARDS
 
-from benchmark.cli import main
+from robench.cli import main
 from leaderboard.aggregate import aggregate
 from leaderboard.interchange import IMPORTED_ATTACK, export_dir, import_dir, percent_text, read_defacto_file
 from leaderboard.sources import load_results

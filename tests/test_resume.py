@@ -19,7 +19,7 @@ if str(REPO) not in sys.path:  # `--model tests.runner_models:...` and the impor
     sys.path.insert(0, str(REPO))
 
 import benchmark.runner as runner  # noqa: E402
-from benchmark.cli import main as cli_main  # noqa: E402
+from robench.cli import main as cli_main  # noqa: E402
 from benchmark.journal import Journal, JournalMismatchError  # noqa: E402
 from benchmark.record import EvaluationResult  # noqa: E402
 from tests.runner_models import DELAY_ENV, WEIGHTS_ENV, shared_weights, train_weights  # noqa: E402
@@ -66,7 +66,7 @@ def _chunks_in(journal: Path) -> list[int]:
 
 def _start_slow_run(out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", DELAY_ENV: "0.02"}
-    return subprocess.Popen([sys.executable, "-m", "benchmark.cli", *ARGS, "--out", str(out)], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "robench.cli", *ARGS, "--out", str(out)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -16,9 +16,9 @@ if str(REPO) not in sys.path:  # `--model tests.runner_models:...` and the impor
 
 import benchmark.runner as runner  # noqa: E402
 from benchmark import EvaluationError, EvaluationResult, evaluate, load_dataset  # noqa: E402
-from benchmark.cli import main as cli_main  # noqa: E402
+from robench.cli import main as cli_main  # noqa: E402
 from benchmark.protocol import PROTOCOLS, _entry  # noqa: E402
-from benchmark.runner import result_path  # noqa: E402
+from benchmark.record import record_path  # noqa: E402
 from tests.runner_models import WEIGHTS_ENV, build_mlp, shared_weights  # noqa: E402
 
 
@@ -209,14 +209,38 @@ def test_record_round_trips(standard_runs, tmp_path):
     assert [f.name for f in _files_under(tmp_path)] == ["record.json"]  # no temporary file left
 
 
-def test_out_writes_the_record_where_result_path_says(tmp_path, data, mlp, monkeypatch):
+def test_out_writes_the_record_where_record_path_says(tmp_path, data, mlp, monkeypatch):
     _fgsm_only(monkeypatch)
     x, y = data
-    result = evaluate(mlp, x=x, y=y, out=tmp_path, journal=tmp_path / "j.journal", model_info={"id": "TinyMLP"},
-                      progress=False, analysis=False)
-    path = result_path(tmp_path, "digits", "Linf", "TinyMLP", "standard")
+    result = evaluate(mlp, x=x, y=y, threat_model="linf", out=tmp_path, journal=tmp_path / "j.journal",
+                      model_info={"id": "TinyMLP"}, progress=False, analysis=False)
+    path = record_path(tmp_path, "digits", "linf", "TinyMLP", "standard")
+    assert path == tmp_path / "digits" / "Linf" / "TinyMLP.standard.json"  # the canonical name, whatever was typed
     assert _files_under(tmp_path) == [path]  # the journal is gone once the record is written
     assert EvaluationResult.load(path) == result
+    with pytest.raises(ValueError, match="L3"):
+        record_path(tmp_path, "digits", "L3", "TinyMLP", "standard")
+
+
+def test_cli_writes_the_record_and_its_journal_where_it_says(tmp_path, capsys, monkeypatch):
+    """`--threat-model linf` (any spelling) prints, journals and writes under the canonical Linf/."""
+    monkeypatch.setenv(WEIGHTS_ENV, str(shared_weights()))
+    _fgsm_only(monkeypatch)
+    journals = []
+    real_evaluate = runner.evaluate
+
+    def recording(*args, **kwargs):
+        journals.append(kwargs["journal"])
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", recording)
+    assert cli_main(["evaluate", "--model", "tests.runner_models:digits_mlp", "--threat-model", "linf", "--n-examples", "4",
+                     "--out", str(tmp_path), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    (written,) = _files_under(tmp_path)
+    assert written.parent == tmp_path / "digits" / "Linf"
+    assert f"record written to {written}" in printed
+    assert journals == [written.with_suffix(".journal")]
 
 
 def test_channels_last_gives_the_same_record(data):

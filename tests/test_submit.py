@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from benchmark.budgets import default_eps
-from benchmark.cli import main
+from robench.cli import main
 from benchmark.data import load_dataset
 from benchmark.external import read_external, verify_adversarial
 from model_zoo.architectures.digits import DigitsMLP

@@ -13,8 +13,9 @@ import yaml
 from benchmark.budgets import default_eps
 from benchmark.data import load_dataset
 from model_zoo.architectures.digits import DigitsCNN
+from model_zoo.download import sha256_file
 from model_zoo.training import (
-    RECIPES, cpu_fingerprint, digits_test_accuracy, file_sha256, get_recipe, read_training_spec, resolve_settings,
+    RECIPES, cpu_fingerprint, digits_test_accuracy, get_recipe, read_training_spec, resolve_settings,
     save_checkpoint, train, update_submission,
 )
 from model_zoo.training.cli import main as train_main
@@ -98,7 +99,7 @@ def test_settings_are_validated() -> None:
 def test_cli_trains_and_writes_a_summary(tmp_path: Path, capsys) -> None:
     assert train_main(["standard", "--set", "epochs=1", "--out", str(tmp_path), "--quiet"]) == 0
     summary = json.loads((tmp_path / "standard_seed0.json").read_text())
-    assert summary["sha256"] == file_sha256(tmp_path / "standard_seed0.safetensors")
+    assert summary["sha256"] == sha256_file(tmp_path / "standard_seed0.safetensors")
     assert summary["training"]["epochs"] == 1 and 0 <= summary["clean_accuracy"] <= 1
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         train_main(["standard", "--set", "epochs"])
@@ -140,7 +141,7 @@ def test_shipped_training_blocks_resolve_and_hashes_match(path: Path) -> None:
     data = yaml.safe_load(path.read_text())
     settings = resolve_settings(get_recipe(spec.recipe), spec.settings)
     assert settings == {k: v for k, v in data["training"].items() if k not in ("recipe", "seed", "torch_version", "cpu")}
-    assert file_sha256(ROOT / spec.checkpoint_path) == spec.checkpoint_sha256
+    assert sha256_file(ROOT / spec.checkpoint_path) == spec.checkpoint_sha256
 
 
 def _shipped_standard() -> Path:

@@ -131,10 +131,15 @@ class APGD(FixedBudgetAttack):
         self.n_targets, self.eot_iter, self.batch_targets = int(n_targets), int(eot_iter), bool(batch_targets)
         self.max_rows = checked_max_rows(max_rows)
 
-    def _check_classes(self, num_classes: int) -> None:
+    def classes_needed(self) -> int:
+        """n targets need n + 1 classes; DLR needs 3 (its denominator uses the third logit), targeted DLR 4."""
         needed = max(self.n_targets + 1, 2)
         if self.loss == "dlr":
             needed = max(needed, 4 if self.n_targets else 3)
+        return needed
+
+    def _check_classes(self, num_classes: int) -> None:
+        needed = self.classes_needed()
         if num_classes < needed:
             raise ValueError(
                 f"APGD with loss {self.loss!r} and n_targets={self.n_targets} needs at least {needed} classes, "

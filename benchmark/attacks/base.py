@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..seeding import seeded_generator
 from ..threat_models import ThreatModel, get_threat_model
 
 __all__ = ["Attack", "FixedBudgetAttack", "MinimumNormAttack", "AttackOutput", "RunOutput", "BoundsError"]
@@ -62,16 +63,21 @@ class Attack(ABC):
 
     #: short name used in records and on the site
     name: str = "attack"
+    #: queries only the model's outputs, never its gradients: when such an attack breaks points that
+    #: the gradient attacks missed, the evaluation is flagged (gradient masking)
+    black_box: bool = False
 
     def __init__(self, threat_model: str | ThreatModel, seed: int = 0) -> None:
         self.threat_model = get_threat_model(threat_model)
         self.seed = int(seed)
 
+    def classes_needed(self) -> int:
+        """The fewest classes a model must output for this attack, with these settings, to run."""
+        return 2
+
     def generator(self, device: torch.device | str, offset: int = 0) -> torch.Generator:
         """A fresh generator seeded from the attack's seed (and an offset, e.g. a chunk index)."""
-        g = torch.Generator(device=device)
-        g.manual_seed(self.seed * 1_000_003 + offset)
-        return g
+        return seeded_generator(self.seed, offset=offset, device=device)
 
     @abstractmethod
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, generator: torch.Generator) -> RunOutput:

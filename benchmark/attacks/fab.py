@@ -91,11 +91,15 @@ class FAB(MinimumNormAttack):
         self.batch_targets, self.early_stop_eps = bool(batch_targets), bool(early_stop_eps)
         self.max_rows = checked_max_rows(max_rows)
 
+    def classes_needed(self) -> int:
+        """n targets need n + 1 classes (the untargeted attack, 2)."""
+        return max(self.n_targets + 1, 2)
+
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, generator: torch.Generator) -> RunOutput:
         with torch.no_grad():
             logits = model(x)
-        if self.n_targets > logits.shape[1] - 1:
-            raise ValueError(f"n_targets={self.n_targets} needs at least {self.n_targets + 1} classes, "
+        if logits.shape[1] < self.classes_needed():
+            raise ValueError(f"n_targets={self.n_targets} needs at least {self.classes_needed()} classes, "
                              f"the model has {logits.shape[1]}")
         queries = torch.ones(len(x), dtype=torch.long, device=x.device)
         # a point misclassified when clean is adversarial at distance 0 and is not attacked

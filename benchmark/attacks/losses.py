@@ -4,7 +4,6 @@ Conventions: attacks *maximise* these losses.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

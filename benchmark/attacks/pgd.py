@@ -46,6 +46,10 @@ class PGD(FixedBudgetAttack):
         self.n_iter, self.step_size, self.loss = int(n_iter), float(step_size), loss
         self.random_start, self.early_stop = bool(random_start), bool(early_stop)
 
+    def classes_needed(self) -> int:
+        """DLR needs 3 classes (its denominator uses the third logit); cross-entropy 2."""
+        return 3 if self.loss == "dlr" else 2
+
     def run(self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, generator: torch.Generator) -> RunOutput:
         tm, loss_fn = self.threat_model, LOSSES[self.loss]
         x_adv = tm.random_start(x, eps, generator) if self.random_start else x.clone()

@@ -100,6 +100,7 @@ class Square(FixedBudgetAttack):
     """Square Attack for Linf and L2 with the margin loss (untargeted)."""
 
     name = "square"
+    black_box = True
 
     def __init__(
         self, threat_model: str | ThreatModel, n_queries: int = 5000, p_init: float = 0.8, n_restarts: int = 1, seed: int = 0

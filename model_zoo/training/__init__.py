@@ -10,10 +10,10 @@ lists the recipes, their settings and the shipped models.
 from ._loop import cpu_fingerprint
 from .recipes import COMMON_DEFAULTS, RECIPES, Recipe, get_recipe, resolve_settings
 from .submission import read_training_spec, train_from_submission, update_submission
-from .train import TrainedModel, digits_test_accuracy, file_sha256, save_checkpoint, train
+from .train import TrainedModel, digits_test_accuracy, save_checkpoint, train
 
 __all__ = [
     "RECIPES", "COMMON_DEFAULTS", "Recipe", "get_recipe", "resolve_settings",
-    "TrainedModel", "train", "save_checkpoint", "file_sha256", "digits_test_accuracy",
+    "TrainedModel", "train", "save_checkpoint", "digits_test_accuracy",
     "read_training_spec", "train_from_submission", "update_submission", "cpu_fingerprint",
 ]

@@ -19,20 +19,17 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
+from benchmark.seeding import seeded_generator
+
 from ..architectures import build_architecture
 from ..cards import Architecture
 
-__all__ = ["Objective", "build_model", "fit", "accuracy", "deterministic_cpu", "seeded_generator", "cpu_fingerprint"]
+__all__ = ["Objective", "build_model", "fit", "accuracy", "deterministic_cpu", "cpu_fingerprint"]
 
 #: ``objective(model, x, y, index) -> scalar loss``; ``index`` holds the batch's positions in the training set
 Objective = Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
 
 _OPTIMIZERS = ("adam", "sgd")
-
-
-def seeded_generator(seed: int, stream: int) -> torch.Generator:
-    """A CPU generator for one independent random stream (data order, attacks, ...) of a run."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(stream))
 
 
 @contextlib.contextmanager
@@ -108,7 +105,7 @@ def fit(
     steps_per_epoch = math.ceil(len(x) / batch_size)
     total = max(epochs * steps_per_epoch, 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    order_gen = seeded_generator(seed, stream=0)
+    order_gen = seeded_generator(seed, offset=0)  # training draws at offsets 0 (data order) and 1 (attacks)
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=order_gen)
         loss_sum = 0.0

@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from benchmark.attacks.pgd import FGSM, PGD
 from benchmark.budgets import default_eps
+from benchmark.seeding import seeded_generator
 from benchmark.threat_models import ThreatModel, get_threat_model
 
-from ._loop import Objective, build_model, fit, seeded_generator
+from ._loop import Objective, build_model, fit
 from .objectives import input_gradient_penalty, kl_from_reference, soft_cross_entropy, trades_adversary
 
 __all__ = ["Recipe", "RecipeContext", "RECIPES", "COMMON_DEFAULTS", "get_recipe", "resolve_settings"]
@@ -85,7 +86,7 @@ def _standard(ctx: RecipeContext) -> Objective:
 def _pgd_at(ctx: RecipeContext) -> Objective:
     s = ctx.settings
     attack = PGD(ctx.threat_model, n_iter=s["steps"], step_size=s["step_size"], random_start=True, early_stop=False)
-    gen = seeded_generator(ctx.seed, stream=1)
+    gen = seeded_generator(ctx.seed, offset=1)
 
     def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
         x_adv = _with_attack_mode(model, lambda: attack(model, x, y, ctx.eps, generator=gen).x_adv)
@@ -96,7 +97,7 @@ def _pgd_at(ctx: RecipeContext) -> Objective:
 
 def _fast_at(ctx: RecipeContext) -> Objective:
     attack = PGD(ctx.threat_model, n_iter=1, step_size=ctx.settings["step_size"], random_start=True, early_stop=False)
-    gen = seeded_generator(ctx.seed, stream=1)
+    gen = seeded_generator(ctx.seed, offset=1)
 
     def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
         x_adv = _with_attack_mode(model, lambda: attack(model, x, y, ctx.eps, generator=gen).x_adv)
@@ -119,7 +120,7 @@ def _fgsm_at(ctx: RecipeContext) -> Objective:
 
 def _trades(ctx: RecipeContext) -> Objective:
     s = ctx.settings
-    gen = seeded_generator(ctx.seed, stream=1)
+    gen = seeded_generator(ctx.seed, offset=1)
 
     def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
         x_adv = _with_attack_mode(

@@ -1,7 +1,6 @@
 """``train(recipe, ...)``: one seeded, bit-reproducible training run on the digits training split."""
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -14,10 +13,11 @@ from torch import Tensor, nn
 from benchmark.data import load_dataset, num_classes
 from benchmark.threat_models import get_threat_model
 
+from ..download import sha256_file
 from ._loop import accuracy, build_model, cpu_fingerprint, deterministic_cpu, fit
 from .recipes import RecipeContext, get_recipe, resolve_settings
 
-__all__ = ["TrainedModel", "train", "save_checkpoint", "file_sha256", "digits_test_accuracy"]
+__all__ = ["TrainedModel", "train", "save_checkpoint", "digits_test_accuracy"]
 
 
 @dataclass
@@ -82,14 +82,6 @@ def digits_test_accuracy(model: nn.Module) -> float:
         return accuracy(model, x, y)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_checkpoint(model: nn.Module, path: str | Path) -> str:
     """Write the state dict as safetensors (no metadata, so the bytes depend on the weights only); its sha256."""
     from safetensors.torch import save_file
@@ -101,4 +93,4 @@ def save_checkpoint(model: nn.Module, path: str | Path) -> str:
     save_file(state, str(tmp))
     os.chmod(tmp, 0o644)  # readable like any other repository file (the writer creates it owner-only)
     tmp.replace(path)
-    return file_sha256(path)
+    return sha256_file(path)

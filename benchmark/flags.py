@@ -1,0 +1,28 @@
+"""Every flag a record or the leaderboard can carry, with the sentence shown for it: the one place they are described.
+
+The pre-attack checks (``benchmark.checks``) and the evaluation set all but the last; the
+leaderboard sets ``unreliable`` when a record it imports says so. The site and the command line's
+summary show these sentences; nothing else holds a copy.
+"""
+from __future__ import annotations
+
+__all__ = ["FLAG_EXPLANATIONS", "CHECK_FLAGS"]
+
+FLAG_EXPLANATIONS: dict[str, str] = {
+    "randomness": "The model's outputs change between forward passes of the same input: it is randomised, "
+    "so gradients should be averaged over several samples (the 'rand' protocol version).",
+    "softmax_output": "The model returns probabilities (non-negative, rows summing to 1) instead of logits; "
+    "cross-entropy gradients can vanish, hiding adversarial examples.",
+    "test_time_optimisation": "The forward pass itself runs autograd (an optimisation at test time); "
+    "white-box gradients may not reflect the real decision function.",
+    "zero_gradients": "Some points have an input gradient that is exactly zero or not finite (quantisation or "
+    "saturation): gradient attacks are blind there.",
+    "too_few_classes": "The model has fewer classes than some attacks of the protocol need (the record's details "
+    "give both numbers); those attacks were skipped or run with fewer targets.",
+    "black_box_beats_white_box": "The black-box Square attack broke points that every gradient attack missed: "
+    "a sign of gradient masking, so the robust accuracy of white-box attacks alone would be too high.",
+    "unreliable": "The source this result was imported from marks the evaluation as unreliable.",
+}
+
+#: the flags an evaluation itself sets (all but those only the leaderboard sets)
+CHECK_FLAGS: tuple[str, ...] = tuple(name for name in FLAG_EXPLANATIONS if name != "unreliable")

@@ -1,0 +1,71 @@
+"""The attack base class: input checks, the empty batch, the eps dtype, the seeds and the repr."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from benchmark.attacks.apgd import APGD
+from benchmark.attacks.fab import FAB
+from benchmark.attacks.pgd import PGD
+
+
+def _linear(dtype=torch.float32) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).to(dtype).eval()
+
+
+def test_bad_inputs_are_named_in_the_error():
+    attack, model = PGD("Linf"), _linear()
+    with pytest.raises(TypeError, match="inputs must be a float tensor in \\[0, 1\\], got dtype torch.int64"):
+        attack(model, torch.zeros(2, 1, 8, 8, dtype=torch.long), torch.zeros(2, dtype=torch.long), 0.1)
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\), got \(2,\)"):
+        attack(model, torch.rand(3, 1, 8, 8), torch.zeros(2, dtype=torch.long), 0.1)
+
+
+@pytest.mark.parametrize("attack", [PGD("Linf"), FAB("L2", n_targets=2, n_iter=3)], ids=["fixed budget", "minimum norm"])
+def test_empty_and_single_point_batches(attack):
+    model = _linear()
+    out = attack(model, torch.rand(0, 1, 8, 8), torch.zeros(0, dtype=torch.long), 0.1)
+    assert out.x_adv.shape == (0, 1, 8, 8)
+    assert (out.success.dtype, out.norm.dtype, out.queries.dtype) == (torch.bool, torch.float32, torch.long)
+    assert out.success.shape == out.norm.shape == out.queries.shape == (0,)
+    assert (out.min_norm is not None) == attack.is_minimum_norm
+    if out.min_norm is not None:
+        assert out.min_norm.shape == (0,)
+    x = torch.rand(1, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    one = attack(model, x, y, 0.5)
+    assert one.x_adv.shape == (1, 1, 8, 8) and one.success.shape == (1,) and int(one.queries[0]) > 1
+
+
+def test_float64_inputs_keep_a_float64_eps():
+    """The ball is the float64 eps, not its float32 rounding (0.1 rounds up to 0.10000000149)."""
+    model = _linear(torch.float64)
+    x = 0.25 + 0.5 * torch.rand(8, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    out = PGD("Linf", n_iter=5, step_size=1.0, random_start=False, early_stop=False)(model, x, y, 0.1)
+    assert float((out.x_adv - x).abs().max()) <= 0.1 + 1e-15  # float64 rounding of x + eps - x only
+
+
+def test_each_chunk_and_attack_has_its_documented_seed():
+    """benchmark/seeding.py: the stream of a run seeded s, at stream k and offset o, is seeded
+    s * 1,000,003 + k * 10,000,019 + o, so a record names everything needed to draw its randomness
+    again, in a later version too; an attack's generator is stream 0 at its offset."""
+    from benchmark.seeding import seeded_generator
+
+    for seed, stream, offset in [(0, 0, 0), (3, 0, 0), (3, 0, 2001), (7, 2, 5003)]:
+        expected = torch.Generator().manual_seed(seed * 1_000_003 + stream * 10_000_019 + offset)
+        drawn = seeded_generator(seed, stream=stream, offset=offset)
+        assert torch.equal(torch.rand(4, generator=drawn), torch.rand(4, generator=expected))
+        if stream == 0:
+            expected = torch.Generator().manual_seed(seed * 1_000_003 + offset)
+            drawn = APGD("Linf", seed=seed).generator("cpu", offset=offset)
+            assert torch.equal(torch.rand(4, generator=drawn), torch.rand(4, generator=expected))
+
+
+def test_repr_names_the_class_the_threat_model_and_every_setting():
+    assert repr(PGD("L2", n_iter=3)) == (
+        "PGD(L2, seed=0, n_iter=3, step_size=0.25, loss='ce', random_start=True, early_stop=True)")
