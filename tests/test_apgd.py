@@ -24,6 +24,7 @@ def split_around_eps(problem, threat: str):
 
 def test_checkpoints_follow_the_protocol() -> None:
     assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoints(4) == [1, 2, 3]  # ceil(0.22 * 4) = 1 is the first checkpoint
     assert checkpoints(1000)[:3] == [220, 410, 570]
     for n in (1, 5, 10, 37, 250):
         marks = checkpoints(n)
@@ -173,14 +174,18 @@ def test_eot_on_randomised_models(linear_model, threat) -> None:
 
 
 def test_bad_settings_and_inputs_raise_clear_errors() -> None:
-    with pytest.raises(ValueError, match="unknown loss"):
+    with pytest.raises(ValueError, match="unknown loss 'hinge'; known: ce, dlr"):
         APGD("Linf", loss="hinge")
-    with pytest.raises(ValueError, match="n_iter"):
+    with pytest.raises(ValueError, match="^n_iter must be a positive integer, got 0$"):
         APGD("Linf", n_iter=0)
-    with pytest.raises(ValueError, match="n_restarts"):
+    with pytest.raises(ValueError, match="^n_restarts must be a positive integer, got 0$"):
         APGD("Linf", n_restarts=0)
-    with pytest.raises(ValueError, match="eot_iter"):
+    with pytest.raises(ValueError, match="^eot_iter must be a positive integer, got 1.5$"):
         APGD("Linf", eot_iter=1.5)
+    APGD("Linf", rho=0.0), APGD("Linf", rho=1.0)  # both ends of [0, 1] are allowed
+    apgd = APGD("Linf")
+    assert (apgd.loss, apgd.n_iter, apgd.n_restarts, apgd.rho) == ("ce", 100, 1, 0.75)
+    assert (apgd.n_targets, apgd.eot_iter, apgd.seed, apgd.batch_targets) == (0, 1, 0, True)
     with pytest.raises(ValueError, match="n_targets"):
         APGD("Linf", n_targets=-1)
     with pytest.raises(ValueError, match="rho"):
@@ -265,6 +270,10 @@ def test_auto_row_cap_stays_within_the_handed_batch_except_for_tiny_inputs() -> 
     assert runs_per_batch("auto", 16, 9, imagenet) == 1 and runs_per_batch("auto", 5, 9, imagenet) == 3
     assert auto_max_rows(torch.zeros(200, 3, 32, 32)) == 200 and auto_max_rows(torch.zeros(4, 3, 32, 32)) == 10
     assert runs_per_batch(24, 8, 9, digits) == 3 and runs_per_batch(None, 10_000, 9, digits) == 9
+    # the edges: no point, one point, one-element inputs, runs of a single point
+    assert auto_max_rows(digits[:0]) == 0 and auto_max_rows(digits[:1]) == 512
+    assert auto_max_rows(torch.zeros(3, 1)) == 512 * 64
+    assert runs_per_batch(5, 1, 9, digits) == 5 and runs_per_batch(5, 0, 9, digits) == 5
     assert checked_max_rows("auto") == "auto" and checked_max_rows(None) is None and checked_max_rows(64.0) == 64
     assert APGD("Linf").max_rows == "auto"
     for bad in ("big", 0, -3, 2.5, True):
@@ -408,3 +417,40 @@ def test_a_point_broken_at_its_random_start_costs_two_queries() -> None:
     x = 0.3 + 0.4 * torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     out = APGD("L2", n_iter=10)(KnowsOnlyTheCleanPoints(x), x, torch.zeros(4, dtype=torch.long), 0.1)
     assert out.success.all() and (out.queries == 1 + 1 + 1).all()  # clean pass, the start, the success check
+
+
+def test_apgd_ce_runs_on_a_two_class_model(linear_model) -> None:
+    """Cross-entropy needs two classes only (DLR needs three, targeted DLR four)."""
+    problem = linear_model(n=16, num_classes=2)
+    out = APGD("Linf", loss="ce", n_iter=10)(problem.model, problem.x, problem.y, 0.05)
+    assert out.success.shape == (16,)
+    with pytest.raises(ValueError, match="needs at least 3 classes"):
+        APGD("Linf", loss="dlr", n_iter=10)(problem.model, problem.x, problem.y, 0.05)
+
+
+class CallCounter(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        return self.inner(x)
+
+
+def test_targets_run_as_one_batch_unless_told_otherwise(linear_model) -> None:
+    """APGD-T's targets are stacked into one batch by default: one pass per step for all of them."""
+    problem = linear_model(n=6)
+    calls = {}
+    for batch in (True, False):
+        model = CallCounter(problem.model)
+        APGD("Linf", loss="dlr", n_targets=3, n_iter=10, batch_targets=batch)(model, problem.x, problem.y, 1e-4)
+        calls[batch] = model.calls
+    # the clean pass; the start's pass and one per step (per target when one by one); the success pass
+    assert calls == {True: 1 + (1 + 10) + 1, False: 1 + 3 * (1 + 10) + 1}
+
+
+def test_a_single_point_is_attacked(linear_model) -> None:
+    problem = linear_model(n=1)
+    out = APGD("L2", n_iter=20)(problem.model, problem.x, problem.y, 10.0)
+    assert bool(out.success.all()) and int(out.queries[0]) > 2

@@ -138,6 +138,8 @@ def test_projection_edge_cases_and_errors():
         project_onto_hyperplane_in_box(x, w, torch.zeros(2), 1.0)
     with pytest.raises(ValueError, match="shape"):
         project_onto_hyperplane_in_box(x, w, torch.zeros(3), 2.0)
+    with pytest.raises(ValueError, match="shape"):
+        project_onto_hyperplane_in_box(x, torch.ones(2, 5), torch.zeros(2), 2.0)
     assert torch.allclose(dual_norm(w2, INF), torch.tensor([3.5]))
     assert torch.allclose(dual_norm(w2, 2.0), torch.tensor([5.25]).sqrt())
     with pytest.raises(ValueError, match="p = inf and p = 2 are supported, got p = 1.0"):
@@ -282,3 +284,239 @@ def test_bounded_batches_agree_with_one_batch(linear, max_rows):
 def test_bad_max_rows_is_refused(bad):
     with pytest.raises(ValueError, match="max_rows"):
         FAB("Linf", max_rows=bad)
+
+
+# ---------------------------------------------------------------- targets, steps and accounting
+
+
+def _scaled_linear_problem():
+    """The linear problem with class weights scaled from 0.32x to 3.2x: the class closest in the
+    input space is then often not the one with the second-highest logit, so a targeted run and an
+    untargeted one give different answers."""
+    model, x, _ = _linear_problem()
+    with torch.no_grad():
+        model[1].weight.mul_(torch.logspace(-0.5, 0.5, 10, dtype=torch.float64)[:, None])
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def _per_target_distance(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, tm: str) -> torch.Tensor:
+    """(n, k): the exact distance from each point to the boundary with each class (inf for y)."""
+    w, b = model[1].weight.detach(), model[1].bias.detach()
+    z = x.flatten(1) @ w.T + b
+    dist = (z.gather(1, y[:, None]) - z) / (w[y][:, None, :] - w[None]).norm(p=DUAL[tm], dim=2).clamp_min(1e-300)
+    return dist.scatter(1, y[:, None], INF)
+
+
+def _second_class(model: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).sort(dim=1, descending=True).indices[:, 1]
+
+
+@pytest.mark.parametrize("tm", ["Linf", "L2"])
+def test_fab_t_reaches_the_boundary_of_its_target_not_the_nearest_one(tm):
+    model, x, y = _scaled_linear_problem()
+    dist = _per_target_distance(model, x, y, tm)
+    to_target = dist.gather(1, _second_class(model, x)[:, None]).squeeze(1)
+    nearest = dist.min(dim=1).values
+    elsewhere = nearest < 0.8 * to_target
+    assert int(elsewhere.sum()) >= 10, "the problem must have points whose nearest class is not the target"
+    out = FAB(tm, n_targets=1)(model, x, y, eps=1.0)
+    assert bool((out.min_norm >= to_target * (1 - 1e-9)).all())
+    assert bool((out.min_norm <= to_target * 1.01).all())
+    # untargeted FAB, on the same points, goes to the nearest boundary
+    untargeted = FAB(tm, n_targets=0)(model, x, y, eps=1.0)
+    assert bool((untargeted.min_norm >= nearest * (1 - 1e-9)).all())
+    assert bool((untargeted.min_norm <= nearest * 1.01).all())
+
+
+def test_fab_untargeted_ignores_a_class_that_duplicates_the_true_one():
+    """A class whose weights equal the true class's has no boundary to reach (w = 0): its
+    linearised distance must count as infinite, never as the nearest."""
+    model, x, y = _scaled_linear_problem()
+    true = int(y.mode().values)
+    twin = next(k for k in range(10) if not bool((y == k).any()))
+    with torch.no_grad():
+        model[1].weight[twin] = model[1].weight[true]
+        model[1].bias[twin] = model[1].bias[true] - 5.0  # below the true class everywhere: labels unchanged
+        assert torch.equal(model(x).argmax(1), y)
+    exact = _per_target_distance(model, x, y, "L2").min(dim=1).values
+    out = FAB("L2", n_targets=0, n_iter=50)(model, x, y, eps=1.0)
+    assert int((y == true).sum()) >= 10
+    assert bool((out.min_norm <= exact * 1.01).all())
+
+
+def _reference_fab_t(model, x, y, target, n_iter, alpha_max=0.1, eta=1.05, beta=0.9):
+    """The FAB-T iteration written out for a linear model in L2 with the box inactive: the
+    linearisation is exact, and the projections are the closed forms r w / ||w||^2."""
+    w_all, b_all = model[1].weight.detach(), model[1].bias.detach()
+    x0 = x.flatten(1)
+    w = w_all[target] - w_all[y]                        # gradient of g = z_t - z_y
+    c = b_all[target] - b_all[y]
+    best = torch.full((len(x),), INF, dtype=x.dtype)
+    cur = x0.clone()
+    for _ in range(n_iter):
+        g_cur = (cur * w).sum(1) + c
+        sq = (w * w).sum(1, keepdim=True)
+        d_cur = -g_cur[:, None] * w / sq
+        d_orig = -((x0 * w).sum(1) + c)[:, None] * w / sq
+        n_cur, n_orig = d_cur.norm(dim=1), d_orig.norm(dim=1)
+        alpha = (n_cur / (n_cur + n_orig)).clamp(max=alpha_max)[:, None]
+        new = ((1 - alpha) * (cur + eta * d_cur) + alpha * (x0 + eta * d_orig)).clamp(0, 1)
+        adv = (new @ w_all.T + b_all).argmax(1) != y
+        dist = (new - x0).norm(dim=1)
+        best = torch.where(adv & (dist < best), dist, best)
+        cur = torch.where(adv[:, None], (1 - beta) * x0 + beta * new, new)
+    return best
+
+
+@pytest.mark.parametrize("n_iter", [1, 2, 5])
+def test_fab_t_steps_follow_the_algorithm(n_iter):
+    model, x, y = _scaled_linear_problem()
+    target = _second_class(model, x)
+    reference = _reference_fab_t(model, x, y, target, n_iter)
+    out = FAB("L2", n_targets=1, n_iter=n_iter)(model, x, y, eps=1.0)
+    assert torch.allclose(out.min_norm, reference, rtol=1e-9)
+    if n_iter == 1:  # one step lands at eta times the distance to the target's boundary
+        to_target = _per_target_distance(model, x, y, "L2").gather(1, target[:, None]).squeeze(1)
+        assert torch.allclose(out.min_norm, 1.05 * to_target, rtol=1e-9)
+
+
+class CountingModel(nn.Module):
+    """Counts the calls and the rows it is asked to classify."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls, self.rows = inner, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls, self.rows = self.calls + 1, self.rows + len(x)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(n_targets=4), dict(n_targets=4, batch_targets=False), dict(n_targets=0),
+    dict(n_targets=4, early_stop_eps=True), dict(n_targets=0, early_stop_eps=True),
+    dict(n_targets=3, max_rows=80, early_stop_eps=True),
+])
+def test_queries_count_every_row_the_model_saw(linear, settings):
+    """Per point, queries are the forward passes spent on it: summed, every row the model saw."""
+    model, x, y = linear
+    counting = CountingModel(model)
+    eps = _exact_min_norm(model, x, y, "L2").median().item()
+    out = FAB("L2", n_iter=12, **settings)(counting, x, y, eps=eps)
+    assert int(out.queries.sum()) == counting.rows
+
+
+def test_targets_run_as_one_batch_unless_told_otherwise(linear):
+    model, x, y = linear
+    calls = {}
+    for batch in (True, False):
+        counting = CountingModel(model)
+        FAB("L2", n_targets=4, n_iter=30, batch_targets=batch)(counting, x, y, eps=1.0)
+        calls[batch] = counting.calls
+    # the clean pass, two passes per step (per target when run one by one), the success pass
+    assert calls == {True: 1 + 2 * 30 + 1, False: 1 + 4 * 2 * 30 + 1}
+    counting = CountingModel(model)
+    FAB("L2", n_targets=4, n_iter=30)(counting, x, y, eps=1.0)  # batch_targets is the default
+    assert counting.calls == 1 + 2 * 30 + 1
+
+
+def test_untargeted_queries_and_a_single_point(linear):
+    model, x, y = linear
+    out = FAB("L2", n_targets=0, n_iter=20)(model, x, y, eps=1.0)
+    assert torch.equal(out.queries, torch.full_like(y, 1 + 2 * 20 + 1))
+    exact = _exact_min_norm(model, x[:1], y[:1], "L2")
+    one = FAB("L2", n_targets=0)(model, x[:1], y[:1], eps=1.0)
+    assert bool(one.success.all()) and float(one.min_norm[0]) <= float(exact[0]) * 1.01
+
+
+@pytest.mark.parametrize("n_targets", [1, 0])
+def test_early_stop_when_every_point_falls_at_the_first_step(linear, n_targets):
+    model, x, y = linear
+    for n_iter in (2, 10):
+        out = FAB("L2", n_targets=n_targets, n_iter=n_iter, early_stop_eps=True)(model, x, y, eps=1.0)
+        assert bool(out.success.all())
+        assert torch.equal(out.queries, torch.full_like(y, 1 + 2 + 1))  # clean, one step, success
+    # targets run one after the other: the later ones find every point done and cost nothing
+    out = FAB("L2", n_targets=3, batch_targets=False, early_stop_eps=True)(model, x, y, eps=1.0)
+    assert torch.equal(out.queries, torch.full_like(y, 1 + 2 + 1))
+
+
+@pytest.mark.parametrize("tm", ["Linf", "L2"])
+def test_early_stop_keeps_the_targets_of_the_rows_left(tm):
+    model, x, y = _scaled_linear_problem()
+    to_target = _per_target_distance(model, x, y, tm).gather(1, _second_class(model, x)[:, None]).squeeze(1)
+    eps = to_target.median().item()
+    out = FAB(tm, n_targets=1, n_iter=40, early_stop_eps=True)(model, x, y, eps=eps)
+    assert not bool(out.success[to_target > eps].any())
+    assert bool(out.success[to_target * 1.01 < eps].all())
+
+
+def test_early_stop_runs_the_last_point_to_the_end(linear):
+    """With one point left unbroken, its run goes on to the last step (and is counted so)."""
+    model, x, y = linear
+    exact = _exact_min_norm(model, x, y, "L2")
+    top2 = exact.topk(2).values
+    eps = float(top2.mean())  # every point but the farthest one falls within eps
+    out = FAB("L2", n_targets=0, n_iter=15, early_stop_eps=True)(model, x, y, eps=eps)
+    last = exact.argmax()
+    assert int(out.success.sum()) == len(x) - 1 and not bool(out.success[last])
+    assert int(out.queries[last]) == 1 + 2 * 15 + 1
+    assert float(out.min_norm[last]) <= float(exact[last]) * 1.01
+
+
+def test_a_min_norm_exactly_at_eps_counts_as_success(linear):
+    model, x, y = linear
+    first = FAB("L2", n_targets=2, n_iter=20)(model, x, y, eps=1.0)
+    again = FAB("L2", n_targets=2, n_iter=20)(model, x, y, eps=first.min_norm)
+    assert torch.equal(again.min_norm, first.min_norm)
+    assert bool(again.success.all())
+
+
+def test_all_points_misclassified_costs_no_step():
+    x = torch.rand(3, 1, 8, 8)
+    y = torch.tensor([0, 3, 5])
+    for n_targets in (3, 0):
+        out = FAB("L2", n_targets=n_targets, n_iter=5)(_Constant(), x, y, eps=0.1)
+        assert out.min_norm.tolist() == [0.0, 0.0, 0.0]
+        assert out.queries.tolist() == [2, 2, 2]  # the clean pass and the success pass
+
+
+def test_restarts_start_within_half_the_best_norm(linear, monkeypatch):
+    model, x, y = linear
+    attack = FAB("L2", n_targets=0, n_iter=10, n_restarts=2)
+    first = FAB("L2", n_targets=0, n_iter=10)(model, x, y, eps=0.5)
+    radii = []
+    original = attack.threat_model.random_start
+
+    def recording(x_orig, radius, generator):
+        radii.append(radius.clone())
+        return original(x_orig, radius, generator)
+
+    monkeypatch.setattr(attack.threat_model, "random_start", recording)
+    attack(model, x, y, eps=0.5)
+    assert len(radii) == 1
+    assert torch.allclose(radii[0], torch.minimum(first.min_norm, torch.tensor(0.5, dtype=x.dtype)) / 2)
+
+
+def test_settings_at_their_bounds_and_the_defaults():
+    FAB("Linf", alpha_max=0.0), FAB("Linf", alpha_max=1.0), FAB("Linf", eta=1.0)
+    with pytest.raises(ValueError, match="beta"):
+        FAB("Linf", beta=0.0)
+    with pytest.raises(ValueError, match="n_restarts"):
+        FAB("Linf", n_restarts=0)
+    with pytest.raises(ValueError, match="n_targets"):
+        FAB("Linf", n_targets=-1)
+    with pytest.raises(ValueError, match="needs at least 11 classes, the model has 10"):
+        FAB("Linf", n_targets=10, n_iter=1)(_Constant(), torch.rand(2, 1, 8, 8), torch.tensor([9, 9]), eps=0.1)
+    from benchmark.threat_models import L2
+
+    class L1(L2):
+        p = 1.0
+
+    with pytest.raises(ValueError, match="FAB supports the Linf and L2 threat models"):
+        FAB(L1())
+    fab = FAB("Linf")
+    assert (fab.n_iter, fab.n_restarts, fab.n_targets, fab.seed) == (100, 1, 9, 0)
+    assert (fab.batch_targets, fab.early_stop_eps, fab.max_rows) == (True, False, "auto")

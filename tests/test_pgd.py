@@ -138,3 +138,12 @@ def test_a_robust_point_gets_every_step_and_a_broken_one_ends_the_run(linear_mod
     broken = PGD("Linf", n_iter=5)(problem.model, x, 1 - y, 1e-4)  # misclassified from the start
     assert broken.success.all() and (broken.queries == 2).all()
     assert (broken.norm <= 1e-4 + 1e-6).all()  # kept at its (random) start
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+def test_points_misclassified_at_the_start_cost_one_pass(linear_model, threat) -> None:
+    problem = linear_model(n=8)
+    wrong = (problem.y + 1) % 10
+    out = PGD(threat, n_iter=10, random_start=False)(problem.model, problem.x, wrong, 0.05)
+    assert bool(out.success.all()) and torch.equal(out.x_adv, problem.x)
+    assert torch.equal(out.queries, torch.full_like(wrong, 2))  # the first step's pass and the success pass

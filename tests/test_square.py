@@ -461,6 +461,16 @@ def test_bad_settings_and_inputs_raise() -> None:
         Square("Linf")(ChaoticRobust(), torch.rand(2, 64), torch.zeros(2, dtype=torch.long), 0.1)
 
 
+def test_settings_at_their_bounds_and_the_defaults() -> None:
+    Square("Linf", p_init=1.0)  # the first window may cover the whole image
+    with pytest.raises(ValueError, match=r"p_init must be in \(0, 1\], got 0.0"):
+        Square("Linf", p_init=0.0)
+    with pytest.raises(ValueError, match="n_restarts must be >= 1, got 0"):
+        Square("Linf", n_restarts=0)
+    square = Square("L2")
+    assert (square.n_queries, square.p_init, square.n_restarts, square.seed) == (5000, 0.8, 1, 0)
+
+
 @pytest.fixture(scope="module")
 def digits_mlp() -> tuple[nn.Module, Tensor, Tensor]:
     """A small MLP trained for a few seconds on the digits train split, with 100 test points it gets right."""
