@@ -55,15 +55,14 @@ class ExternalEvaluation:
 
 def read_external(path: str | Path) -> ExternalEvaluation:
     """Read and validate one external-evaluation file; every problem is listed in the error."""
-    import yaml
-
+    from .documents import DocumentError, load_document
     from .threat_models import parse_eps
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML/JSON: {exc}") from None
+        data = load_document(path.read_text(encoding="utf-8"), path.suffix)
+    except DocumentError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
     problems = []

@@ -14,7 +14,6 @@ expected or an absurd value all come back as problems.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 import re
@@ -24,9 +23,8 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 from urllib.parse import urlparse
 
-import yaml
-
 from benchmark.budgets import BOARDS
+from benchmark.documents import DocumentError, load_document
 from benchmark.data import DATASETS
 from benchmark.threat_models import THREAT_MODELS, parse_eps
 
@@ -78,52 +76,13 @@ class SubmissionError(ValueError):
 
 # ------------------------------------------------------------------ parsing
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that treats a repeated mapping key as an error instead of keeping the last value."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            duplicate = key in seen
-            seen.add(key)
-        except TypeError:  # unhashable key: the base constructor reports it
-            continue
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
-            )
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
-def _json_object(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def parse_text(text: str, suffix: str) -> tuple[Any, str | None]:
-    """The document in ``text`` (JSON for '.json', else YAML) and None, or (None, the syntax error)."""
+    """The document in ``text`` (JSON for '.json', else YAML; ``benchmark.documents``' rules) and None,
+    or (None, why it cannot be read)."""
     try:
-        if suffix.lower() == ".json":
-            return json.loads(text, object_pairs_hook=_json_object), None
-        return yaml.load(text, Loader=_UniqueKeyLoader), None  # noqa: S506 - a SafeLoader subclass
-    except json.JSONDecodeError as exc:
-        return None, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-    except yaml.YAMLError as exc:
-        return None, f"invalid YAML: {' '.join(str(exc).split())}"
-    except (ValueError, TypeError, OverflowError) as exc:
-        return None, f"invalid {'JSON' if suffix.lower() == '.json' else 'YAML'}: {exc}"
-    except RecursionError:
-        return None, "the document is nested too deeply to be a submission file"
+        return load_document(text, suffix), None
+    except DocumentError as exc:
+        return None, str(exc)
 
 
 # ------------------------------------------------------------------ field types

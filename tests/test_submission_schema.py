@@ -206,7 +206,8 @@ def test_each_fault_gets_its_specific_message(tmp_path: Path, name: str) -> None
     (".json", '{"id": "Doe2024Example", "id": "Doe2024Other"}', "duplicate key 'id'"),
     (".yaml", "- just\n- a list\n", "the document is a list; expected a mapping"),
     (".yaml", "", "the document is empty"),
-    (".yaml", "[" * 1000, "nested too deeply"),
+    (".yaml", "[" * 1000 + "]" * 1000, "nested too deeply"),
+    (".yaml", "id: &name Doe2024Example\nfootnote: *name\n", "anchors and aliases are not allowed (line 1, column 5)"),
     (".toml", "id = 1", "unsupported file type '.toml'"),
 ])
 def test_syntax_errors_are_problems_not_crashes(tmp_path: Path, suffix: str, text: str, message: str) -> None:
@@ -215,6 +216,34 @@ def test_syntax_errors_are_problems_not_crashes(tmp_path: Path, suffix: str, tex
     path.write_text(text)
     problems = validate_file(path, tmp_path)
     assert len(problems) == 1 and message in problems[0].message, problems
+
+
+#: nine levels of nine aliases each: a few hundred bytes that a YAML loader would expand to 9**9 strings
+ALIAS_BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
+)
+
+
+@pytest.mark.timeout(60)
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    """One such file used to hang every command that reads the submissions (the registry reads them all)."""
+    from model_zoo.registry import Registry
+
+    doc = submission_document()
+    del doc["footnote"]
+    path = write_submission(tmp_path, doc)  # valid, but for the footnote: a wrongly typed field used to expand
+    path.write_text(path.read_text() + "footnote:\n" + "".join("  " + line + "\n" for line in ALIAS_BOMB.splitlines()))
+    (problem,) = validate_file(path, tmp_path)
+    assert "anchors and aliases are not allowed" in problem.message
+    with pytest.raises(SubmissionError, match="anchors and aliases are not allowed"):
+        Registry(tmp_path / "submissions")
+
+
+def test_a_byte_order_mark_is_read_past_in_both_formats(tmp_path: Path) -> None:
+    for suffix in (".yaml", ".json"):
+        path = write_submission(tmp_path / suffix[1:], submission_document(), suffix)
+        path.write_text("\ufeff" + path.read_text(), encoding="utf-8")
+        assert validate_file(path, tmp_path / suffix[1:]) == []
 
 
 def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+from benchmark.documents import load_document, load_yaml
 
 from .recipes import get_recipe
 from .train import TrainedModel, train
@@ -41,7 +41,7 @@ class TrainingSpec:
 
 def _load(path: Path) -> dict[str, Any]:
     text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    data = load_document(text, path.suffix)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a submission file holds one mapping, got {type(data).__name__}")
     return data
@@ -98,7 +98,7 @@ def update_submission(path: str | Path, sha256: str, clean_accuracy: float) -> N
     else:
         text = _replace_one(path.read_text(), "sha256", sha256, path)
         text = _replace_one(text, "clean_accuracy", repr(float(clean_accuracy)), path)
-        check = yaml.safe_load(text)
+        check = load_yaml(text)
         if check["checkpoint"]["sha256"] != sha256 or check["reported"]["clean_accuracy"] != clean_accuracy:
             raise ValueError(f"{path}: the rewritten file does not read back the new values")
     tmp = path.with_name(path.name + ".tmp")
