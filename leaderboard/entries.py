@@ -84,10 +84,10 @@ class ListedModel:
 
 
 def _validate(model: ListedModel) -> None:
-    if not SAFE_ID.match(model.id):
+    if not SAFE_ID.fullmatch(model.id):
         raise ValueError(f"model id {model.id!r} may only use letters, digits, '_', '.', '-'")
     for name in ("dataset", "threat_model"):
-        if not SAFE_ID.match(getattr(model, name)):
+        if not SAFE_ID.fullmatch(getattr(model, name)):
             raise ValueError(f"{name} {getattr(model, name)!r} may only use letters, digits, '_', '.', '-'")
     if not (isinstance(model.eps, (int, float)) and math.isfinite(model.eps) and model.eps > 0):
         raise ValueError(f"eps of {model.id} must be a positive number, got {model.eps!r}")

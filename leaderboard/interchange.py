@@ -133,9 +133,9 @@ def read_defacto_file(path: str | Path, root: str | Path) -> ImportedModel:
     if len(parts) != 3:
         raise ValueError("not at <dataset>/<threat_model>/<ModelID>.json")
     dataset, threat_folder, model_id = parts[0], parts[1], Path(parts[2]).stem
-    if not SAFE_ID.match(model_id):
+    if not SAFE_ID.fullmatch(model_id):
         raise ValueError(f"model id {model_id!r} may only use letters, digits, '_', '.', '-'")
-    if not SAFE_ID.match(dataset):
+    if not SAFE_ID.fullmatch(dataset):
         raise ValueError(f"dataset folder {dataset!r} may only use letters, digits, '_', '.', '-'")
     try:
         threat = get_threat_model(threat_folder).name

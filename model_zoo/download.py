@@ -210,7 +210,7 @@ def fetch(
     Raises :class:`ChecksumError` when the bytes do not hash to ``sha256`` (nothing is kept) and
     :class:`DownloadError` when the download itself fails.
     """
-    if not isinstance(sha256, str) or not SHA256_PATTERN.match(sha256):
+    if not isinstance(sha256, str) or not SHA256_PATTERN.fullmatch(sha256):
         raise ValueError(f"sha256 must be 64 lowercase hex characters, got {sha256!r}")
     problem = check_url(url)
     if problem:

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 #: <Surname><Year><FirstTitleWord>[_variant]
+#: matched in full (``fullmatch``: a trailing newline is not part of an id)
 ID_PATTERN = re.compile(
     r"^(?P<surname>[A-Z][A-Za-z]+)(?P<year>[0-9]{4})(?P<word>[A-Z][A-Za-z0-9]*)(?P<variant>(?:_[A-Za-z0-9]+)*)$"
 )
@@ -229,7 +230,7 @@ def _check_id(run: _Run, path: PurePosixPath | None) -> None:
     if not run.has("id"):
         return
     model_id = run.get("id")
-    match = ID_PATTERN.match(model_id)
+    match = ID_PATTERN.fullmatch(model_id)
     if match is None:
         run.add("id", f"{model_id!r} does not follow <Surname><Year><FirstTitleWord>[_variant], "
                       f"e.g. 'Madry2018Towards' or 'Madry2018Towards_L2' (pattern {ID_PATTERN.pattern})")
@@ -362,7 +363,7 @@ def _check_checkpoint(run: _Run, repo_root: Path | None, check_hash: bool) -> No
         run.add("checkpoint.format", f"unknown format {fmt!r}; expected one of {', '.join(CHECKPOINT_FORMATS)}")
         fmt = None
     sha = run.get("checkpoint.sha256")
-    if sha is not None and not SHA256_PATTERN.match(sha):
+    if sha is not None and not SHA256_PATTERN.fullmatch(sha):
         run.add("checkpoint.sha256", f"{_short(sha)} is not a full sha256; expected 64 lowercase hex characters "
                                      "(sha256sum FILE)")
         sha = None

@@ -152,6 +152,8 @@ def test_listed_model_rejects_ids_unsafe_as_file_names():
     assert ListedModel.from_dict(data) == as_listed(make_card("Fine2020Id"))
     with pytest.raises(ValueError, match="may only use"):
         ListedModel.from_dict({**data, "id": "../../etc/passwd"})
+    with pytest.raises(ValueError, match="may only use"):  # a trailing newline is not part of a safe id
+        ListedModel.from_dict({**data, "id": "Fine2020Id\n"})
     with pytest.raises(ValueError, match="unknown field"):
         ListedModel.from_dict({**data, "colour": "red"})
 

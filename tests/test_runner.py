@@ -274,3 +274,12 @@ def test_compile_option_is_wired(data, mlp, monkeypatch):
     assert cli_main(["evaluate", "--model", "tests.runner_models:build_mlp", "--n-examples", "2", "--channels-last",
                      "--compile", "--no-progress"]) == 2
     assert calls[-1]["channels_last"] is True and calls[-1]["compile"] is True
+
+
+def test_without_inputs_the_datasets_first_test_points_are_evaluated(mlp, monkeypatch):
+    _fgsm_only(monkeypatch)
+    x, y = load_dataset("digits", "test", n_examples=6)
+    loaded = evaluate(mlp, "digits", n_examples=6, progress=False, analysis=False)
+    given = evaluate(mlp, "digits", x=x, y=y, progress=False, analysis=False)
+    assert loaded.n_examples == 6 and loaded.points == given.points
+    assert [p.label for p in loaded.points] == y.tolist()

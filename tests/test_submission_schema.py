@@ -351,3 +351,20 @@ def test_random_text_gives_problems_not_crashes(repo: tuple[Path, dict], text: s
     root, _ = repo
     file = (root / _FILE_NAME).with_suffix(suffix)
     _check_outcome(validate_text(text, file, repo_root=root), file)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("id", "Doe2024Example\n", "does not follow <Surname><Year>"),
+    ("checkpoint.sha256", "0" * 64 + "\n", "is not a full sha256"),
+])
+def test_a_trailing_newline_is_not_part_of_a_pattern(tmp_path: Path, field: str, value: str, message: str) -> None:
+    """`$` also matches before a final newline: "Doe2024Example\\n" was listed as a second model."""
+    doc = submission_document()
+    path = write_submission(tmp_path, doc)
+    data = yaml.safe_load(path.read_text())
+    if field == "id":
+        data["id"] = value
+    else:
+        data["checkpoint"]["sha256"] = value
+    path.write_text(yaml.safe_dump(data))
+    assert any(p.field == field and message in p.message for p in validate_file(path, tmp_path))
