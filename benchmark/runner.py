@@ -234,6 +234,8 @@ def evaluate(
     if y.numel() and (y.min() < 0 or y.max() >= num_classes):
         raise EvaluationError(f"labels must lie in [0, {num_classes - 1}] for {dataset}, got [{int(y.min())}, {int(y.max())}]")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError(f"device {device} asked for, but no CUDA device is available here (use --device cpu)")
     model = model.eval().to(device)
     _probe_model(model, x[: min(len(x), 4)].to(device), num_classes)
     info = dict(model_info or {})

@@ -283,3 +283,17 @@ def test_without_inputs_the_datasets_first_test_points_are_evaluated(mlp, monkey
     given = evaluate(mlp, "digits", x=x, y=y, progress=False, analysis=False)
     assert loaded.n_examples == 6 and loaded.points == given.points
     assert [p.label for p in loaded.points] == y.tolist()
+
+
+def test_cli_failures_are_one_line_with_exit_code_2(capsys, monkeypatch):
+    """An unknown zoo name (with the closest names), a CUDA device that is not there: one line, exit code 2."""
+    assert cli_main(["evaluate", "--model", "Madry2018Toward", "--dataset", "digits", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("robench evaluate: error: ") and "Madry2018Towards" in err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli_main(["evaluate", "--model", "tests.runner_models:build_mlp", "--device", "cuda", "--n-examples", "2",
+                     "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no CUDA device is available" in err
+    with pytest.raises(LookupError):
+        cli_main(["--debug", "evaluate", "--model", "Madry2018Toward", "--dataset", "digits", "--no-progress"])
