@@ -183,6 +183,8 @@ def test_standard_protocol_record_is_consistent(standard_runs, data):
     assert [s.attack for s in result.stages] == names
     assert [p.index for p in result.points] == list(range(len(data[1])))
     assert [p.label for p in result.points] == data[1].tolist()
+    assert all(type(p.queries) is int for p in result.points)  # counts, written as JSON integers
+    assert result.check_details["too_few_classes"] == {"num_classes": 10, "needed": 10}
     for p in result.points:
         assert p.broken_by in (None, "clean", *names)
         assert p.robust == (p.broken_by is None)
