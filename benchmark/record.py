@@ -118,7 +118,7 @@ class EvaluationResult:
 
     def summary(self) -> str:
         lines = [
-            f"{self.model.get('name', 'model')} on {self.dataset} {self.threat_model} eps={self.eps:.4g} "
+            f"{self.model.get('id', 'model')} on {self.dataset} {self.threat_model} eps={self.eps:.4g} "
             f"({self.version}, {self.n_examples} points, seed {self.seed})",
             f"  clean accuracy:  {100 * self.clean_accuracy:6.2f}%",
         ]

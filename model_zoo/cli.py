@@ -108,7 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.add_argument("--exclude", action="append", default=None, metavar="PATTERN",
                         help="leave out ids matching this fnmatch pattern (repeatable)")
     models.set_defaults(func=_cmd_list)
-    actions = models.add_subparsers(dest="models_command", metavar="show")
+    actions = models.add_subparsers(dest="models_command", metavar="[show NAME]", title="one model")
     show = actions.add_parser("show", help="print a model's card")
     show.add_argument("name", help="the model id, e.g. Madry2018Towards")
     _board_arguments(show, default=argparse.SUPPRESS)  # keep values given before 'show'

@@ -220,6 +220,7 @@ def test_out_writes_the_record_where_record_path_says(tmp_path, data, mlp, monke
     assert path == tmp_path / "digits" / "Linf" / "TinyMLP.standard.json"  # the canonical name, whatever was typed
     assert _files_under(tmp_path) == [path]  # the journal is gone once the record is written
     assert EvaluationResult.load(path) == result
+    assert result.summary().startswith("TinyMLP on digits Linf")  # the id that was asked for, not a title
     with pytest.raises(ValueError, match="L3"):
         record_path(tmp_path, "digits", "L3", "TinyMLP", "standard")
 
