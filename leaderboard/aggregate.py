@@ -262,16 +262,32 @@ def aggregate(
     return Aggregation(boards, models, all_results, unmatched, unmatched_external, warnings)
 
 
+#: a text cell starting with one of these is a formula to a spreadsheet (CSV injection)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with every text cell that a spreadsheet would run as a formula prefixed with ``'``
+    (numbers, negative ones included, are left as they are)."""
+    def cell(value: object) -> object:
+        return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+    return table.apply(lambda column: column.map(cell))  # Series.map: DataFrame.map needs pandas 2.1
+
+
 def write_csvs(aggregation: Aggregation, out_dir: str | Path) -> list[Path]:
-    """Write ``<dataset>_<threat_model>.csv`` per board and ``all_results.csv``; return the paths."""
+    """Write ``<dataset>_<threat_model>.csv`` per board and ``all_results.csv``; return the paths.
+
+    Text that a spreadsheet would read as a formula (``=``, ``+``, ``-``, ``@`` first) is written
+    with a leading ``'``, so opening a table never runs what a submitter typed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for board in aggregation.boards.values():
         path = out / f"{board.name}.csv"
-        board.table.to_csv(path, index=False)
+        _spreadsheet_safe(board.table).to_csv(path, index=False)
         written.append(path)
     path = out / "all_results.csv"
-    aggregation.all_results.to_csv(path, index=False)
+    _spreadsheet_safe(aggregation.all_results).to_csv(path, index=False)
     written.append(path)
     return written

@@ -201,3 +201,14 @@ def test_a_zoo_card_wins_over_an_imported_entry_and_our_record_over_the_imported
     entry = agg.models[card.key]
     assert entry.model.name == "From the zoo" and entry.board_record is ours
     assert any("both a zoo submission and an imported entry" in w for w in agg.warnings)
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted(tmp_path):
+    """CSV injection: a title or venue starting with =, +, -, @ must not become a formula."""
+    card = make_card("Evil2020Model", title='=HYPERLINK("http://evil.example","x")', venue="@SUM(A1)")
+    agg = aggregate([card], [make_record(card, 0.9, 0.4)])
+    write_csvs(agg, tmp_path)
+    for name in ("digits_Linf.csv", "all_results.csv"):
+        row = pd.read_csv(tmp_path / name, keep_default_na=False).iloc[0]
+        assert row["paper"] == "'" + '=HYPERLINK("http://evil.example","x")' and row["venue"] == "'@SUM(A1)"
+        assert row["robust_accuracy"] == 0.4 and row["model_id"] == "Evil2020Model"  # numbers and plain text as they were
