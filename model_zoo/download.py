@@ -22,17 +22,19 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-from urllib.parse import urlparse
+from typing import BinaryIO, Iterator
+from urllib.parse import urljoin, urlparse
 
 import requests
+import urllib3
 from filelock import FileLock
 from tqdm.auto import tqdm
 
 __all__ = [
     "DownloadError", "ChecksumError", "cache_dir", "fetch", "sha256_file", "sha256_bytes",
-    "check_url", "SHA256_PATTERN",
+    "check_url", "SHA256_PATTERN", "DEFAULT_MAX_BYTES", "DEFAULT_DEADLINE_S",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,10 +45,20 @@ _CHUNK = 1 << 20
 _NET_CHUNK = 1 << 16
 #: HTTP statuses worth another attempt; any other 4xx fails at once
 _RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+#: the largest checkpoint :func:`fetch` accepts by default (the field's largest ImageNet checkpoints are
+#: about 1 GB): a server that streams without end is cut off here
+DEFAULT_MAX_BYTES = 4 << 30
+#: the longest a whole download (all attempts) may take by default: a server sending a byte a second
+#: never trips the per-read timeout, so the download as a whole has a deadline
+DEFAULT_DEADLINE_S = 2 * 3600.0
 
 
 class DownloadError(RuntimeError):
     """A checkpoint could not be downloaded (HTTP error, connection failures after all retries)."""
+
+
+class _LimitExceeded(DownloadError):
+    """The server sent more than the size limit allows, or the download ran past its deadline."""
 
 
 class ChecksumError(DownloadError):
@@ -122,7 +134,28 @@ class _Incomplete(Exception):
     """An attempt that ended early (dropped connection, retryable HTTP status); the next one resumes."""
 
 
-def _stream_once(session: requests.Session, url: str, part: Path, timeout: float, progress: bool | None) -> None:
+class _CheckedRedirects(requests.Session):
+    """A session that follows a redirect only to a URL :func:`check_url` accepts (https, or http on a
+    loopback host): an https checkpoint URL must not be served from a plain-http host."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        target = super().get_redirect_target(resp)
+        if target is not None:
+            absolute = urljoin(resp.url, target)
+            problem = check_url(absolute)
+            if problem:
+                raise DownloadError(f"refused a redirect from {resp.url}: {problem}")
+        return target
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_bytes: int
+    deadline: float  # time.monotonic() value
+
+
+def _stream_once(session: requests.Session, url: str, part: Path, timeout: float, progress: bool | None,
+                 limits: _Limits) -> None:
     """One GET into ``part``, resuming from its current size with a Range request."""
     offset = part.stat().st_size if part.exists() else 0
     # identity encoding: byte offsets and Content-Length then refer to the file itself
@@ -144,41 +177,61 @@ def _stream_once(session: requests.Session, url: str, part: Path, timeout: float
         start = offset if resumed else 0
         length = response.headers.get("Content-Length")
         total = start + int(length) if length and length.isdigit() else None
+        if total is not None and total > limits.max_bytes:
+            raise _LimitExceeded(f"{url} announces {total} bytes, more than the limit of {limits.max_bytes}")
         with open(part, mode) as fh, tqdm(
             total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
             desc=Path(urlparse(url).path).name or "checkpoint", leave=False,
             disable=None if progress is None else not progress,
         ) as bar:
-            written = _copy_body(response, fh, bar)
+            written = _copy_body(response, fh, bar, start, limits, url)
         if total is not None and start + written < total:
             raise _Incomplete(f"connection closed after {start + written} of {total} bytes")
 
 
-def _copy_body(response: requests.Response, fh: BinaryIO, bar: tqdm) -> int:
+def _arriving_chunks(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives: each chunk is what one read of the socket gave (at most _NET_CHUNK), so
+    the limits are checked while a slow server trickles, not only once a whole chunk has come."""
+    raw = response.raw
+    if not hasattr(raw, "read1"):  # urllib3 < 2
+        yield from response.iter_content(chunk_size=_NET_CHUNK)
+        return
+    while chunk := raw.read1(_NET_CHUNK):
+        yield chunk
+
+
+def _copy_body(response: requests.Response, fh: BinaryIO, bar: tqdm, start: int, limits: _Limits, url: str) -> int:
     written = 0
     try:
-        for chunk in response.iter_content(chunk_size=_NET_CHUNK):
+        for chunk in _arriving_chunks(response):
+            if start + written + len(chunk) > limits.max_bytes:
+                raise _LimitExceeded(f"{url} sent more than the limit of {limits.max_bytes} bytes; refused")
+            if time.monotonic() > limits.deadline:
+                raise _LimitExceeded(f"the download of {url} ran past its deadline ({start + written} bytes received)")
             fh.write(chunk)
             written += len(chunk)
             bar.update(len(chunk))
-    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as exc:
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError, urllib3.exceptions.HTTPError) as exc:
         fh.flush()
         raise _Incomplete(f"connection dropped after {written} bytes of this attempt: {exc}") from exc
     return written
 
 
-def _download(url: str, part: Path, retries: int, backoff: float, timeout: float, progress: bool | None) -> None:
+def _download(url: str, part: Path, retries: int, backoff: float, timeout: float, progress: bool | None,
+              limits: _Limits) -> None:
     """Fill ``part`` with the complete body of ``url``, resuming and retrying as needed."""
     last: Exception | None = None
-    with requests.Session() as session:
+    with _CheckedRedirects() as session:
         for attempt in range(retries + 1):
             if attempt:
                 delay = backoff * 2 ** (attempt - 1)
                 log.warning("download of %s interrupted (%s); attempt %d of %d in %.1f s",
                             url, last, attempt + 1, retries + 1, delay)
+                if time.monotonic() + delay > limits.deadline:
+                    break
                 time.sleep(delay)
             try:
-                _stream_once(session, url, part, timeout, progress)
+                _stream_once(session, url, part, timeout, progress, limits)
                 return
             except (_Incomplete, requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 last = exc
@@ -201,14 +254,19 @@ def fetch(
     backoff: float = 1.0,
     timeout: float = 60.0,
     progress: bool | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> Path:
     """Download ``url`` into the cache (or reuse the cached copy) and return its verified path.
 
     ``suffix`` ('.safetensors', '.pt') is appended to the cached file's name; ``progress`` None shows
     a progress bar only on a terminal. ``retries`` further attempts follow a failed one after
     ``backoff``, 2x``backoff``, 4x``backoff``... seconds, each resuming where the last one stopped.
+    ``timeout`` bounds each wait for the server (connecting, or the next bytes: a stalled server);
+    ``max_bytes`` the file's size and ``deadline_s`` the whole download, all attempts together.
+    Redirects are followed only to https URLs (or http on a loopback host).
     Raises :class:`ChecksumError` when the bytes do not hash to ``sha256`` (nothing is kept) and
-    :class:`DownloadError` when the download itself fails.
+    :class:`DownloadError` when the download itself fails or breaks a limit (the partial file is removed).
     """
     if not isinstance(sha256, str) or not SHA256_PATTERN.fullmatch(sha256):
         raise ValueError(f"sha256 must be 64 lowercase hex characters, got {sha256!r}")
@@ -228,7 +286,11 @@ def fetch(
                 return target
             log.warning("cached %s is corrupted (sha256 %s, expected %s); downloading it again", target, actual, sha256)
             target.unlink()
-        _download(url, part, retries, backoff, timeout, progress)
+        try:
+            _download(url, part, retries, backoff, timeout, progress, _Limits(max_bytes, time.monotonic() + deadline_s))
+        except _LimitExceeded:
+            part.unlink(missing_ok=True)  # nothing of a refused download is kept
+            raise
         actual = sha256_file(part)
         if actual != sha256:
             hint = ("the server sent an HTML page, not a checkpoint" if _looks_like_html(part)

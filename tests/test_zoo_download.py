@@ -28,7 +28,8 @@ HTML = b"<!DOCTYPE html><html><body><h1>Quota exceeded</h1></body></html>"
 class LocalServer:
     """An HTTP server on 127.0.0.1 in a daemon thread. ``routes`` maps a path to (body, behaviour);
     behaviours: 'ok', 'drop-once' (first GET sends half the body, then closes), 'short' (announces and
-    sends only half), 'slow' (3 ms per 16 KiB chunk), 'missing' (404). ``log`` records (path, Range header)."""
+    sends only half), 'slow' (3 ms per 16 KiB chunk), 'trickle' (a byte every 50 ms), 'endless' (no length, the body
+    repeated until the client hangs up), 'redirect' (302 to the body as a URL), 'missing' (404). ``log`` records (path, Range header)."""
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[bytes, str]] = {}
@@ -77,6 +78,22 @@ class LocalServer:
             handler.wfile.write(body)
             return
         body, behaviour = self.routes[path]
+        if behaviour == "redirect":  # body: where to
+            handler.send_response(302)
+            handler.send_header("Location", body.decode())
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        if behaviour == "endless":  # no length, never ends (until the client hangs up)
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/octet-stream")
+            handler.end_headers()
+            handler.close_connection = True
+            try:
+                while True:
+                    handler.wfile.write(body)
+            except OSError:
+                return
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
         if match:
@@ -104,6 +121,15 @@ class LocalServer:
             handler.wfile.flush()
             handler.connection.shutdown(socket.SHUT_RDWR)
             handler.close_connection = True
+            return
+        if behaviour == "trickle":  # one byte every 50 ms
+            try:
+                for i in range(len(part)):
+                    handler.wfile.write(part[i:i + 1])
+                    handler.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
             return
         if behaviour == "slow":
             for i in range(0, len(part), 16384):
@@ -231,3 +257,31 @@ def test_cache_directory_and_url_rules(monkeypatch: pytest.MonkeyPatch, tmp_path
         fetch("http://example.org/m.pt", PAYLOAD_SHA, cache=tmp_path)
     with pytest.raises(ValueError, match="64 lowercase hex"):
         fetch("https://example.org/m.pt", PAYLOAD_SHA.upper(), cache=tmp_path)
+
+
+def test_a_server_that_never_stops_is_cut_off_at_the_size_limit(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/endless.bin"] = (PAYLOAD[:65536], "endless")
+    with pytest.raises(DownloadError, match="more than the limit of 3000000 bytes"):
+        fetch(server.url("/endless.bin"), PAYLOAD_SHA, cache=tmp_path, retries=0, max_bytes=3_000_000, progress=False)
+    assert _cache_files(tmp_path) == []  # nothing of a refused download is kept
+    server.routes["/big.bin"] = (PAYLOAD, "ok")  # 1 MiB announced by Content-Length: refused before reading
+    with pytest.raises(DownloadError, match="announces 1048576 bytes, more than the limit of 1000"):
+        fetch(server.url("/big.bin"), PAYLOAD_SHA, cache=tmp_path, retries=0, max_bytes=1000, progress=False)
+
+
+def test_a_trickling_server_is_cut_off_at_the_deadline(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/trickle.bin"] = (b"x" * 200, "trickle")  # 10 s at a byte every 50 ms
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="ran past its deadline"):
+        fetch(server.url("/trickle.bin"), "0" * 64, cache=tmp_path, retries=3, deadline_s=0.5, progress=False)
+    assert time.monotonic() - started < 5  # the deadline holds whatever the retries
+    assert _cache_files(tmp_path) == []
+
+
+def test_redirects_only_to_urls_a_card_may_name(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/moved.bin"] = (server.url("/good-again.bin").encode(), "redirect")
+    server.routes["/good-again.bin"] = (PAYLOAD, "ok")
+    assert sha256_file(fetch(server.url("/moved.bin"), PAYLOAD_SHA, cache=tmp_path, progress=False)) == PAYLOAD_SHA
+    server.routes["/downgrade.bin"] = (b"http://checkpoints.example.org/model.pt", "redirect")
+    with pytest.raises(DownloadError, match="refused a redirect .* must use https"):
+        fetch(server.url("/downgrade.bin"), "1" * 64, cache=tmp_path / "other", retries=0, progress=False)
