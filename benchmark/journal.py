@@ -4,25 +4,44 @@ One JSON line per finished chunk, after a header line holding the run's configur
 journal written under another configuration (arguments, checkpoint, data) is refused. Under
 torchrun each rank appends to its own file (``<path>.rank<R>``); any rank may reuse any
 finished chunk, since a chunk's results do not depend on who computed it.
+
+Each file has one writer at a time: the first append takes a lock (``<file>.lock``, released by
+:meth:`Journal.finish` or when the process ends), and a second run writing the same journal is
+refused. Each chunk line carries a sha256 over the header's configuration and the line's content,
+and is checked when read, as is its shape (the chunk's start, its points' indices and fields): a
+line edited by hand, copied from another run or of the wrong shape is skipped with a warning, and
+its chunk is attacked again.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+from filelock import FileLock, Timeout
 from torch import Tensor, nn
 
-__all__ = ["Journal", "JournalMismatchError", "fingerprint_model"]
+from .record import PointResult
 
-JOURNAL_FORMAT = 1
+__all__ = ["Journal", "JournalMismatchError", "JournalBusyError", "fingerprint_model"]
+
+JOURNAL_FORMAT = 2
+
+log = logging.getLogger(__name__)
+_POINT_FIELDS = frozenset(f.name for f in dataclasses.fields(PointResult))
 
 
 class JournalMismatchError(RuntimeError):
     """A journal exists for this output but was written by a run with other settings."""
+
+
+class JournalBusyError(JournalMismatchError):
+    """Another run is writing this journal now."""
 
 
 def fingerprint_model(model: nn.Module | None, tensors: Iterable[Tensor] = ()) -> str:
@@ -42,7 +61,40 @@ class Journal:
         self.base = Path(path)
         self.path = self.base if rank == 0 else self.base.with_name(f"{self.base.name}.rank{rank}")
         self.config = json.loads(json.dumps(config))  # normalise (tuples -> lists, floats)
+        self._lock: FileLock | None = None
         self._check_existing()
+
+    def _take_the_pen(self) -> None:
+        if self._lock is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise JournalBusyError(f"another run is writing the journal {self.path} now; wait for it to end, "
+                                   "or choose another output") from None
+        self._lock = lock
+
+    def _check(self, start: int, points: list[dict], stats: list[dict]) -> str:
+        content = json.dumps({"config": self.config, "chunk": start, "points": points, "stats": stats}, sort_keys=True)
+        return hashlib.sha256(content.encode()).hexdigest()
+
+    def _valid_chunk(self, line: Any) -> bool:
+        """A chunk line of the right shape whose check matches this journal's configuration."""
+        if not (isinstance(line, dict) and set(line) == {"chunk", "points", "stats", "check"}):
+            return False
+        start, points, stats = line["chunk"], line["points"], line["stats"]
+        if not (isinstance(start, int) and not isinstance(start, bool) and start >= 0
+                and isinstance(points, list) and isinstance(stats, list)
+                and all(isinstance(p, dict) and set(p) == _POINT_FIELDS for p in points)):
+            return False
+        if [p["index"] for p in points] != list(range(start, start + len(points))):
+            return False
+        size, n = self.config.get("batch_size"), self.config.get("n_examples")
+        if isinstance(size, int) and isinstance(n, int) and (start % size or start >= n or len(points) != min(size, n - start)):
+            return False
+        return line["check"] == self._check(start, points, stats)
 
     def _create(self) -> None:
         """Write the header line: whole, then renamed into place, so that another rank reading it
@@ -56,13 +108,16 @@ class Journal:
         os.replace(tmp, self.path)
 
     def _files(self) -> list[Path]:
-        return [p for p in [self.base, *sorted(self.base.parent.glob(f"{self.base.name}.rank*"))] if p.exists()]
+        ranks = [p for p in self.base.parent.glob(f"{self.base.name}.rank*") if p.name[len(self.base.name) + 5:].isdigit()]
+        return [p for p in [self.base, *sorted(ranks)] if p.exists()]
 
     def _check_existing(self) -> None:
         for f in self._files():
             header = self._read_lines(f)[:1]
-            if not header or header[0].get("config") != self.config:
-                theirs = header[0].get("config", {}) if header else {}
+            if not header or not isinstance(header[0], dict) or header[0].get("journal") != JOURNAL_FORMAT \
+                    or header[0].get("config") != self.config:
+                theirs = header[0].get("config", {}) if header and isinstance(header[0], dict) else {}
+                theirs = theirs if isinstance(theirs, dict) else {}
                 diff = sorted(k for k in set(theirs) | set(self.config) if theirs.get(k) != self.config.get(k))
                 raise JournalMismatchError(
                     f"the journal {f} belongs to a run with different settings ({', '.join(diff) or 'unreadable header'}); "
@@ -85,16 +140,21 @@ class Journal:
         """Finished chunks from every rank's file: start index -> (points, stage stats)."""
         done = {}
         for f in self._files():
-            for line in self._read_lines(f)[1:]:
-                done[int(line["chunk"])] = (line["points"], line["stats"])
+            for number, line in enumerate(self._read_lines(f)[1:], start=2):
+                if not self._valid_chunk(line):
+                    log.warning("%s: chunk line %d is not one this run wrote (edited, copied or malformed); "
+                                "its chunk will be attacked again", f, number)
+                    continue
+                done[line["chunk"]] = (line["points"], line["stats"])
         return done
 
     def append(self, start: int, points: list[dict], stats: list[dict]) -> None:
         """Record a finished chunk (the file is created with the first one: a run that fails
         before finishing any chunk leaves no journal behind)."""
+        self._take_the_pen()
         if not self.path.exists():
             self._create()
-        self._write_line({"chunk": start, "points": points, "stats": stats})
+        self._write_line({"chunk": start, "points": points, "stats": stats, "check": self._check(start, points, stats)})
 
     def _write_line(self, obj: dict[str, Any]) -> None:
         # a torn previous line (killed mid-write) must not swallow this one
@@ -111,5 +171,9 @@ class Journal:
 
     def finish(self) -> None:
         """The record is written: the journal is no longer needed."""
-        for f in self._files():
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        for f in self._files():  # every rank has finished writing by now (the record gathers them all)
             f.unlink(missing_ok=True)
+            Path(str(f) + ".lock").unlink(missing_ok=True)

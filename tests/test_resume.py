@@ -20,7 +20,7 @@ if str(REPO) not in sys.path:  # `--model tests.runner_models:...` and the impor
 
 import benchmark.runner as runner  # noqa: E402
 from robench.cli import main as cli_main  # noqa: E402
-from benchmark.journal import Journal, JournalMismatchError  # noqa: E402
+from benchmark.journal import Journal, JournalBusyError, JournalMismatchError  # noqa: E402
 from benchmark.record import EvaluationResult  # noqa: E402
 from tests.runner_models import DELAY_ENV, WEIGHTS_ENV, shared_weights, train_weights  # noqa: E402
 
@@ -200,3 +200,60 @@ def test_record_is_never_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         EvaluationResult(**{**record.to_dict(), "robust_accuracy": 0.25}).save(path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_one_writer_at_a_time(tmp_path):
+    """Two runs started together on one output (even with different settings) cannot interleave."""
+    path = tmp_path / "run.journal"
+    first, second = Journal(path, {**CONFIG, "batch_size": 6}), Journal(path, {**CONFIG, "batch_size": 4})
+    first.append(0, *_chunk(0))
+    with pytest.raises(JournalBusyError, match="another run is writing the journal"):
+        second.append(0, *_chunk(0))
+    same = Journal(path, {**CONFIG, "batch_size": 6})
+    with pytest.raises(JournalBusyError):
+        same.append(4, *_chunk(4))
+    first.finish()
+    assert list(tmp_path.iterdir()) == []  # journal and lock gone
+
+
+SHAPED = {**CONFIG, "batch_size": 4, "n_examples": 12}
+
+
+def _rewrite_line(path, number, edit):
+    lines = path.read_text().splitlines()
+    lines[number] = edit(lines[number])
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda line: line.replace('"robust": false', '"robust": true', 1),          # a point made robust by hand
+    lambda line: json.dumps({**json.loads(line), "points": json.loads(line)["points"][:3]}),   # a point deleted
+    lambda line: json.dumps({**json.loads(line), "chunk": 8}),                   # a chunk renumbered
+    lambda line: "[1, 2, 3]",                                                    # the wrong JSON shape
+    lambda line: json.dumps({"chunk": "four", "points": None, "stats": 1, "check": 2}),
+], ids=["made-robust", "point-deleted", "renumbered", "a-list", "wrong-types"])
+def test_chunk_lines_not_written_by_this_run_are_attacked_again(tmp_path, edit, caplog):
+    path = tmp_path / "run.journal"
+    journal = Journal(path, SHAPED)
+    for start in (0, 4):
+        journal.append(start, *_chunk(start))
+    _rewrite_line(path, 2, edit)  # the line of chunk 4
+    assert Journal(path, SHAPED).completed() == {0: _chunk(0)}
+    assert "chunk line 3 is not one this run wrote" in caplog.text
+
+
+def test_a_line_copied_from_another_run_is_not_taken(tmp_path):
+    other = tmp_path / "other.journal"
+    Journal(other, {**SHAPED, "seed": 5}).append(4, *_chunk(4))
+    path = tmp_path / "run.journal"
+    Journal(path, SHAPED).append(0, *_chunk(0))
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(other.read_text().splitlines()[1] + "\n")
+    assert Journal(path, SHAPED).completed() == {0: _chunk(0)}
+
+
+def test_a_journal_of_the_earlier_format_is_refused(tmp_path):
+    path = tmp_path / "run.journal"
+    path.write_text(json.dumps({"journal": 1, "config": CONFIG}) + "\n")
+    with pytest.raises(JournalMismatchError, match="different settings"):
+        Journal(path, CONFIG)
