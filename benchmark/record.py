@@ -5,6 +5,7 @@ nothing else. Per-point results travel in the same file under ``points``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -13,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PointResult", "StageResult", "EvaluationResult", "write_json_atomic", "library_versions", "record_path",
-           "SCHEMA_VERSION"]
+import pydantic
+
+__all__ = ["PointResult", "StageResult", "EvaluationResult", "RecordError", "write_json_atomic", "library_versions",
+           "record_path", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 
@@ -116,20 +119,28 @@ class EvaluationResult:
         with open(path, encoding="utf-8") as fh:
             return cls.from_dict(json.load(fh))
 
-    def summary(self) -> str:
-        lines = [
-            f"{self.model.get('id', 'model')} on {self.dataset} {self.threat_model} eps={self.eps:.4g} "
-            f"({self.version}, {self.n_examples} points, seed {self.seed})",
-            f"  clean accuracy:  {100 * self.clean_accuracy:6.2f}%",
-        ]
-        for s in self.stages:
-            lines.append(f"  after {s.attack:<9} {100 * s.robust_accuracy:6.2f}%   ({s.time_s:.1f}s, broke {s.broken})")
-        lines.append(f"  robust accuracy: {100 * self.robust_accuracy:6.2f}%")
-        for name, acc in self.baselines.items():
-            lines.append(f"  baseline {name}: {100 * acc:6.2f}%")
-        if self.flags:
-            lines.append("  flags: " + ", ".join(self.flags))
-        return "\n".join(lines)
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "EvaluationResult":
+        """A record read from JSON someone else may have written: every field checked, strictly,
+        against its declared type (this class's annotations, through pydantic), so that a malformed
+        record (``flags: [1]``, ``curve: [5]``, ``created: 5``, ``flags: "abc"``, ``seed: "1"``) is
+        refused with every problem named instead of failing later in the leaderboard. Raises
+        :class:`RecordError`."""
+        try:
+            checked = _record_adapter().validate_json(text, strict=True)
+        except pydantic.ValidationError as exc:
+            problems = [f"{'.'.join(map(str, e['loc'])) or '(record)'}: {e['msg']}" for e in exc.errors()]
+            raise RecordError(f"{len(problems)} problem(s): " + "; ".join(problems)) from None
+        return cls.from_dict(asdict(checked))
+
+
+class RecordError(ValueError):
+    """A document is not a valid evaluation record; the message names every problem."""
+
+
+@functools.cache
+def _record_adapter() -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(EvaluationResult)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:

@@ -165,6 +165,10 @@ def test_load_results_reports_each_unreadable_file_and_loads_the_rest(tmp_path):
     (tmp_path / "digits" / "nomodel.json").write_text(json.dumps({**make_record(card, 0.9, 0.5).to_dict(), "model": {}}))
     bad_acc = {**make_record(card, 0.9, 0.5).to_dict(), "robust_accuracy": 1.5}
     (tmp_path / "bad_acc.json").write_text(json.dumps(bad_acc))
+    malformed = {"curve.json": {"curve": [5]}, "flags.json": {"flags": [1]}, "created.json": {"created": 5},
+                 "flagtext.json": {"flags": "abc"}}
+    for name, change in malformed.items():  # each aborted the whole build, or showed "abc" as three flags
+        (tmp_path / name).write_text(json.dumps({**make_record(card, 0.9, 0.5).to_dict(), **change}))
     (tmp_path / "x.card.json").write_text(json.dumps(as_listed(card).to_dict()))
     (tmp_path / "x.external.json").write_text(json.dumps([_external("Good2020Model", 0.4)]))
     loaded = load_results(tmp_path)
@@ -172,7 +176,11 @@ def test_load_results_reports_each_unreadable_file_and_loads_the_rest(tmp_path):
     assert [m.id for m in loaded.listed] == ["Good2020Model"]
     assert [e.robust_accuracy for e in loaded.external] == [0.4]
     reasons = {p.split(": ", 1)[0].rsplit("/", 1)[-1]: p for p in loaded.problems}
-    assert set(reasons) == {"broken.json", "nomodel.json", "bad_acc.json"}
+    assert set(reasons) == {"broken.json", "nomodel.json", "bad_acc.json", *malformed}
+    assert "curve.0: Input should be a valid array" in reasons["curve.json"]
+    assert "flags.0: Input should be a valid string" in reasons["flags.json"]
+    assert "created: Input should be a valid string" in reasons["created.json"]
+    assert "flags: Input should be a valid array" in reasons["flagtext.json"]
     assert "not valid JSON" in reasons["broken.json"]
     assert "model.id" in reasons["nomodel.json"]
     assert "robust_accuracy" in reasons["bad_acc.json"]
