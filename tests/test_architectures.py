@@ -82,3 +82,30 @@ def test_bad_architectures_are_refused_clearly() -> None:
     assert "torchvision has no model" in check_architecture(Architecture("torchvision", "resnet18x"), 10)
     with pytest.raises(ValueError, match="depth must be 6n \\+ 4"):
         WideResNet(depth=27, width=1)
+
+
+@pytest.mark.parametrize("source, name, kwargs, message", [
+    ("timm", "resnet18", {"checkpoint_path": "/abs/evil.pt"}, "timm kwargs checkpoint_path are not allowed"),
+    ("timm", "resnet18", {"pretrained": True}, "timm kwargs pretrained are not allowed"),
+    ("timm", "resnet18", {"pretrained_cfg_overlay": {"file": "/x"}}, "not allowed"),
+    ("torchvision", "resnet18", {"weights": "DEFAULT"}, "torchvision kwargs weights are not allowed"),
+    ("timm", "resnet18", {"global_pool": "../../x"}, "must be a number, a flag, a name"),
+    ("robench", "digits_cnn", {"width": "abc"}, "width must be an integer from 1 to 4096, got 'abc'"),
+    ("robench", "digits_cnn", {"width": -3}, "got -3"),
+    ("robench", "digits_cnn", {"width": 10**9}, "got 1000000000"),
+    ("robench", "digits_cnn", {"width": True}, "got True"),
+    ("robench", "wrn_28_10", {"dropout": 1.5}, "dropout must be a number in [0, 1), got 1.5"),
+    ("robench", "preact_resnet18", {"width": 2.5}, "width must be an integer"),
+])
+def test_kwargs_that_would_fetch_read_or_exhaust_are_refused(source, name, kwargs, message) -> None:
+    """A card's kwargs may shape the network, never load weights or files, nor ask for absurd sizes."""
+    problem = check_architecture(Architecture(source, name, kwargs), 10, import_libraries=False)
+    assert problem is not None and message in problem
+
+
+@pytest.mark.parametrize("source, name, kwargs", [
+    ("robench", "digits_cnn", {"width": 32}), ("robench", "wide_resnet", {"depth": 28, "width": 10, "dropout": 0.3}),
+    ("timm", "resnet18", {"drop_rate": 0.1, "global_pool": "avg"}), ("torchvision", "resnet18", {"zero_init_residual": True}),
+])
+def test_kwargs_that_shape_the_network_are_accepted(source, name, kwargs) -> None:
+    assert check_architecture(Architecture(source, name, kwargs), 10) is None
