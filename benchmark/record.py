@@ -133,6 +133,21 @@ class EvaluationResult:
             raise RecordError(f"{len(problems)} problem(s): " + "; ".join(problems)) from None
         return cls.from_dict(asdict(checked))
 
+    def summary(self) -> str:
+        lines = [
+            f"{self.model.get('id', 'model')} on {self.dataset} {self.threat_model} eps={self.eps:.4g} "
+            f"({self.version}, {self.n_examples} points, seed {self.seed})",
+            f"  clean accuracy:  {100 * self.clean_accuracy:6.2f}%",
+        ]
+        for s in self.stages:
+            lines.append(f"  after {s.attack:<9} {100 * s.robust_accuracy:6.2f}%   ({s.time_s:.1f}s, broke {s.broken})")
+        lines.append(f"  robust accuracy: {100 * self.robust_accuracy:6.2f}%")
+        for name, acc in self.baselines.items():
+            lines.append(f"  baseline {name}: {100 * acc:6.2f}%")
+        if self.flags:
+            lines.append("  flags: " + ", ".join(self.flags))
+        return "\n".join(lines)
+
 
 class RecordError(ValueError):
     """A document is not a valid evaluation record; the message names every problem."""

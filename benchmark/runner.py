@@ -224,12 +224,17 @@ def evaluate(
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be at least 1, got {batch_size}")
     num_classes = DATASETS[dataset]
+    if n_examples is not None and (isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1):
+        raise EvaluationError(f"n_examples must be a positive integer, got {n_examples!r}")
     if x is None:
         x, y = load_dataset(dataset, "test", n_examples=n_examples, data_dir=data_dir)
     elif y is None:
         raise EvaluationError("labels y are required with inputs x")
     elif n_examples is not None:
         x, y = x[:n_examples], y[:n_examples]
+    if n_examples is not None and len(x) < n_examples:
+        raise EvaluationError(f"n_examples is {n_examples}, but there are only {len(x)} test points; "
+                              f"ask for at most {len(x)} (or leave n_examples out for all of them)")
     _validate_inputs(x, y)
     if y.numel() and (y.min() < 0 or y.max() >= num_classes):
         raise EvaluationError(f"labels must lie in [0, {num_classes - 1}] for {dataset}, got [{int(y.min())}, {int(y.max())}]")

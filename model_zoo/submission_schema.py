@@ -299,11 +299,11 @@ def _check_paper(run: _Run) -> None:
         link = run.get("paper.link")
         try:
             parts = urlparse(link)
-            bad = parts.scheme not in ("http", "https") or not parts.netloc
+            bad = parts.scheme != "https" or not parts.netloc
         except ValueError:
             bad = True
         if bad:
-            run.add("paper.link", f"{_short(link)} is not a web link; expected https://...")
+            run.add("paper.link", f"{_short(link)} is not an https link; expected https://...")
     if run.has("paper.authors") and not run.get("paper.authors"):
         run.add("paper.authors", "expected at least one author")
 

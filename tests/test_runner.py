@@ -300,3 +300,12 @@ def test_cli_failures_are_one_line_with_exit_code_2(capsys, monkeypatch):
     assert err.count("\n") == 1 and "no CUDA device is available" in err
     with pytest.raises(LookupError):
         cli_main(["--debug", "evaluate", "--model", "Madry2018Toward", "--dataset", "digits", "--no-progress"])
+
+
+@pytest.mark.parametrize("n, message", [(100_000, "n_examples is 100000, but there are only 500 test points"),
+                                        (-3, "n_examples must be a positive integer, got -3"),
+                                        (0, "got 0")])
+def test_n_examples_beyond_the_data_or_not_positive_is_refused(mlp, n, message):
+    """100000 used to run the 500 points without a word; -3 silently dropped the last 3."""
+    with pytest.raises(EvaluationError, match=message):
+        evaluate(mlp, "digits", n_examples=n, progress=False, analysis=False)

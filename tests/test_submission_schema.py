@@ -178,7 +178,7 @@ BROKEN: dict[str, tuple[Callable[[dict], None], str, str]] = {
     "bad kwargs": (_set("architecture.kwargs", {"depth": 3}), "architecture.name", "does not accept the kwargs"),
     "training": (_set("training", {"epochs": 3}), "training", "expected a 'recipe'"),
     "authors": (_set("paper.authors", "Jane Doe"), "paper.authors", "expected a list of non-empty strings"),
-    "paper link": (_set("paper.link", "arxiv 1706.06083"), "paper.link", "is not a web link"),
+    "paper link": (_set("paper.link", "arxiv 1706.06083"), "paper.link", "is not an https link"),
     "mapping expected": (_set("reported", [0.9, 0.5]), "reported", "expected a mapping, got a list"),
 }
 
@@ -354,17 +354,16 @@ def test_random_text_gives_problems_not_crashes(repo: tuple[Path, dict], text: s
 
 
 @pytest.mark.parametrize("field, value, message", [
+    ("paper.link", "http://example.org/paper", "is not an https link"),
     ("id", "Doe2024Example\n", "does not follow <Surname><Year>"),
     ("checkpoint.sha256", "0" * 64 + "\n", "is not a full sha256"),
 ])
-def test_a_trailing_newline_is_not_part_of_a_pattern(tmp_path: Path, field: str, value: str, message: str) -> None:
+def test_patterns_hold_to_the_letter(tmp_path: Path, field: str, value: str, message: str) -> None:
     """`$` also matches before a final newline: "Doe2024Example\\n" was listed as a second model."""
     doc = submission_document()
     path = write_submission(tmp_path, doc)
     data = yaml.safe_load(path.read_text())
-    if field == "id":
-        data["id"] = value
-    else:
-        data["checkpoint"]["sha256"] = value
+    section, _, key = field.rpartition(".")
+    (data[section] if section else data)[key] = value
     path.write_text(yaml.safe_dump(data))
     assert any(p.field == field and message in p.message for p in validate_file(path, tmp_path))
