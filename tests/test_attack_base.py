@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from benchmark.attacks.apgd import APGD
+from benchmark.attacks.base import BoundsError, FixedBudgetAttack, RunOutput
 from benchmark.attacks.fab import FAB
 from benchmark.attacks.pgd import PGD
 
@@ -69,3 +70,46 @@ def test_each_chunk_and_attack_has_its_documented_seed():
 def test_repr_names_the_class_the_threat_model_and_every_setting():
     assert repr(PGD("L2", n_iter=3)) == (
         "PGD(L2, seed=0, n_iter=3, step_size=0.25, loss='ce', random_start=True, early_stop=True)")
+
+
+class Scripted(FixedBudgetAttack):
+    """Returns what it is told to: ``moves`` added to x, and no query count."""
+
+    name = "scripted"
+
+    def __init__(self, moves: torch.Tensor) -> None:
+        super().__init__("Linf")
+        self.moves = moves
+
+    def run(self, model, x, y, eps, generator):
+        return RunOutput(x + self.moves)
+
+
+def test_an_infeasible_point_is_refused_with_its_indices():
+    model, x = _linear(), torch.full((4, 1, 8, 8), 0.5)
+    y = torch.zeros(4, dtype=torch.long)
+    moves = torch.zeros_like(x)
+    moves[0, 0, 0, 0], moves[2, 0, 3, 3] = 0.2, -0.6  # beyond eps 0.1; the second also outside [0, 1]
+    with pytest.raises(BoundsError, match=r"scripted returned points outside \[0,1\] or the Linf ball of eps at indices \[0, 2\]"):
+        Scripted(moves)(model, x, y, 0.1)
+    moves[0, 0, 0, 0], moves[2, 0, 3, 3] = 0.1 + 0.5e-5, 0.0  # within the tolerance of 1e-5
+    Scripted(moves)(model, x, y, 0.1)
+    many = torch.full((8, 1, 8, 8), 0.5)
+    with pytest.raises(BoundsError, match=r"at indices \[0, 1, 2, 3, 4\]$"):  # the first five name them all
+        Scripted(torch.full_like(many, 0.3))(model, many, torch.zeros(8, dtype=torch.long), 0.1)
+
+
+def test_an_attack_that_counts_no_queries_costs_the_success_pass():
+    model, x = _linear(), torch.full((3, 1, 8, 8), 0.5)
+    out = Scripted(torch.zeros_like(x))(model, x, torch.zeros(3, dtype=torch.long), 0.1)
+    assert out.queries.tolist() == [1, 1, 1]
+
+
+def test_the_generator_handed_in_is_the_one_drawn_from():
+    model = _linear()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    attack = PGD("Linf", n_iter=1, early_stop=False)  # one step from a random start: the start shows
+    runs = [attack(model, x, y, 0.05, generator=torch.Generator().manual_seed(s)).x_adv for s in (1, 2, 1)]
+    assert not torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
