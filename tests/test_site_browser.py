@@ -126,14 +126,16 @@ def test_filter_hides_rows_that_do_not_match(driver, site):
     box.send_keys("synthetic_0042")
     visible = driver.execute_script(
         "return Array.prototype.filter.call(document.querySelectorAll('#board tbody tr'), function (r) {"
-        " return !r.hidden; }).map(function (r) { return r.getAttribute('data-model'); });")
+        " return getComputedStyle(r).display !== 'none' && r.getClientRects().length > 0; })"
+        ".map(function (r) { return r.getAttribute('data-model'); });")  # what a reader sees, not the attribute
     assert visible == ["Model2017Synthetic_0042"]
     assert driver.find_element("id", "count").text == "1 of 300 models"
     box.clear()
     box.send_keys("SYNTHETIC_01 icml")  # every term must match, case-insensitively
     shown = driver.execute_script(
         "return Array.prototype.filter.call(document.querySelectorAll('#board tbody tr'), function (r) {"
-        " return !r.hidden; }).map(function (r) { return r.getAttribute('data-model'); });")
+        " return getComputedStyle(r).display !== 'none' && r.getClientRects().length > 0; })"
+        ".map(function (r) { return r.getAttribute('data-model'); });")  # what a reader sees, not the attribute
     cards, _ = synthetic_board(300)
     expected = sorted(c.id for c in cards if "Synthetic_01" in c.id and c.venue == "ICML")
     assert sorted(shown) == expected and 0 < len(expected) < 100
