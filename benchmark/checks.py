@@ -18,7 +18,8 @@ from .attacks.losses import margin
 from .flags import FLAG_EXPLANATIONS
 
 __all__ = [
-    "FLAG_EXPLANATIONS", "CheckResult", "run_checks", "black_box_check", "choose_version", "BLACK_BOX_THRESHOLD",
+    "FLAG_EXPLANATIONS", "CheckResult", "run_checks", "black_box_check", "non_finite_check", "choose_version",
+    "BLACK_BOX_THRESHOLD",
     "RANDOMNESS_PASSES", "RANDOMNESS_RTOL", "check_randomness", "check_softmax_output",
     "check_test_time_optimisation", "check_zero_gradients", "check_too_few_classes",
 ]
@@ -226,6 +227,14 @@ def black_box_check(broken_by: Sequence[str | None], n: int, black_box: Collecti
     share = count / max(n, 1)
     return CheckResult("black_box_beats_white_box", share > BLACK_BOX_THRESHOLD,
                        {"points_only_black_box": count, "share_only_black_box": share, "threshold": BLACK_BOX_THRESHOLD})
+
+
+def non_finite_check(not_evaluable: Sequence[bool]) -> CheckResult:
+    """Fires when the model returned NaN or infinite logits at any point an attack left, which is then
+    counted as not robust (``PointResult.not_evaluable``): a model that breaks down off the data is
+    not robust there, and an all-NaN row must not pass for a prediction."""
+    count = sum(1 for lost in not_evaluable if lost)
+    return CheckResult("non_finite_logits", count > 0, {"points_not_evaluable": count})
 
 
 def choose_version(

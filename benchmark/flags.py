@@ -21,6 +21,8 @@ FLAG_EXPLANATIONS: dict[str, str] = {
     "give both numbers); those attacks were skipped or run with fewer targets.",
     "black_box_beats_white_box": "The black-box Square attack broke points that every gradient attack missed: "
     "a sign of gradient masking, so the robust accuracy of white-box attacks alone would be too high.",
+    "non_finite_logits": "The model returned NaN or infinite logits on perturbed inputs (its details give the "
+    "number of points): those points count as not robust, since no prediction can be read there.",
     "unreliable": "The source this result was imported from marks the evaluation as unreliable.",
 }
 

@@ -34,6 +34,8 @@ JOURNAL_FORMAT = 2
 
 log = logging.getLogger(__name__)
 _POINT_FIELDS = frozenset(f.name for f in dataclasses.fields(PointResult))
+_POINT_REQUIRED = frozenset(f.name for f in dataclasses.fields(PointResult)
+                            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
 
 
 class JournalMismatchError(RuntimeError):
@@ -87,7 +89,7 @@ class Journal:
         start, points, stats = line["chunk"], line["points"], line["stats"]
         if not (isinstance(start, int) and not isinstance(start, bool) and start >= 0
                 and isinstance(points, list) and isinstance(stats, list)
-                and all(isinstance(p, dict) and set(p) == _POINT_FIELDS for p in points)):
+                and all(isinstance(p, dict) and _POINT_REQUIRED <= set(p) <= _POINT_FIELDS for p in points)):
             return False
         if [p["index"] for p in points] != list(range(start, start + len(points))):
             return False

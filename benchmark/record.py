@@ -50,6 +50,9 @@ class PointResult:
     queries: int = 0
     #: smallest adversarial norm found by any attack (FAB's minimal norm, or a smaller one), None if none
     min_norm: float | None = None
+    #: the model returned NaN or infinite logits where ``broken_by`` left the point: neither robust nor
+    #: broken by an adversarial example, so counted as not robust and flagged (``non_finite_logits``)
+    not_evaluable: bool = False
 
 
 @dataclass

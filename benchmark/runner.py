@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from . import distributed as dist_utils
 from .attacks.base import Attack
 from .budgets import default_eps, format_eps
-from .checks import CheckResult, black_box_check, run_checks
+from .checks import CheckResult, black_box_check, non_finite_check, run_checks
 from .data import DATASETS, load_dataset
 from .journal import Journal, fingerprint_model
 from .protocol import AttackEntry, attack_class, build_attack, classes_needed, get_protocol
@@ -134,6 +134,7 @@ def _attack_chunk(
     clean = logits.argmax(1) == y
     robust = clean.clone()
     broken_by: list[str | None] = [None if c else "clean" for c in clean.tolist()]
+    not_evaluable = [False] * n
     norm = torch.full((n,), float("nan"), dtype=torch.float64)
     min_norm = torch.full((n,), float("inf"), dtype=torch.float64)
     queries = torch.zeros(n, dtype=torch.long)
@@ -150,18 +151,23 @@ def _attack_chunk(
             hit = idx[out.success].cpu()
             norm[hit] = out.norm[out.success].double().cpu()
             min_norm[hit] = torch.minimum(min_norm[hit], norm[hit])
-            robust[idx[out.success]] = False
-            for i in hit.tolist():
+            lost = idx[out.non_finite].cpu()  # NaN or infinite logits where the attack left the point
+            robust[idx[out.success | out.non_finite]] = False
+            for i in hit.tolist() + lost.tolist():
                 broken_by[i] = entry.name
+            for i in lost.tolist():
+                not_evaluable[i] = True
         stats.append({"time_s": time.perf_counter() - t0, "forward_samples": model.forward_samples - f0,
                       "backward_samples": model.backward_samples - b0})
         if bars is not None:
             bars[position].update(n)
-    columns = zip(y.tolist(), clean.tolist(), robust.tolist(), broken_by, norm.tolist(), queries.tolist(), min_norm.tolist())
+    columns = zip(y.tolist(), clean.tolist(), robust.tolist(), broken_by, norm.tolist(), queries.tolist(), min_norm.tolist(),
+                  not_evaluable)
     points = [{  # one transfer per column, not one device read per value
         "index": start + i, "label": label, "clean_correct": is_clean, "robust": is_robust, "broken_by": by,
         "norm": None if math.isnan(nrm) else nrm, "queries": q, "min_norm": None if math.isinf(mn) else mn,
-    } for i, (label, is_clean, is_robust, by, nrm, q, mn) in enumerate(columns)]
+        "not_evaluable": lost,
+    } for i, (label, is_clean, is_robust, by, nrm, q, mn, lost) in enumerate(columns)]
     return points, stats
 
 
@@ -292,7 +298,9 @@ def evaluate(
         for st, chunk_stat in zip(stats, results[start][1]):
             st.add(chunk_stat)
     black_box = [e.name for e in runnable if attack_class(e.kind).black_box]
-    flags_checks = checks + ([black_box_check([p.broken_by for p in points], n, black_box)] if black_box else [])
+    broken_by = [None if p.not_evaluable else p.broken_by for p in points]  # only adversarial examples count there
+    flags_checks = checks + ([black_box_check(broken_by, n, black_box)] if black_box else [])
+    flags_checks.append(non_finite_check([p.not_evaluable for p in points]))
     clean_acc = sum(p.clean_correct for p in points) / n
     robust_acc = sum(p.robust for p in points) / n
     result = EvaluationResult(

@@ -309,3 +309,29 @@ def test_n_examples_beyond_the_data_or_not_positive_is_refused(mlp, n, message):
     """100000 used to run the 500 points without a word; -3 silently dropped the last 3."""
     with pytest.raises(EvaluationError, match=message):
         evaluate(mlp, "digits", n_examples=n, progress=False, analysis=False)
+
+
+class NaNOffTheGrid(nn.Module):
+    """The digits are multiples of 1/16: off that grid (any perturbed input), this model returns NaN."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.model(x)
+        off = ((x * 16 - torch.round(x * 16)).abs() > 1e-4).flatten(1).any(1)
+        return torch.where(off[:, None], torch.full_like(out, float("nan")), out)
+
+
+def test_nan_logits_on_perturbed_inputs_count_as_not_robust_and_are_flagged(mlp, data):
+    """An all-NaN row's argmax is class 0: it used to pass for a prediction and move robust accuracy."""
+    x, y = data
+    result = evaluate(NaNOffTheGrid(mlp), "digits", "Linf", x=x, y=y, progress=False, analysis=False)
+    attacked = [p for p in result.points if p.clean_correct]
+    assert attacked and all(p.not_evaluable and not p.robust and p.norm is None for p in attacked)
+    assert result.robust_accuracy == 0.0 and "non_finite_logits" in result.flags
+    assert result.check_details["non_finite_logits"] == {"points_not_evaluable": len(attacked)}
+    assert "black_box_beats_white_box" not in result.flags  # none of them is an adversarial example
+    plain = evaluate(mlp, "digits", "Linf", x=x, y=y, progress=False, analysis=False)
+    assert not any(p.not_evaluable for p in plain.points) and "non_finite_logits" not in plain.flags

@@ -51,6 +51,8 @@ class AttackOutput:
     queries: Tensor
     #: minimum-norm attacks: the smallest adversarial norm found, inf where none was found
     min_norm: Tensor | None = None
+    #: the model's logits at x_adv are NaN or infinite: no verdict (such a point is never a success)
+    non_finite: Tensor | None = None
 
 
 def predict(model: nn.Module, x: Tensor) -> Tensor:
@@ -95,7 +97,8 @@ class Attack(ABC):
         eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device).expand(x.shape[0]).clone()
         if x.shape[0] == 0:
             empty = torch.zeros(0, device=x.device)
-            return AttackOutput(x.clone(), empty.bool(), empty, empty.long(), empty if self.is_minimum_norm else None)
+            return AttackOutput(x.clone(), empty.bool(), empty, empty.long(), empty if self.is_minimum_norm else None,
+                                empty.bool())
         gen = generator if generator is not None else self.generator(x.device)
         out = self.run(model, x, y, eps_t, gen)
         x_adv = out.x_adv.detach()
@@ -104,9 +107,12 @@ class Attack(ABC):
             bad = (~ok).nonzero().flatten()[:5].tolist()
             raise BoundsError(f"{self.name} returned points outside [0,1] or the {self.threat_model} ball of eps at indices {bad}")
         norm = self.threat_model.norm(x_adv - x)
-        success = predict(model, x_adv) != y
+        with torch.no_grad():
+            logits = model(x_adv)
+        finite = torch.isfinite(logits).all(dim=1)
+        success = (logits.argmax(dim=1) != y) & finite  # an all-NaN row's argmax is class 0: not a verdict
         queries = out.queries if out.queries is not None else torch.zeros_like(y)
-        return AttackOutput(x_adv, success, norm, queries + 1, out.min_norm)
+        return AttackOutput(x_adv, success, norm, queries + 1, out.min_norm, ~finite)
 
     is_minimum_norm = False
 
