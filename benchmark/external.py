@@ -23,7 +23,7 @@ prove: the share of test points still classified correctly and not broken by a v
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -80,6 +80,11 @@ def read_external(path: str | Path) -> ExternalEvaluation:
     link = data.get("link")
     if isinstance(link, str) and not link.startswith("https://"):
         problems.append("link: must be an https:// URL")
+    examples = data.get("adversarial_examples")
+    if examples is not None:
+        problem = _examples_path_problem(examples, path)
+        if problem:
+            problems.append(f"adversarial_examples: {problem}")
     unknown = set(data) - set(_REQUIRED) - {"eps", "robust_accuracy", "adversarial_examples"}
     problems += [f"{k}: unknown field" for k in sorted(unknown)]
     if problems:
@@ -88,6 +93,19 @@ def read_external(path: str | Path) -> ExternalEvaluation:
         data["model_id"], data["dataset"], data["threat_model"], eps, data["who"], data["attack"],
         float(acc), data["link"], data.get("adversarial_examples"), str(path),
     )
+
+
+def _examples_path_problem(value: Any, path: Path) -> str | None:
+    """Why ``value`` is not a file beside the external-evaluation file ``path``, else None."""
+    if not isinstance(value, str) or not value or "\\" in value:
+        return f"expected a file name relative to this file, got {value!r}"
+    relative = PurePosixPath(value)
+    if relative.is_absolute() or ".." in relative.parts:
+        return f"{value!r} must stay inside the folder of {path.name} (no absolute path, no '..')"
+    folder = path.parent.resolve()
+    if not (folder / relative).resolve().is_relative_to(folder):
+        return f"{value!r} resolves outside the folder of {path.name} (a symbolic link?)"
+    return None
 
 
 @dataclass

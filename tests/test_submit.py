@@ -164,3 +164,24 @@ def test_external_evaluation_file_is_validated(tmp_path):
         read_external(bad)
     for part in ("who", "eps", "robust_accuracy", "link", "colour: unknown field"):
         assert part in str(err.value)
+
+
+@pytest.mark.parametrize("examples, message", [
+    ("../../../../tmp/x.safetensors", "must stay inside the folder"),
+    ("/tmp/x.safetensors", "must stay inside the folder"),
+    ("sub\\\\x.safetensors", "expected a file name relative to this file"),
+    (5, "expected a file name relative to this file"),
+])
+def test_external_examples_stay_beside_their_file(tmp_path, examples, message):
+    """A claim's adversarial examples were opened wherever the file said (../../.. or an absolute path)."""
+    path = tmp_path / "Madry2018Towards__Doe.yaml"
+    path.write_text(yaml.safe_dump({
+        "model_id": "Madry2018Towards", "dataset": "digits", "threat_model": "Linf", "eps": 0.2, "who": "Jane Doe",
+        "attack": "APGD", "robust_accuracy": 0.5, "link": "https://example.org/r", "adversarial_examples": examples,
+    }))
+    with pytest.raises(ValueError, match=rf"adversarial_examples: .*{message}"):
+        read_external(path)
+    (tmp_path / "inside").mkdir()
+    path.write_text(path.read_text().replace(yaml.safe_dump({"adversarial_examples": examples}).strip(),
+                                             "adversarial_examples: inside/x.safetensors"))
+    assert read_external(path).adversarial_examples == "inside/x.safetensors"
