@@ -47,6 +47,8 @@ def test_cifar_architecture_builds_round_trips_and_gives_logits(tmp_path: Path, 
 def test_digits_architectures(name: str) -> None:
     net = build_architecture(Architecture("robench", name), num_classes=10)
     assert net(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    if name == "digits_cnn":  # the count the docs give (docs/model_zoo.md, docs/training.md)
+        assert sum(p.numel() for p in net.parameters()) == 151_306
 
 
 @pytest.mark.parametrize("name", list(PUBLISHED_MILLIONS))
