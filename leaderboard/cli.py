@@ -1,4 +1,4 @@
-"""``robench leaderboard build | import | export``."""
+"""``robench leaderboard build | show | import | export``."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "collect"]
+__all__ = ["register", "collect", "format_board"]
 
 
 def collect(results: str | Path, submissions: str | Path | None) -> tuple[Any, list[str]]:
@@ -44,6 +44,32 @@ def _cmd_build(args: argparse.Namespace) -> int:
     ranked = sum(len(b.table) for b in aggregation.boards.values())
     print(f"{len(aggregation.boards)} boards, {ranked} ranked models, {len(site.pages)} pages; "
           f"open {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def format_board(board: Any, top: int | None = None) -> str:
+    """One board as a plain-text table: rank, model, clean and robust accuracy, best known, flags."""
+    table = board.table if top is None else board.table.head(top)
+    header = ("rank", "model", "clean %", "robust %", "best known %", "points", "flags")
+    rows = [(str(r["rank"]), str(r["model_id"]), f"{100 * r['clean_accuracy']:.2f}",
+             f"{100 * r['robust_accuracy']:.2f}" if r["robust_accuracy"] == r["robust_accuracy"] else "-",
+             f"{100 * r['best_known_robust_accuracy']:.2f}", str(r["n_examples"]), str(r["flags"] or ""))
+            for _, r in table.iterrows()]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [f"{board.name.replace('_', ' ')} (eps {board.eps_text}): {len(board.table)} model(s)"]
+    lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    aggregation, problems = collect(args.results, args.submissions)
+    _report(problems, [])
+    boards = [b for (dataset, tm), b in aggregation.boards.items()
+              if len(b.table) and args.dataset in (None, dataset) and args.threat_model in (None, tm)]
+    if not boards:
+        print("no board with results matches; evaluate a model first (make run)", file=sys.stderr)
+        return 1
+    print("\n\n".join(format_board(b, args.top) for b in boards))
     return 0
 
 
@@ -85,6 +111,14 @@ def register(subparsers: Any) -> None:
     build.add_argument("--out", default="site", help="site folder (default: site/)")
     build.add_argument("--submissions", default=None, help="submissions folder (default: the repository's submissions/)")
     build.set_defaults(func=_cmd_build)
+
+    show = sub.add_parser("show", help="print the boards (or one) in the terminal, best first")
+    show.add_argument("--dataset", default=None, help="only this dataset's boards")
+    show.add_argument("--threat-model", default=None, help="only this threat model's boards")
+    show.add_argument("--top", type=int, default=None, metavar="N", help="only the first N rows of each board")
+    show.add_argument("--results", default="results", help="folder of result records (default: results/)")
+    show.add_argument("--submissions", default=None, help="submissions folder (default: the repository's submissions/)")
+    show.set_defaults(func=_cmd_show)
 
     imp = sub.add_parser("import", help="import a folder in the de facto format (<dataset>/<threat_model>/<ModelID>.json)")
     imp.add_argument("dir", help="folder to import")

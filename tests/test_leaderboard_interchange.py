@@ -173,3 +173,18 @@ def test_cli_import_build_export(tmp_path, capsys):
     assert main(["leaderboard", "build", "--results", str(tmp_path / "nowhere"), "--out", str(site),
                  "--submissions", str(tmp_path / "submissions")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_leaderboard_show_prints_each_board_best_first(tmp_path, capsys):
+    """`robench leaderboard show` answers "which model is the most robust?" in the terminal."""
+    from model_zoo import get_card, list_models
+
+    for i, model_id in enumerate(list_models(dataset="digits", threat_model="Linf")):
+        card = get_card(model_id, dataset="digits", threat_model="Linf")
+        make_record(card, 0.95, 0.10 * (i + 1)).save(tmp_path / "digits" / "Linf" / f"{model_id}.standard.json")
+    assert main(["leaderboard", "show", "--results", str(tmp_path), "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ids = list_models(dataset="digits", threat_model="Linf")
+    assert lines[0].startswith("digits Linf (eps 0.2):") and len(lines) == 4  # title, header, two rows
+    assert lines[2].split()[:2] == ["1", ids[-1]] and lines[3].split()[:2] == ["2", ids[-2]]
+    assert main(["leaderboard", "show", "--results", str(tmp_path), "--threat-model", "L2"]) == 1
