@@ -4,7 +4,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.mutation_summary import main, read_results
+import pytest
+
+# mutmut comes with the `mutation` extra (in the lock, so `make test` runs this); `pip install -e '.[test]'`
+# alone does not install it
+pytest.importorskip("mutmut")
+
+from benchmarks.mutation_summary import main, read_results  # noqa: E402
 
 
 def _meta(root: Path, module: str, codes: dict) -> None:
