@@ -15,13 +15,15 @@ def collect(results: str | Path, submissions: str | Path | None) -> tuple[Any, l
     from model_zoo.registry import Registry
 
     from .aggregate import aggregate
+    from .claims import verify_claims
     from .sources import load_results, load_submitted_external
 
     registry = Registry(submissions) if submissions is not None else Registry()
     loaded = load_results(results)
     submitted_external, external_problems = load_submitted_external(registry.submissions_dir)
-    aggregation = aggregate([*registry.cards(), *loaded.listed], loaded.records, [*submitted_external, *loaded.external])
-    return aggregation, loaded.problems + external_problems
+    verified, unverified = verify_claims(submitted_external, registry)  # only checked claims rank
+    aggregation = aggregate([*registry.cards(), *loaded.listed], loaded.records, [*verified, *loaded.external])
+    return aggregation, loaded.problems + external_problems + unverified
 
 
 def _report(problems: list[str], warnings: list[str]) -> None:
