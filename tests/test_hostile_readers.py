@@ -1,0 +1,78 @@
+"""Property-based fuzzing of the readers that take files from others: the journal and the result record.
+
+Whatever the bytes: never a traceback other than the reader's own error, never a hang, and what is
+accepted is well-formed. (The submission checker has its own fuzzers in test_submission_schema.py.)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from benchmark.journal import Journal
+from benchmark.record import EvaluationResult, PointResult
+from leaderboard.sources import read_record
+from leaderboard.synthetic import make_card, make_record
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+_json = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=20,
+)
+CONFIG = {"dataset": "digits", "seed": 0, "batch_size": 2, "n_examples": 6, "model": "ab" * 32}
+_FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _point(i: int) -> dict:
+    return {"index": i, "label": 1, "clean_correct": True, "robust": False, "broken_by": "apgd-ce", "norm": 0.1,
+            "queries": 3, "min_norm": 0.1, "not_evaluable": False}
+
+
+@_FUZZ
+@given(lines=st.lists(_json.map(json.dumps) | st.text(max_size=40), max_size=6))
+def test_any_journal_lines_give_only_well_formed_chunks(tmp_path: Path, lines: list[str]) -> None:
+    path = tmp_path / "fuzz.journal"
+    path.unlink(missing_ok=True)
+    journal = Journal(path, CONFIG)
+    journal.append(0, [_point(0), _point(1)], [{"time_s": 0.1}])
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    done = Journal(path, CONFIG).completed()
+    assert 0 in done  # the good chunk survives whatever follows it
+    for start, (points, _) in done.items():
+        assert start % 2 == 0 and [p["index"] for p in points] == list(range(start, start + len(points)))
+        assert all(isinstance(PointResult(**p), PointResult) for p in points)
+    journal.finish()
+
+
+_FIELDS = ["dataset", "eps", "seed", "n_examples", "clean_accuracy", "robust_accuracy", "stages", "flags",
+           "check_details", "baselines", "metrics", "curve", "model", "created", "points", "schema_version"]
+
+
+@_FUZZ
+@given(changes=st.lists(st.tuples(st.sampled_from(_FIELDS), _json), min_size=1, max_size=3))
+def test_any_record_fields_give_a_record_or_a_clear_error(tmp_path: Path, changes: list) -> None:
+    data = make_record(make_card("Fuzz2020Model"), 0.9, 0.5).to_dict()
+    for name, value in changes:
+        data[name] = value
+    path = tmp_path / "fuzz.json"
+    path.write_text(json.dumps(data))
+    try:
+        record = read_record(path)
+    except ValueError as exc:
+        assert str(exc)
+        return
+    assert isinstance(record, EvaluationResult) and all(isinstance(p, PointResult) for p in record.points)
+    assert all(isinstance(f, str) for f in record.flags) and 0 <= record.robust_accuracy <= 1
+
+
+@_FUZZ
+@given(text=st.text(max_size=80) | st.binary(max_size=80).map(lambda b: b.decode("latin-1")))
+def test_any_bytes_as_a_record_give_a_clear_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "fuzz.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError):
+        read_record(path)
