@@ -26,7 +26,7 @@ import torch
 from filelock import FileLock, Timeout
 from torch import Tensor, nn
 
-from .record import PointResult
+from .record import PointResult, remove_stale_temporaries, temporary_prefix
 
 __all__ = ["Journal", "JournalMismatchError", "JournalBusyError", "fingerprint_model"]
 
@@ -102,7 +102,8 @@ class Journal:
         """Write the header line: whole, then renamed into place, so that another rank reading it
         now, or a run resuming after a kill, never finds an empty or torn header."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        remove_stale_temporaries(self.path)
+        tmp = self.path.with_name(temporary_prefix(self.path) + "tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(json.dumps({"journal": JOURNAL_FORMAT, "config": self.config}) + "\n")
             fh.flush()

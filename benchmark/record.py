@@ -161,11 +161,37 @@ def _record_adapter() -> pydantic.TypeAdapter:
     return pydantic.TypeAdapter(EvaluationResult)
 
 
+def temporary_prefix(path: Path) -> str:
+    """The name prefix of this process's temporary files for ``path``: ``.<name>.<pid>.``."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files for ``path`` left by processes that died before renaming them
+    (a SIGKILL between writing and renaming): those whose writer's pid no longer runs."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, under another user
+        return True
+    return True
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON to a temporary file in the same folder, then rename it into place."""
+    """Write JSON to a temporary file in the same folder, then rename it into place (and remove what
+    killed writers of the same file left behind)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, sort_keys=False)

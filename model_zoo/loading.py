@@ -137,7 +137,11 @@ def _check_fit(net: nn.Module, sd: Mapping[str, Tensor], source: str, what: str)
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
               for k in sd if k in own and sd[k].shape != own[k].shape]
-    if not (missing or unexpected or shapes):
+    # a float tensor stored as integers (or the reverse) would be cast silently by load_state_dict;
+    # float precisions may differ (a float16 checkpoint of a float32 model is common and exact to load)
+    kinds = [f"{k}: checkpoint {sd[k].dtype} vs model {own[k].dtype}"
+             for k in sd if k in own and sd[k].is_floating_point() != own[k].is_floating_point()]
+    if not (missing or unexpected or shapes or kinds):
         return
 
     def few(items: list[str]) -> str:
@@ -150,6 +154,8 @@ def _check_fit(net: nn.Module, sd: Mapping[str, Tensor], source: str, what: str)
         parts.append(f"unexpected keys: {few(unexpected)}")
     if shapes:
         parts.append(f"shape mismatches: {few(shapes)}")
+    if kinds:
+        parts.append(f"integer where a float is expected, or the reverse: {few(kinds)}")
     raise CheckpointError(f"{source} does not fit {what}: {'; '.join(parts)}. If the keys differ by a prefix, "
                           "declare it as checkpoint.key_prefix in the submission file")
 

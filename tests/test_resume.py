@@ -257,3 +257,19 @@ def test_a_journal_of_the_earlier_format_is_refused(tmp_path):
     path.write_text(json.dumps({"journal": 1, "config": CONFIG}) + "\n")
     with pytest.raises(JournalMismatchError, match="different settings"):
         Journal(path, CONFIG)
+
+
+def test_temporaries_of_killed_writers_are_removed(tmp_path):
+    """A SIGKILL between writing a temporary file and renaming it left `.<name>.<...>.tmp` behind."""
+    from benchmark.record import write_json_atomic
+
+    record = tmp_path / "r.json"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = [tmp_path / f".r.json.{dead.stdout.strip()}.abc123.tmp", tmp_path / f".run.journal.{dead.stdout.strip()}.tmp"]
+    alive = tmp_path / f".r.json.{os.getppid()}.xyz.tmp"  # a writer that still runs keeps its file
+    for f in [*stale, alive]:
+        f.write_text("half")
+    write_json_atomic(record, {"a": 1})
+    Journal(tmp_path / "run.journal", CONFIG).append(0, *_chunk(0))
+    assert not any(f.exists() for f in stale) and alive.exists()
+    assert json.loads(record.read_text()) == {"a": 1}

@@ -124,6 +124,13 @@ def test_checkpoint_that_does_not_fit_lists_the_keys(tmp_path: Path) -> None:
     card, _ = _card_with_pt(tmp_path, {"extra.weight": torch.zeros(1), **DigitsMLP(hidden=8).state_dict()})
     with pytest.raises(CheckpointError, match=r"unexpected keys: extra\.weight"):
         load_model_from_card(card, repo_root=tmp_path)
+    # weights stored as integers were cast silently; a float16 checkpoint of float32 weights is fine
+    as_ints = {k: (v * 100).long() for k, v in DigitsMLP(hidden=8).state_dict().items()}
+    card, _ = _card_with_pt(tmp_path, as_ints)
+    with pytest.raises(CheckpointError, match=r"integer where a float is expected.*net\.1\.weight: checkpoint torch\.int64 vs model torch\.float32"):
+        load_model_from_card(card, repo_root=tmp_path)
+    card, _ = _card_with_pt(tmp_path, {k: v.half() for k, v in DigitsMLP(hidden=8).state_dict().items()})
+    load_model_from_card(card, repo_root=tmp_path)
 
 
 def test_repository_checkpoint_is_hashed_before_loading(tmp_path: Path) -> None:
