@@ -1,12 +1,14 @@
 """Every flag a record or the leaderboard can carry, with the sentence shown for it: the one place they are described.
 
-The pre-attack checks (``benchmark.checks``) and the evaluation set all but the last; the
-leaderboard sets ``unreliable`` when a record it imports says so. The site and the command line's
+The pre-attack checks (``benchmark.checks``) and the evaluation set the :data:`CHECK_FLAGS`; the
+leaderboard sets the :data:`LEADERBOARD_FLAGS`: ``unreliable`` when a record it imports says so,
+``reported_not_reproduced`` when a card reports a robust accuracy more than ``REPORTED_TOLERANCE``
+above the measured one. The site and the command line's
 summary show these sentences; nothing else holds a copy.
 """
 from __future__ import annotations
 
-__all__ = ["FLAG_EXPLANATIONS", "CHECK_FLAGS"]
+__all__ = ["FLAG_EXPLANATIONS", "CHECK_FLAGS", "LEADERBOARD_FLAGS", "REPORTED_TOLERANCE"]
 
 FLAG_EXPLANATIONS: dict[str, str] = {
     "randomness": "The model's outputs change between forward passes of the same input: it is randomised, "
@@ -24,7 +26,13 @@ FLAG_EXPLANATIONS: dict[str, str] = {
     "non_finite_logits": "The model returned NaN or infinite logits on perturbed inputs (its details give the "
     "number of points): those points count as not robust, since no prediction can be read there.",
     "unreliable": "The source this result was imported from marks the evaluation as unreliable.",
+    "reported_not_reproduced": "The robust accuracy the submission reports is more than 1 point above the one "
+    "measured here: the stronger evaluation wins, and the gap is what the field's flags exist for.",
 }
 
-#: the flags an evaluation itself sets (all but those only the leaderboard sets)
-CHECK_FLAGS: tuple[str, ...] = tuple(name for name in FLAG_EXPLANATIONS if name != "unreliable")
+#: the flags only the leaderboard sets, from what it knows beside the record
+LEADERBOARD_FLAGS: tuple[str, ...] = ("unreliable", "reported_not_reproduced")
+#: the flags an evaluation itself sets
+CHECK_FLAGS: tuple[str, ...] = tuple(name for name in FLAG_EXPLANATIONS if name not in LEADERBOARD_FLAGS)
+#: how far (a fraction) a reported robust accuracy may lie above the measured one before it is flagged
+REPORTED_TOLERANCE = 0.01

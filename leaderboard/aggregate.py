@@ -24,6 +24,7 @@ import pandas as pd
 
 from benchmark.budgets import BOARDS, format_eps
 from benchmark.external import ExternalEvaluation
+from benchmark.flags import REPORTED_TOLERANCE
 from benchmark.protocol import PROTOCOLS
 from benchmark.record import EvaluationResult
 from model_zoo.cards import ModelCard
@@ -125,6 +126,15 @@ def _describe(record: EvaluationResult) -> str:
             f"({record.version}, created {record.created or 'unknown'})")
 
 
+def row_flags(model: ListedModel | None, record: EvaluationResult) -> list[str]:
+    """The record's flags, and those the leaderboard adds from the card (``reported_not_reproduced``)."""
+    flags = list(record.flags)
+    reported = model.reported_robust if model is not None else None
+    if reported is not None and record.robust_accuracy < reported - REPORTED_TOLERANCE:
+        flags.append("reported_not_reproduced")
+    return flags
+
+
 def _row(model: ListedModel | None, record: EvaluationResult, best_known: float | None, rank: int | None) -> dict[str, Any]:
     per_attack = record.per_attack_accuracy
     sha = record.model.get("checkpoint_sha256") or (model.checkpoint_sha256 if model else None) or ""
@@ -141,7 +151,7 @@ def _row(model: ListedModel | None, record: EvaluationResult, best_known: float 
         "robust_accuracy": float(record.robust_accuracy),
         "best_known_robust_accuracy": best_known,
         **{name: per_attack.get(name, math.nan) for name in STANDARD_ATTACKS},
-        "flags": ";".join(record.flags),
+        "flags": ";".join(row_flags(model, record)),
         "eps": float(record.eps),
         "n_examples": int(record.n_examples),
         "version": record.version,

@@ -22,7 +22,7 @@ from benchmark.flags import FLAG_EXPLANATIONS
 from benchmark.protocol import PROTOCOLS
 from benchmark.record import EvaluationResult
 
-from .aggregate import STANDARD_ATTACKS, Aggregation, Board, ModelResults, write_csvs
+from .aggregate import STANDARD_ATTACKS, Aggregation, Board, ModelResults, row_flags, write_csvs
 from .entries import ListedModel
 from .plots import clean_curve, curve_svg
 
@@ -228,7 +228,7 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
             root="../../../", entry=entry, model=model, board=board, board_url="../../../" + board_page_path(board),
             plot=plot, curve_record=curve_record, flags=flags, bibtex=bibtex_entry(model),
             results=[(r, reproduce_command(model.id, r)) for r in entry.records],
-            fired=list(dict.fromkeys(flag for r in entry.records for flag in r.flags)), format_eps=format_eps,
+            fired=list(dict.fromkeys(flag for r in entry.records for flag in row_flags(model, r))), format_eps=format_eps,
         )
         report.pages.append(_write(page, html))
     return report

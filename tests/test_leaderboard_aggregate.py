@@ -220,3 +220,17 @@ def test_csv_cells_a_spreadsheet_would_run_are_quoted(tmp_path):
         row = pd.read_csv(tmp_path / name, keep_default_na=False).iloc[0]
         assert row["paper"] == "'" + '=HYPERLINK("http://evil.example","x")' and row["venue"] == "'@SUM(A1)"
         assert row["robust_accuracy"] == 0.4 and row["model_id"] == "Evil2020Model"  # numbers and plain text as they were
+
+
+@pytest.mark.parametrize("reported, flagged", [(0.61, True), (0.459, False), (None, False)])
+def test_a_reported_robust_accuracy_above_the_measured_one_is_flagged(reported, flagged):
+    """The template's made-up 61% was shown next to the measured 45% with no warning."""
+    import dataclasses
+
+    from model_zoo.cards import Reported
+
+    card = make_card("Claim2020Model")
+    card = dataclasses.replace(card, reported=Reported(clean_accuracy=0.9, robust_accuracy=reported))
+    agg = aggregate([card], [make_record(card, 0.9, 0.45)])
+    flags = agg.boards[("digits", "Linf")].table.iloc[0]["flags"]
+    assert ("reported_not_reproduced" in flags.split(";")) is flagged
