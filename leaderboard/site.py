@@ -26,7 +26,7 @@ from .aggregate import STANDARD_ATTACKS, Aggregation, Board, ModelResults, row_f
 from .entries import ListedModel
 from .plots import clean_curve, curve_svg
 
-__all__ = ["SiteReport", "build_site", "flag_explanations", "http_url", "bibtex_entry", "reproduce_command",
+__all__ = ["SiteReport", "build_site", "flag_explanations", "flag_evidence", "http_url", "bibtex_entry", "reproduce_command",
            "model_page_path", "board_page_path"]
 
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -35,6 +35,32 @@ _STATIC_FILES = ("site.css", "board.js")
 def flag_explanations() -> dict[str, str]:
     """Flag name -> the sentence shown on the site (declared once, in benchmark.flags)."""
     return dict(FLAG_EXPLANATIONS)
+
+
+def flag_evidence(flag: str, record: EvaluationResult, model: ListedModel | None = None) -> str:
+    """The numbers behind a flag on one record, in words ("Square broke 3 of 500 points ..."); "" when
+    the record holds none. Shown beside the flag's explanation, so that a reader can judge its weight."""
+    details = record.check_details.get(flag, {}) if isinstance(record.check_details, dict) else {}
+    n = record.n_examples
+    try:
+        if flag == "black_box_beats_white_box":
+            return f"Square broke {details['points_only_black_box']} of {n} points that every gradient attack missed."
+        if flag == "non_finite_logits":
+            return f"{details['points_not_evaluable']} of {n} points had NaN or infinite logits."
+        if flag == "zero_gradients":
+            return (f"{100 * details['fraction_zero_cross_entropy']:.0f}% of the probed points had a zero cross-entropy "
+                    f"gradient, {100 * details['fraction_zero_margin']:.0f}% a zero margin gradient.")
+        if flag == "randomness":
+            return (f"{details['prediction_changes']} predictions changed over {details['passes']} passes; logits moved by "
+                    f"up to {details['max_logit_difference']:.3g}.")
+        if flag == "too_few_classes":
+            return f"The model has {details['num_classes']} classes; the protocol's attacks need {details['needed']}."
+        if flag == "reported_not_reproduced" and model is not None and model.reported_robust is not None:
+            return (f"Reported {100 * model.reported_robust:.2f}%, measured {100 * record.robust_accuracy:.2f}% "
+                    f"on {n} points.")
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return ""
 
 
 def http_url(value: Any) -> bool:
@@ -152,9 +178,21 @@ def _board_rows(board: Board, aggregation: Aggregation) -> list[dict[str, Any]]:
                 text = _data_value(value)
             cells.append({"column": column, "kind": kind, "text": text,
                           "value": _data_value(value) if kind == "num" else text})
+        evidence = {flag: flag_evidence(flag, entry.board_record, entry.model)
+                    for flag in str(row["flags"] or "").split(";") if flag and entry.board_record is not None}
         rows.append({"cells": cells, "model": entry.model, "url": "../" + model_page_path(entry.model),
-                     "best_known_source": entry.best_known_source})
+                     "best_known_source": entry.best_known_source, "evidence": evidence})
     return rows
+
+
+def _fired_with_evidence(entry: ModelResults) -> list[tuple[str, str]]:
+    """Every flag on any of a model's records, once, with the numbers behind it (from the first record carrying it)."""
+    fired: dict[str, str] = {}
+    records = ([entry.board_record] if entry.board_record is not None else []) + entry.records
+    for record in records:
+        for flag in row_flags(entry.model, record):
+            fired.setdefault(flag, flag_evidence(flag, record, entry.model))
+    return list(fired.items())
 
 
 def _curve_for(entry: ModelResults) -> tuple[EvaluationResult | None, list[tuple[float, float]]]:
@@ -228,7 +266,7 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
             root="../../../", entry=entry, model=model, board=board, board_url="../../../" + board_page_path(board),
             plot=plot, curve_record=curve_record, flags=flags, bibtex=bibtex_entry(model),
             results=[(r, reproduce_command(model.id, r)) for r in entry.records],
-            fired=list(dict.fromkeys(flag for r in entry.records for flag in row_flags(model, r))), format_eps=format_eps,
+            fired=_fired_with_evidence(entry), format_eps=format_eps,
         )
         report.pages.append(_write(page, html))
     return report

@@ -183,3 +183,18 @@ def test_300_model_board_builds_quickly(tmp_path):
     rows = re.findall(r'<tr role="row" data-model=', (tmp_path / "boards/digits_Linf.html").read_text(encoding="utf-8"))
     assert len(rows) == 300
     assert seconds < 60, "far beyond the 10 s target: something is badly slow"
+
+
+def test_flags_show_the_numbers_behind_them(tmp_path):
+    """"Square broke 3 of 500 points": a reader can judge a flag's weight on the board and the model page."""
+    card = make_card("Masked2020Model")
+    record = make_record(card, 0.99, 0.70, flags=["black_box_beats_white_box"])
+    record.check_details = {"black_box_beats_white_box": {"points_only_black_box": 3, "share_only_black_box": 0.006,
+                                                          "threshold": 0.002}}
+    build_site(aggregate([card], [record]), tmp_path)
+    evidence = "Square broke 3 of 500 points that every gradient attack missed."
+    model_page = (tmp_path / "models" / "digits" / "Linf" / "Masked2020Model.html").read_text()
+    assert evidence in model_page
+    board_page = (tmp_path / "boards" / "digits_Linf.html").read_text()
+    assert re.search(r'<span class="flag" title="[^"]*' + re.escape(evidence) + r'">black_box_beats_white_box</span>',
+                     board_page)
