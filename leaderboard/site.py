@@ -229,7 +229,8 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
     _write(static / "board-grid.css", _grid_css())
 
     env = _environment()
-    boards = sorted(aggregation.boards.values(), key=lambda b: (b.dataset, b.threat_model))
+    # boards with results first (the digits ones, on the embedded default), then the empty ones
+    boards = sorted(aggregation.boards.values(), key=lambda b: (b.table.empty, b.dataset, b.threat_model))
     flags = flag_explanations()
     notes = list(aggregation.warnings) + list(problems)
 

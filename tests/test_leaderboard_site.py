@@ -198,3 +198,11 @@ def test_flags_show_the_numbers_behind_them(tmp_path):
     board_page = (tmp_path / "boards" / "digits_Linf.html").read_text()
     assert re.search(r'<span class="flag" title="[^"]*' + re.escape(evidence) + r'">black_box_beats_white_box</span>',
                      board_page)
+
+
+def test_the_index_lists_boards_with_results_first(tmp_path):
+    card = make_card("Only2020Model")
+    build_site(aggregate([card], [make_record(card, 0.9, 0.5)]), tmp_path)
+    index = (tmp_path / "index.html").read_text()
+    links = re.findall(r'href="boards/([a-z0-9]+_[A-Za-z0-9]+)\.html"', index)
+    assert links[0] == "digits_Linf" and len(set(links)) > 1
