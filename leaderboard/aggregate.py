@@ -254,9 +254,18 @@ def aggregate(
                 if not _same_eps(r.eps, eps):
                     warnings.append(f"{_describe(r)} is at eps {r.eps:.6g}, not the board's {eps:.6g}: "
                                     "shown on the model page and in all_results.csv only")
-        ranked = _rank([e for e in entries if e.board_record is not None])
-        table = pd.DataFrame([_row(e.model, e.board_record, e.best_known, e.rank) for e in ranked],  # type: ignore[arg-type]
+        with_record = [e for e in entries if e.board_record is not None]
+        # a quick run on fewer points than the board's others (submit evaluate --n-examples 200) is shown
+        # below the ranked rows, without a rank: its numbers are not comparable
+        full = max((e.board_record.n_examples for e in with_record), default=0)  # type: ignore[union-attr]
+        ranked = _rank([e for e in with_record if e.board_record.n_examples >= full])  # type: ignore[union-attr]
+        short = sorted((e for e in with_record if e.board_record.n_examples < full),  # type: ignore[union-attr]
+                       key=lambda e: (-e.board_record.n_examples, e.model.id))  # type: ignore[union-attr]
+        for entry in short:
+            entry.rank = None
+        table = pd.DataFrame([_row(e.model, e.board_record, e.best_known, e.rank) for e in [*ranked, *short]],  # type: ignore[arg-type]
                              columns=list(ALL_RESULTS_COLUMNS))[list(BOARD_COLUMNS)]
+        table["rank"] = table["rank"].astype("Int64")
         pending = sorted((e.model for e in entries if e.board_record is None), key=lambda m: m.id)
         boards[key] = Board(key[0], key[1], eps, table.reset_index(drop=True), pending)
 

@@ -234,3 +234,15 @@ def test_a_reported_robust_accuracy_above_the_measured_one_is_flagged(reported, 
     agg = aggregate([card], [make_record(card, 0.9, 0.45)])
     flags = agg.boards[("digits", "Linf")].table.iloc[0]["flags"]
     assert ("reported_not_reproduced" in flags.split(";")) is flagged
+
+
+def test_a_record_on_fewer_points_is_shown_below_and_unranked(tmp_path):
+    """A quick 200-point run was ranked #1 among the 500-point records."""
+    full, quick = make_card("Full2020Model"), make_card("Quick2020Model")
+    agg = aggregate([full, quick], [make_record(full, 0.9, 0.4), make_record(quick, 0.95, 0.9, n_examples=200)])
+    table = agg.boards[("digits", "Linf")].table
+    assert list(table["model_id"]) == ["Full2020Model", "Quick2020Model"]
+    assert table["rank"].iloc[0] == 1 and pd.isna(table["rank"].iloc[1])
+    write_csvs(agg, tmp_path)
+    back = pd.read_csv(tmp_path / "digits_Linf.csv")
+    assert back["rank"].iloc[0] == 1 and pd.isna(back["rank"].iloc[1])
