@@ -178,7 +178,7 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType({r.name: r for r in (
     _recipe("trades", "cross-entropy + beta * KL(f(x) || f(x')) with x' maximising the KL by PGD",
             "Zhang et al., Theoretically Principled Trade-off between Robustness and Accuracy, ICML 2019",
             True, _trades, steps=10, step_size=0.25, beta=6.0),
-    _recipe("fgsm_at", "clean and FGSM cross-entropy mixed, FGSM without random start (overfits catastrophically)",
+    _recipe("fgsm_at", "clean and FGSM cross-entropy mixed, FGSM without random start (known to overfit catastrophically on CIFAR-10; on digits at eps 0.2 it did not, docs/training.md)",
             "Goodfellow, Shlens, Szegedy, Explaining and Harnessing Adversarial Examples, ICLR 2015",
             True, _fgsm_at, clean_weight=0.5),
     _recipe("fast_at", "cross-entropy on one signed-gradient step of 1.25 eps from a random start",
