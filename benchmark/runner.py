@@ -260,8 +260,8 @@ def evaluate(
     checks: list[CheckResult] = run_checks(model, x[sample].to(device), y[sample].to(device), num_classes,
                                            classes_needed(entries, tm))
     built = [(e, build_attack(e, tm, num_classes, seed)) for e in entries]
-    runnable = tuple(e for e, attack in built if attack.classes_needed() <= num_classes)
-    attacks = [attack for _, attack in built if attack.classes_needed() <= num_classes]
+    kept = [(e, attack) for e, attack in built if attack.classes_needed() <= num_classes]
+    runnable, attacks = tuple(e for e, _ in kept), [attack for _, attack in kept]
     t_checks = time.perf_counter() - t_start
 
     n = len(x)

@@ -175,7 +175,7 @@ def _cmd_verify_external(args: argparse.Namespace) -> int:
     print(f"{ext.model_id} ({ext.dataset}/{ext.threat_model}): {ext.who} reports {100 * ext.robust_accuracy:.2f}% "
           f"with {ext.attack}")
     if not ext.adversarial_examples:
-        print("no adversarial examples given: the claim is recorded as reported, unverified")
+        print("no adversarial examples given: the claim cannot be checked, and it will not rank on the board")
         return 0
     model = load_model(ext.model_id, dataset=ext.dataset, threat_model=ext.threat_model)
     examples = Path(args.path).parent / ext.adversarial_examples
