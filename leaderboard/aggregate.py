@@ -27,9 +27,9 @@ from benchmark.external import ExternalEvaluation
 from benchmark.flags import REPORTED_TOLERANCE
 from benchmark.protocol import PROTOCOLS
 from benchmark.record import EvaluationResult
-from model_zoo.cards import ModelCard
+from model_zoo.cards import Listing
 
-from .entries import ListedModel, as_listed, external_from_dict, external_key
+from .entries import external_from_dict, external_key
 
 __all__ = [
     "STANDARD_ATTACKS", "BOARD_COLUMNS", "ALL_RESULTS_COLUMNS", "SHA_PREFIX", "VERSION_PREFERENCE",
@@ -55,7 +55,7 @@ VERSION_PREFERENCE: tuple[str, ...] = tuple(PROTOCOLS)
 class ModelResults:
     """Everything known about one model: kept records (one per protocol version), external evaluations."""
 
-    model: ListedModel
+    model: Listing
     records: list[EvaluationResult] = field(default_factory=list)
     external: list[ExternalEvaluation] = field(default_factory=list)
     #: the record its board row shows (None: no record at the board's eps)
@@ -74,7 +74,7 @@ class Board:
     #: rows in rank order, columns BOARD_COLUMNS
     table: pd.DataFrame
     #: listed models with no record at the board's eps yet
-    pending: list[ListedModel] = field(default_factory=list)
+    pending: list[Listing] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -126,16 +126,16 @@ def _describe(record: EvaluationResult) -> str:
             f"({record.version}, created {record.created or 'unknown'})")
 
 
-def row_flags(model: ListedModel | None, record: EvaluationResult) -> list[str]:
+def row_flags(model: Listing | None, record: EvaluationResult) -> list[str]:
     """The record's flags, and those the leaderboard adds from the card (``reported_not_reproduced``)."""
     flags = list(record.flags)
-    reported = model.reported_robust if model is not None else None
+    reported = model.reported.robust_accuracy if model is not None else None
     if reported is not None and record.robust_accuracy < reported - REPORTED_TOLERANCE:
         flags.append("reported_not_reproduced")
     return flags
 
 
-def _row(model: ListedModel | None, record: EvaluationResult, best_known: float | None, rank: int | None) -> dict[str, Any]:
+def _row(model: Listing | None, record: EvaluationResult, best_known: float | None, rank: int | None) -> dict[str, Any]:
     per_attack = record.per_attack_accuracy
     sha = record.model.get("checkpoint_sha256") or (model.checkpoint_sha256 if model else None) or ""
     return {
@@ -143,9 +143,9 @@ def _row(model: ListedModel | None, record: EvaluationResult, best_known: float 
         "threat_model": record.threat_model,
         "rank": rank,
         "model_id": str(record.model.get("id", "")),
-        "paper": model.name if model else "",
-        "venue": model.venue if model else "",
-        "architecture": model.architecture if model else "",
+        "paper": model.paper.title if model else "",
+        "venue": model.paper.venue if model else "",
+        "architecture": model.architecture_label if model else "",
         "additional_data": model.additional_data if model else None,
         "clean_accuracy": float(record.clean_accuracy),
         "robust_accuracy": float(record.robust_accuracy),
@@ -160,7 +160,7 @@ def _row(model: ListedModel | None, record: EvaluationResult, best_known: float 
     }
 
 
-def _board_eps(key: tuple[str, str], models: list[ListedModel], warnings: list[str]) -> float:
+def _board_eps(key: tuple[str, str], models: list[Listing], warnings: list[str]) -> float:
     if key in BOARDS:
         eps = BOARDS[key][0]
     else:
@@ -193,15 +193,16 @@ def _pick_board_record(entry: ModelResults, eps: float) -> None:
 
 
 def aggregate(
-    cards: Iterable[ModelCard | ListedModel],
+    cards: Iterable[Listing],
     records: Iterable[EvaluationResult],
     external: Iterable[ExternalEvaluation | Mapping[str, Any]] = (),
 ) -> Aggregation:
     """Match records to models, keep the latest record per protocol version, rank every board."""
     warnings: list[str] = []
     models: dict[tuple[str, str, str], ModelResults] = {}
-    for card in cards:
-        listed = as_listed(card)
+    for listed in cards:
+        if not isinstance(listed, Listing):
+            raise TypeError(f"expected a ModelCard or another Listing, got {type(listed).__name__}")
         known = models.get(listed.key)
         if known is None:
             models[listed.key] = ModelResults(listed)

@@ -1,124 +1,51 @@
 """What the leaderboard knows about a model, and external evaluations given as plain dicts.
 
-``ListedModel`` is the display view of a model: built from a zoo ``ModelCard`` or from a
-file imported from the field's de facto format (which has no checkpoint, preprocessing or
-training recipe, so it cannot be a full card). External evaluations (a stronger attack by
-someone else) are ``benchmark.external.ExternalEvaluation`` objects.
+A board lists :class:`~model_zoo.cards.Listing` values: zoo cards (``ModelCard`` is a Listing),
+and :class:`ImportedListing` entries read from the field's de facto format, which has no
+checkpoint, preprocessing or training recipe and so cannot be a full card. Both are declared once,
+in ``model_zoo.cards``; this module adds only what an imported entry has instead (the architecture
+and training as text). External evaluations (a stronger attack by someone else) are
+``benchmark.external.ExternalEvaluation`` objects.
 """
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
+
+from pydantic import Field, StrictStr, ValidationError
 
 from benchmark.budgets import BOARDS
 from benchmark.external import ExternalEvaluation
 from benchmark.threat_models import parse_eps
-from model_zoo.cards import ModelCard
+from model_zoo.cards import SAFE_NAME, Listing
 
-__all__ = ["ListedModel", "as_listed", "external_from_dict", "external_key", "SAFE_ID"]
+__all__ = ["ImportedListing", "Listing", "read_listing", "external_from_dict", "external_key", "SAFE_ID"]
 
 #: model ids and board names that may become file names on the site
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+SAFE_ID = SAFE_NAME
 
 
-@dataclass(frozen=True)
-class ListedModel:
-    """A model as the leaderboard shows it. Free text (name, authors, link, footnote) is untrusted."""
+class ImportedListing(Listing):
+    """A model as another leaderboard's results file describes it."""
 
-    id: str
-    dataset: str
-    threat_model: str
-    eps: float
-    #: paper title
-    name: str
-    link: str
-    authors: tuple[str, ...]
-    venue: str
-    #: None when the source does not say (the de facto format has no year)
-    year: int | None
-    #: architecture as text, e.g. "digits_cnn(width=32)" or "WideResNet-28-10"
-    architecture: str
-    additional_data: bool
-    number_forward_passes: int
-    #: the authors' own numbers, fractions in [0, 1]
-    reported_clean: float | None = None
-    reported_robust: float | None = None
-    bibtex: str | None = None
-    #: plain text (escaped on the site)
-    footnote: str | None = None
-    #: how the model was trained, as text
-    training: str = ""
-    license: str = ""
-    checkpoint_sha256: str | None = None
-    #: "submission" for zoo cards, "imported" for the de facto format
-    origin: str = "submission"
-    #: the file this entry was read from
-    source_file: str | None = None
+    origin: ClassVar[str] = "imported"
+
+    architecture: StrictStr = Field("", title="Architecture", description="The architecture as the source names it.")
+    training: StrictStr = Field("not described (imported)", title="Training", description="How the model was trained.")
+    imported_from: StrictStr | None = Field(None, title="Imported from",
+                                            description="The results file this entry was read from.")
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.dataset, self.threat_model, self.id)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["authors"] = list(self.authors)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ListedModel":
-        """Read what ``to_dict`` wrote; a missing or unknown field is a ValueError naming it."""
-        fields = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise ValueError(f"unknown field(s) {', '.join(unknown)} in a listed model")
-        values = dict(data)
-        values["authors"] = tuple(str(a) for a in values.get("authors", ()))
-        try:
-            model = cls(**values)
-        except TypeError as exc:
-            raise ValueError(f"incomplete listed model: {exc}") from None
-        _validate(model)
-        return model
+    def source_file(self) -> str | None:
+        return self.imported_from
 
 
-def _validate(model: ListedModel) -> None:
-    if not SAFE_ID.fullmatch(model.id):
-        raise ValueError(f"model id {model.id!r} may only use letters, digits, '_', '.', '-'")
-    for name in ("dataset", "threat_model"):
-        if not SAFE_ID.fullmatch(getattr(model, name)):
-            raise ValueError(f"{name} {getattr(model, name)!r} may only use letters, digits, '_', '.', '-'")
-    if not (isinstance(model.eps, (int, float)) and math.isfinite(model.eps) and model.eps > 0):
-        raise ValueError(f"eps of {model.id} must be a positive number, got {model.eps!r}")
-
-
-def _training_text(training: Mapping[str, Any]) -> str:
-    if "description" in training:
-        return str(training["description"])
-    settings = ", ".join(f"{k}={v}" for k, v in training.items() if k != "recipe")
-    recipe = training.get("recipe", "unknown recipe")
-    return f"robench recipe {recipe}" + (f" ({settings})" if settings else "")
-
-
-def as_listed(card: ModelCard | ListedModel) -> ListedModel:
-    """The display view of a zoo card (a ListedModel is returned as it is)."""
-    if isinstance(card, ListedModel):
-        return card
-    if not isinstance(card, ModelCard):
-        raise TypeError(f"expected a ModelCard or ListedModel, got {type(card).__name__}")
-    listed = ListedModel(
-        id=card.id, dataset=card.dataset, threat_model=card.threat_model, eps=float(card.eps),
-        name=card.name, link=card.link, authors=tuple(card.authors), venue=card.venue, year=card.year,
-        architecture=card.architecture.label, additional_data=bool(card.additional_data),
-        number_forward_passes=int(card.number_forward_passes),
-        reported_clean=card.reported.clean_accuracy, reported_robust=card.reported.robust_accuracy,
-        bibtex=card.bibtex, footnote=card.footnote, training=_training_text(card.training),
-        license=card.license, checkpoint_sha256=card.checkpoint.sha256, origin="submission",
-        source_file=card.source_file,
-    )
-    _validate(listed)
-    return listed
+def read_listing(data: Mapping[str, Any]) -> ImportedListing:
+    """An imported entry from what ``model_dump(mode="json")`` wrote; a ValueError names every bad field."""
+    try:
+        return ImportedListing.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(entry)'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid listed model: {problems}") from None
 
 
 def external_from_dict(data: Mapping[str, Any]) -> ExternalEvaluation:

@@ -21,13 +21,17 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from benchmark.budgets import BOARDS, format_eps
 from benchmark.record import EvaluationResult, write_json_atomic
 from benchmark.record import record_path
 from benchmark.threat_models import get_threat_model, parse_eps
 
+from model_zoo.cards import PaperListing, ReportedListing
+
 from .aggregate import Aggregation
-from .entries import SAFE_ID, ListedModel
+from .entries import SAFE_ID, ImportedListing
 from .sources import CARD_SUFFIX, EXTERNAL_SUFFIX
 
 __all__ = ["ImportReport", "ImportedModel", "read_defacto_file", "import_dir", "export_dir", "percent_text",
@@ -41,7 +45,7 @@ _YEAR_IN_ID = re.compile(r"^[A-Za-z]+((?:19|20)\d\d)")
 
 @dataclass
 class ImportedModel:
-    model: ListedModel
+    model: ImportedListing
     record: EvaluationResult
     external: dict[str, Any] | None = None
 
@@ -167,17 +171,21 @@ def read_defacto_file(path: str | Path, root: str | Path) -> ImportedModel:
     unreliable = _bool(data, "unreliable", False)
     year = _YEAR_IN_ID.match(model_id)
     source = "/".join(parts)
-    model = ListedModel(
-        id=model_id, dataset=dataset, threat_model=threat, eps=eps, name=_text(data, "name"), link=_text(data, "link"),
-        authors=_authors(data), venue=_text(data, "venue"), year=int(year.group(1)) if year else None,
-        architecture=_text(data, "architecture"), additional_data=_bool(data, "additional_data", False),
-        number_forward_passes=_forward_passes(data), reported_clean=None, reported_robust=reported,
-        footnote=footnote, training="not described (imported)", origin="imported", source_file=source,
-    )
+    try:
+        model = ImportedListing(
+            id=model_id, dataset=dataset, threat_model=threat, eps=eps,
+            paper=PaperListing(title=_text(data, "name"), link=_text(data, "link"), authors=_authors(data),
+                               venue=_text(data, "venue"), year=int(year.group(1)) if year else None),
+            architecture=_text(data, "architecture"), additional_data=_bool(data, "additional_data", False),
+            number_forward_passes=_forward_passes(data), reported=ReportedListing(robust_accuracy=reported),
+            footnote=footnote, imported_from=source,
+        )
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     record = EvaluationResult(
         dataset=dataset, threat_model=threat, eps=eps, version="standard", seed=0, n_examples=0, batch_size=0,
         device="", clean_accuracy=clean, robust_accuracy=robust,  # type: ignore[arg-type]
-        flags=["unreliable"] if unreliable else [], model={"id": model_id, "name": model.name, "imported_from": source},
+        flags=["unreliable"] if unreliable else [], model={"id": model_id, "name": model.paper.title, "imported_from": source},
     )
     ext = None
     if external is not None:
@@ -202,7 +210,7 @@ def import_dir(source: str | Path, out: str | Path) -> ImportReport:
         m = item.model
         record_file = record_path(out, m.dataset, m.threat_model, m.id, item.record.version)
         report.written.append(item.record.save(record_file))
-        report.written.append(write_json_atomic(record_file.parent / f"{m.id}{CARD_SUFFIX}", m.to_dict()))
+        report.written.append(write_json_atomic(record_file.parent / f"{m.id}{CARD_SUFFIX}", m.model_dump(mode="json")))
         external_file = record_file.parent / f"{m.id}{EXTERNAL_SUFFIX}"
         if item.external is not None:
             report.written.append(write_json_atomic(external_file, item.external))
@@ -233,11 +241,11 @@ def export_dir(aggregation: Aggregation, out: str | Path) -> list[Path]:
             m, record = entry.model, entry.board_record
             assert record is not None and entry.best_known is not None  # rows exist only for evaluated models
             data: dict[str, Any] = {
-                "link": m.link, "name": m.name, "authors": ", ".join(m.authors), "additional_data": m.additional_data,
-                "number_forward_passes": m.number_forward_passes, "dataset": m.dataset, "venue": m.venue,
-                "architecture": m.architecture, "eps": format_eps(board.dataset, board.threat_model, board.eps),
+                "link": m.paper.link, "name": m.paper.title, "authors": ", ".join(m.paper.authors),
+                "additional_data": m.additional_data, "number_forward_passes": m.number_forward_passes,
+                "dataset": m.dataset, "venue": m.paper.venue, "architecture": m.architecture_label, "eps": format_eps(board.dataset, board.threat_model, board.eps),
                 "clean_acc": percent_text(record.clean_accuracy),
-                "reported": percent_text(m.reported_robust) if m.reported_robust is not None else "",
+                "reported": percent_text(m.reported.robust_accuracy) if m.reported.robust_accuracy is not None else "",
                 "autoattack_acc": percent_text(record.robust_accuracy),
             }
             if entry.best_known < record.robust_accuracy:

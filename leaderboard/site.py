@@ -23,7 +23,8 @@ from benchmark.protocol import PROTOCOLS
 from benchmark.record import EvaluationResult
 
 from .aggregate import STANDARD_ATTACKS, Aggregation, Board, ModelResults, row_flags, write_csvs
-from .entries import ListedModel
+from model_zoo.cards import Listing
+
 from .plots import clean_curve, curve_svg
 
 __all__ = ["SiteReport", "build_site", "flag_explanations", "flag_evidence", "http_url", "bibtex_entry", "reproduce_command",
@@ -37,7 +38,7 @@ def flag_explanations() -> dict[str, str]:
     return dict(FLAG_EXPLANATIONS)
 
 
-def flag_evidence(flag: str, record: EvaluationResult, model: ListedModel | None = None) -> str:
+def flag_evidence(flag: str, record: EvaluationResult, model: Listing | None = None) -> str:
     """The numbers behind a flag on one record, in words ("Square broke 3 of 500 points ..."); "" when
     the record holds none. Shown beside the flag's explanation, so that a reader can judge its weight."""
     details = record.check_details.get(flag, {}) if isinstance(record.check_details, dict) else {}
@@ -55,8 +56,8 @@ def flag_evidence(flag: str, record: EvaluationResult, model: ListedModel | None
                     f"up to {details['max_logit_difference']:.3g}.")
         if flag == "too_few_classes":
             return f"The model has {details['num_classes']} classes; the protocol's attacks need {details['needed']}."
-        if flag == "reported_not_reproduced" and model is not None and model.reported_robust is not None:
-            return (f"Reported {100 * model.reported_robust:.2f}%, measured {100 * record.robust_accuracy:.2f}% "
+        if flag == "reported_not_reproduced" and model is not None and model.reported.robust_accuracy is not None:
+            return (f"Reported {100 * model.reported.robust_accuracy:.2f}%, measured {100 * record.robust_accuracy:.2f}% "
                     f"on {n} points.")
     except (KeyError, TypeError, ValueError):
         return ""
@@ -86,18 +87,19 @@ def _bib_value(text: str) -> str:
     return text.replace("{", "").replace("}", "").replace("\n", " ").strip()
 
 
-def bibtex_entry(model: ListedModel) -> str:
+def bibtex_entry(model: Listing) -> str:
     """The card's own BibTeX, else one generated from title, authors, venue, year and link."""
-    if model.bibtex and model.bibtex.strip():
-        return model.bibtex.strip()
-    venue = model.venue.strip()
+    paper = model.paper
+    if paper.bibtex and paper.bibtex.strip():
+        return paper.bibtex.strip()
+    venue = paper.venue.strip()
     is_preprint = venue.lower() in ("", "arxiv")
-    fields = [("title", model.name), ("author", " and ".join(model.authors))]
+    fields = [("title", paper.title), ("author", " and ".join(paper.authors))]
     fields.append(("howpublished", venue or "arXiv") if is_preprint else ("booktitle", venue))
-    if model.year is not None:
-        fields.append(("year", str(model.year)))
-    if http_url(model.link):
-        fields.append(("url", model.link))
+    if paper.year is not None:
+        fields.append(("year", str(paper.year)))
+    if http_url(paper.link):
+        fields.append(("url", paper.link))
     body = ",\n".join(f"  {name} = {{{_bib_value(value)}}}" for name, value in fields if value)
     return f"@{'misc' if is_preprint else 'inproceedings'}{{{model.id},\n{body}\n}}"
 
@@ -106,7 +108,7 @@ def board_page_path(board: Board) -> str:
     return f"boards/{board.name}.html"
 
 
-def model_page_path(model: ListedModel) -> str:
+def model_page_path(model: Listing) -> str:
     return f"models/{model.dataset}/{model.threat_model}/{model.id}.html"
 
 

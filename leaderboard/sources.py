@@ -2,7 +2,7 @@
 external evaluations of a submissions folder.
 
 Under the results folder (searched recursively):
-- ``*.card.json``: a ListedModel (written by ``robench leaderboard import``);
+- ``*.card.json``: an ImportedListing (written by ``robench leaderboard import``);
 - ``*.external.json``: one external evaluation (a dict) or a list of them;
 - any other ``*.json``: an EvaluationResult record.
 A file that cannot be read is reported with its reason; the others are still loaded.
@@ -19,7 +19,7 @@ from benchmark.record import SCHEMA_VERSION, EvaluationResult
 
 from benchmark.external import ExternalEvaluation, read_external
 
-from .entries import ListedModel, external_from_dict
+from .entries import ImportedListing, external_from_dict, read_listing
 
 __all__ = ["CARD_SUFFIX", "EXTERNAL_SUFFIX", "LoadedResults", "load_results", "read_record", "load_submitted_external"]
 
@@ -30,7 +30,7 @@ EXTERNAL_SUFFIX = ".external.json"
 @dataclass
 class LoadedResults:
     records: list[EvaluationResult] = field(default_factory=list)
-    listed: list[ListedModel] = field(default_factory=list)
+    listed: list[ImportedListing] = field(default_factory=list)
     external: list[ExternalEvaluation] = field(default_factory=list)
     #: "path: reason" for every file that could not be read
     problems: list[str] = field(default_factory=list)
@@ -82,7 +82,7 @@ def load_results(results_dir: str | Path) -> LoadedResults:
     for path in sorted(root.rglob("*.json")):
         try:
             if path.name.endswith(CARD_SUFFIX):
-                loaded.listed.append(ListedModel.from_dict(_read_json(path)))
+                loaded.listed.append(read_listing(_read_json(path)))
             elif path.name.endswith(EXTERNAL_SUFFIX):
                 data = _read_json(path)
                 for item in data if isinstance(data, list) else [data]:

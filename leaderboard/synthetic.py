@@ -8,13 +8,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import random
-from types import MappingProxyType
 from typing import Sequence
 
 from benchmark.budgets import BOARDS
 from benchmark.protocol import get_protocol
 from benchmark.record import EvaluationResult, StageResult
-from model_zoo.cards import Architecture, Checkpoint, ModelCard, Preprocessing, Reported
+from model_zoo.cards import Architecture, Checkpoint, ModelCard, Paper, Preprocessing, Reported, Training
 
 __all__ = ["make_card", "make_record", "synthetic_board"]
 
@@ -36,17 +35,22 @@ def make_card(
 ) -> ModelCard:
     """A complete digits-style card; the checkpoint hash is derived from the id."""
     eps = BOARDS.get((dataset, threat_model), (0.1, ""))[0]
-    return ModelCard(
-        id=model_id, dataset=dataset, threat_model=threat_model, eps=eps, name=title, link=link,
-        authors=tuple(authors), venue=venue, year=year,
-        architecture=Architecture("robench", "digits_cnn", MappingProxyType({"width": width})),
-        num_classes=10, preprocessing=Preprocessing((0.0,), (1.0,), (1, 8, 8)),
+    # the id and the paper are set without validation: tests put odd ids, hostile links and titles on the site
+    paper = Paper.model_construct(title=title, link=link, authors=tuple(authors), venue=venue, year=year, bibtex=bibtex)
+    card = ModelCard(
+        id="Placeholder2020Id", dataset=dataset, threat_model=threat_model, eps=eps, paper=Paper.model_validate(_VALID_PAPER),
+        architecture=Architecture(source="robench", name="digits_cnn", kwargs={"width": width}),
+        num_classes=10, preprocessing=Preprocessing(mean=(0.0,), std=(1.0,), input_size=(1, 8, 8)),
         checkpoint=Checkpoint(sha256=hashlib.sha256(model_id.encode()).hexdigest(), format="safetensors",
                               path=f"submissions/{dataset}/{threat_model}/{model_id}.safetensors"),
-        training=MappingProxyType({"recipe": "pgd_at", "epochs": 30, "seed": 0}), additional_data=additional_data,
+        training=Training(recipe="pgd_at", epochs=30, seed=0), additional_data=additional_data,
         number_forward_passes=1, license="MIT", reported=Reported(clean_accuracy=0.97, robust_accuracy=None),
-        bibtex=bibtex, footnote=footnote, source_file=f"submissions/{dataset}/{threat_model}/{model_id}.yaml",
+        footnote=footnote,
     )
+    return card.model_copy(update={"id": model_id, "paper": paper}).read_from(f"submissions/{dataset}/{threat_model}/{model_id}.yaml")
+
+
+_VALID_PAPER = {"title": "t", "link": "https://example.org", "authors": ["a"], "venue": "v", "year": 2020}
 
 
 def make_record(
@@ -78,7 +82,7 @@ def make_record(
         dataset=card.dataset, threat_model=card.threat_model, eps=eps, version=version, seed=0,
         n_examples=n_examples, batch_size=500, device="cpu", clean_accuracy=clean, robust_accuracy=robust,
         stages=stages, flags=list(flags), curve=curve,
-        model={"id": card.id, "name": card.name, "checkpoint_sha256": card.checkpoint.sha256},
+        model={"id": card.id, "name": card.paper.title, "checkpoint_sha256": card.checkpoint.sha256},
         created=created,
     )
 

@@ -33,30 +33,11 @@ def format_table(cards: Sequence[ModelCard]) -> str:
 
 
 def describe_card(card: ModelCard) -> str:
-    """Every field of a card, one per line."""
-    ckpt = card.checkpoint
-    pre = card.preprocessing
-    training = ", ".join(f"{k}={v}" for k, v in card.training.items())
-    lines = [
-        f"{card.id}  ({card.dataset} / {card.threat_model}, eps {format_eps(card.dataset, card.threat_model, card.eps)})",
-        f"  paper:        {card.name}",
-        f"  authors:      {', '.join(card.authors)}",
-        f"  venue:        {card.venue} {card.year}",
-        f"  link:         {card.link}",
-        f"  architecture: {card.architecture.source}:{card.architecture.label}, {card.num_classes} classes",
-        f"  input:        {'x'.join(map(str, pre.input_size))}, mean {list(pre.mean)}, std {list(pre.std)}"
-        + (f", resize {pre.resize}" if pre.resize else "") + (f", crop {pre.crop}" if pre.crop else ""),
-        f"  checkpoint:   {ckpt.url or ckpt.path} ({ckpt.format})",
-        f"  sha256:       {ckpt.sha256}",
-        f"  training:     {training}",
-        f"  extra data:   {'yes' if card.additional_data else 'no'}; forward passes: {card.number_forward_passes}",
-        f"  license:      {card.license}",
-        f"  reported:     clean {_percent(card.reported.clean_accuracy)} %, robust {_percent(card.reported.robust_accuracy)} %",
-    ]
-    if card.footnote:
-        lines.append(f"  footnote:     {card.footnote}")
-    if card.source_file:
-        lines.append(f"  file:         {card.source_file}")
+    """Every field of a card, one per line (``ModelCard.rows``: the declaration's titles)."""
+    rows = [*card.rows(), *([("File", card.source_file)] if card.source_file else [])]
+    width = max(len(title) for title, _ in rows) + 1
+    lines = [f"{card.id}  ({card.dataset} / {card.threat_model}, eps {format_eps(card.dataset, card.threat_model, card.eps)})"]
+    lines += [f"  {title + ':':<{width}} {text}" for title, text in rows]
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ from .cards import ModelCard
 from .download import ChecksumError, fetch, sha256_bytes
 from .normalize import NormalizedModel
 from .registry import Registry, default_registry, default_submissions_dir
-from .submission_schema import CHECKPOINT_FORMATS
+from .cards import CHECKPOINT_FORMATS
 
 __all__ = [
     "CheckpointError", "UnsafeCheckpointError", "load_model", "load_model_from_card", "read_state_dict",

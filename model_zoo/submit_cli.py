@@ -5,6 +5,8 @@
   protocol, writing the result record the leaderboard reads, with a log file.
 - ``verify-adversarial``: check adversarial examples given as proof of an external evaluation.
 - ``verify-external PATH``: read an external-evaluation file and verify its examples if it has some.
+- ``migrate PATH...``: rewrite files whose training block repeats the card (``model_zoo.migrate``).
+- ``schema [--out FILE]``: the JSON Schema of a submission file, derived from the card declaration.
 """
 from __future__ import annotations
 
@@ -112,7 +114,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(message)
     (log.warning if mismatch else log.info)(message)
 
-    info = {"id": card.id, "name": card.name, "checkpoint_sha256": card.checkpoint.sha256,
+    info = {"id": card.id, "name": card.paper.title, "checkpoint_sha256": card.checkpoint.sha256,
             "clean_accuracy_claimed": claimed, "clean_accuracy_full_split": measured, "clean_accuracy_mismatch": mismatch}
     try:
         result = evaluate(model, card.dataset, card.threat_model, card.eps, x=x, y=y, n_examples=args.n_examples,
@@ -182,6 +184,36 @@ def _cmd_verify_external(args: argparse.Namespace) -> int:
     return _verify(model, ext.dataset, ext.threat_model, ext.eps, str(examples), args.data_dir)
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from .migrate import migrate_file
+
+    failed = 0
+    for path in args.paths:
+        try:
+            removed = migrate_file(path)
+        except (ValueError, OSError) as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: removed training.{', training.'.join(removed)} (the card says them)" if removed
+              else f"{path}: already in the current form")
+    return 1 if failed else 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from .cards import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("submit", help="check and evaluate model submissions")
     sub = p.add_subparsers(dest="submit_command", required=True, metavar="ACTION")
@@ -217,3 +249,11 @@ def register(subparsers: Any) -> None:
     x.add_argument("--data-dir", default=None)
     x.add_argument("--log", default=None)
     x.set_defaults(func=_cmd_verify_external)
+
+    m = sub.add_parser("migrate", help="rewrite submission files whose training block repeats the card's fields")
+    m.add_argument("paths", nargs="+", help="submission files (YAML or JSON), rewritten in place")
+    m.set_defaults(func=_cmd_migrate)
+
+    s = sub.add_parser("schema", help="print (or write) the JSON Schema of a submission file")
+    s.add_argument("--out", default=None, help="write it here (docs/submission.schema.json is this file)")
+    s.set_defaults(func=_cmd_schema)

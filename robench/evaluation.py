@@ -29,7 +29,7 @@ def resolve_model(spec: str, dataset: str, threat_model: str, device: str | None
 
     card = get_card(spec, dataset=dataset, threat_model=threat_model)
     model = load_model(spec, dataset=dataset, threat_model=threat_model, device=device or "cpu")
-    return model, {"id": card.id, "name": card.name, "checkpoint_sha256": card.checkpoint.sha256}
+    return model, {"id": card.id, "name": card.paper.title, "checkpoint_sha256": card.checkpoint.sha256}
 
 
 def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:

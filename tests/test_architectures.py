@@ -13,11 +13,11 @@ from model_zoo.cards import Architecture
 
 #: small configurations of every CIFAR architecture (same code path, fewer channels)
 SMALL_CIFAR = {
-    "preact_resnet18": Architecture("robench", "preact_resnet18", {"width": 4}),
-    "wide_resnet": Architecture("robench", "wide_resnet", {"depth": 10, "width": 1}),
-    "wide_resnet_16_2_dropout": Architecture("robench", "wide_resnet", {"depth": 16, "width": 2, "dropout": 0.3}),
-    "timm_resnet18": Architecture("timm", "resnet18"),
-    "torchvision_resnet18": Architecture("torchvision", "resnet18"),
+    "preact_resnet18": Architecture(source="robench", name="preact_resnet18", kwargs={"width": 4}),
+    "wide_resnet": Architecture(source="robench", name="wide_resnet", kwargs={"depth": 10, "width": 1}),
+    "wide_resnet_16_2_dropout": Architecture(source="robench", name="wide_resnet", kwargs={"depth": 16, "width": 2, "dropout": 0.3}),
+    "timm_resnet18": Architecture(source="timm", name="resnet18"),
+    "torchvision_resnet18": Architecture(source="torchvision", name="resnet18"),
 }
 
 #: published sizes (millions of parameters, 10 classes)
@@ -45,7 +45,7 @@ def test_cifar_architecture_builds_round_trips_and_gives_logits(tmp_path: Path, 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "digits_mlp"])
 def test_digits_architectures(name: str) -> None:
-    net = build_architecture(Architecture("robench", name), num_classes=10)
+    net = build_architecture(Architecture(source="robench", name=name), num_classes=10)
     assert net(torch.rand(2, 1, 8, 8)).shape == (2, 10)
     if name == "digits_cnn":  # the count the docs give (docs/model_zoo.md, docs/training.md)
         assert sum(p.numel() for p in net.parameters()) == 151_306
@@ -54,34 +54,34 @@ def test_digits_architectures(name: str) -> None:
 @pytest.mark.parametrize("name", list(PUBLISHED_MILLIONS))
 def test_real_configurations_have_the_published_size(name: str) -> None:
     with torch.device("meta"):
-        net = build_architecture(Architecture("robench", name), num_classes=10)
+        net = build_architecture(Architecture(source="robench", name=name), num_classes=10)
     millions = sum(p.numel() for p in net.parameters()) / 1e6
     assert millions == pytest.approx(PUBLISHED_MILLIONS[name], rel=0.005)
 
 
 def test_num_classes_sets_the_classifier() -> None:
     with torch.device("meta"):
-        net = build_architecture(Architecture("robench", "wrn_28_10"), num_classes=100)
+        net = build_architecture(Architecture(source="robench", name="wrn_28_10"), num_classes=100)
     assert net.fc.out_features == 100
-    small = build_architecture(Architecture("robench", "preact_resnet18", {"width": 2}), num_classes=100)
+    small = build_architecture(Architecture(source="robench", name="preact_resnet18", kwargs={"width": 2}), num_classes=100)
     assert small(torch.rand(1, 3, 32, 32)).shape == (1, 100)
 
 
 def test_every_registered_name_builds_on_meta() -> None:
     for name in ARCHITECTURES:
         with torch.device("meta"):
-            assert isinstance(build_architecture(Architecture("robench", name), 10), torch.nn.Module)
+            assert isinstance(build_architecture(Architecture(source="robench", name=name), 10), torch.nn.Module)
 
 
 def test_bad_architectures_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match="unknown robench architecture 'wrn_28_1'; did you mean wrn_28_10"):
-        build_architecture(Architecture("robench", "wrn_28_1"), 10)
+        build_architecture(Architecture(source="robench", name="wrn_28_1"), 10)
     with pytest.raises(ValueError, match="does not accept the kwargs"):
-        build_architecture(Architecture("robench", "wrn_28_10", {"width": 2}), 10)
+        build_architecture(Architecture(source="robench", name="wrn_28_10", kwargs={"width": 2}), 10)
     with pytest.raises(ValueError, match="unknown architecture source 'keras'"):
-        build_architecture(Architecture("keras", "resnet"), 10)  # type: ignore[arg-type]
-    assert "timm has no model" in check_architecture(Architecture("timm", "resnet18x"), 10)
-    assert "torchvision has no model" in check_architecture(Architecture("torchvision", "resnet18x"), 10)
+        build_architecture(Architecture.model_construct(source="keras", name="resnet", kwargs={}), 10)
+    assert "timm has no model" in check_architecture(Architecture(source="timm", name="resnet18x"), 10)
+    assert "torchvision has no model" in check_architecture(Architecture(source="torchvision", name="resnet18x"), 10)
     with pytest.raises(ValueError, match="depth must be 6n \\+ 4"):
         WideResNet(depth=27, width=1)
 
@@ -101,7 +101,7 @@ def test_bad_architectures_are_refused_clearly() -> None:
 ])
 def test_kwargs_that_would_fetch_read_or_exhaust_are_refused(source, name, kwargs, message) -> None:
     """A card's kwargs may shape the network, never load weights or files, nor ask for absurd sizes."""
-    problem = check_architecture(Architecture(source, name, kwargs), 10, import_libraries=False)
+    problem = check_architecture(Architecture(source=source, name=name, kwargs=kwargs), 10, import_libraries=False)
     assert problem is not None and message in problem
 
 
@@ -110,4 +110,4 @@ def test_kwargs_that_would_fetch_read_or_exhaust_are_refused(source, name, kwarg
     ("timm", "resnet18", {"drop_rate": 0.1, "global_pool": "avg"}), ("torchvision", "resnet18", {"zero_init_residual": True}),
 ])
 def test_kwargs_that_shape_the_network_are_accepted(source, name, kwargs) -> None:
-    assert check_architecture(Architecture(source, name, kwargs), 10) is None
+    assert check_architecture(Architecture(source=source, name=name, kwargs=kwargs), 10) is None

@@ -12,7 +12,7 @@ from benchmark.budgets import default_eps
 
 from benchmark.external import ExternalEvaluation
 from leaderboard.aggregate import ALL_RESULTS_COLUMNS, BOARD_COLUMNS, STANDARD_ATTACKS, aggregate, write_csvs
-from leaderboard.entries import ListedModel, as_listed, external_from_dict
+from leaderboard.entries import ImportedListing, external_from_dict, read_listing
 from leaderboard.sources import load_results
 from leaderboard.synthetic import make_card, make_record
 
@@ -106,7 +106,7 @@ def test_records_at_another_eps_stay_off_the_board_with_a_warning():
     card = make_card("Eps2020Other")
     agg = aggregate([card], [make_record(card, 0.9, 0.2, eps=0.3)])
     board = agg.boards[("digits", "Linf")]
-    assert board.table.empty and board.pending == [as_listed(card)]
+    assert board.table.empty and board.pending == [card]
     assert any("not the board's" in w for w in agg.warnings)
     assert list(agg.all_results["eps"]) == [0.3]
 
@@ -147,15 +147,24 @@ def test_external_from_dict_validates_and_fills_the_board_eps():
         external_from_dict({**_external("X2020y", 0.2), "score": 1})
 
 
+def _imported(card, **change) -> dict:
+    """An imported entry's JSON (what ``robench leaderboard import`` writes) made from a zoo card."""
+    data = card.model_dump(mode="json", include={"id", "dataset", "threat_model", "eps", "paper", "additional_data",
+                                                 "number_forward_passes", "license", "footnote"})
+    return {**data, "architecture": card.architecture_label, "imported_from": "x/y.json", **change}
+
+
 def test_listed_model_rejects_ids_unsafe_as_file_names():
-    data = as_listed(make_card("Fine2020Id")).to_dict()
-    assert ListedModel.from_dict(data) == as_listed(make_card("Fine2020Id"))
+    data = _imported(make_card("Fine2020Id"))
+    listed = read_listing(data)
+    assert isinstance(listed, ImportedListing) and read_listing(listed.model_dump(mode="json")) == listed
+    assert listed.paper.model_dump() == make_card("Fine2020Id").paper.model_dump() and listed.source_file == "x/y.json"
     with pytest.raises(ValueError, match="may only use"):
-        ListedModel.from_dict({**data, "id": "../../etc/passwd"})
+        read_listing({**data, "id": "../../etc/passwd"})
     with pytest.raises(ValueError, match="may only use"):  # a trailing newline is not part of a safe id
-        ListedModel.from_dict({**data, "id": "Fine2020Id\n"})
-    with pytest.raises(ValueError, match="unknown field"):
-        ListedModel.from_dict({**data, "colour": "red"})
+        read_listing({**data, "id": "Fine2020Id\n"})
+    with pytest.raises(ValueError, match="colour: Extra inputs are not permitted"):
+        read_listing({**data, "colour": "red"})
 
 
 def test_load_results_reports_each_unreadable_file_and_loads_the_rest(tmp_path):
@@ -169,7 +178,7 @@ def test_load_results_reports_each_unreadable_file_and_loads_the_rest(tmp_path):
                  "flagtext.json": {"flags": "abc"}}
     for name, change in malformed.items():  # each aborted the whole build, or showed "abc" as three flags
         (tmp_path / name).write_text(json.dumps({**make_record(card, 0.9, 0.5).to_dict(), **change}))
-    (tmp_path / "x.card.json").write_text(json.dumps(as_listed(card).to_dict()))
+    (tmp_path / "x.card.json").write_text(json.dumps(_imported(card)))
     (tmp_path / "x.external.json").write_text(json.dumps([_external("Good2020Model", 0.4)]))
     loaded = load_results(tmp_path)
     assert [r.model["id"] for r in loaded.records] == ["Good2020Model"]
@@ -201,13 +210,12 @@ def test_best_known_is_never_above_the_robench_result():
 
 def test_a_zoo_card_wins_over_an_imported_entry_and_our_record_over_the_imported_one():
     card = make_card("Both2020Model", title="From the zoo")
-    imported = ListedModel.from_dict({**as_listed(card).to_dict(), "name": "From elsewhere", "origin": "imported",
-                                      "source_file": "digits/Linf/Both2020Model.json"})
+    imported = read_listing(_imported(card, paper={"title": "From elsewhere"}, imported_from="digits/Linf/Both2020Model.json"))
     theirs = make_record(card, 0.9, 0.7, created="")
     ours = make_record(card, 0.9, 0.6, created="2023-05-01T00:00:00")
     agg = aggregate([imported, card], [ours, theirs])
     entry = agg.models[card.key]
-    assert entry.model.name == "From the zoo" and entry.board_record is ours
+    assert entry.model.paper.title == "From the zoo" and entry.board_record is ours
     assert any("both a zoo submission and an imported entry" in w for w in agg.warnings)
 
 
@@ -225,12 +233,10 @@ def test_csv_cells_a_spreadsheet_would_run_are_quoted(tmp_path):
 @pytest.mark.parametrize("reported, flagged", [(0.61, True), (0.459, False), (None, False)])
 def test_a_reported_robust_accuracy_above_the_measured_one_is_flagged(reported, flagged):
     """The template's made-up 61% was shown next to the measured 45% with no warning."""
-    import dataclasses
-
     from model_zoo.cards import Reported
 
     card = make_card("Claim2020Model")
-    card = dataclasses.replace(card, reported=Reported(clean_accuracy=0.9, robust_accuracy=reported))
+    card = card.model_copy(update={"reported": Reported(clean_accuracy=0.9, robust_accuracy=reported)})
     agg = aggregate([card], [make_record(card, 0.9, 0.45)])
     flags = agg.boards[("digits", "Linf")].table.iloc[0]["flags"]
     assert ("reported_not_reproduced" in flags.split(";")) is flagged

@@ -42,9 +42,9 @@ def test_read_a_well_formed_file(tmp_path):
     item = read_defacto_file(path, tmp_path)
     m, r = item.model, item.record
     assert (m.id, m.dataset, m.threat_model, m.eps) == ("Carmon2019Unlabeled", "cifar10", "Linf", 8 / 255)
-    assert m.authors[0] == "Yair Carmon" and len(m.authors) == 5
-    assert (m.year, m.venue, m.architecture, m.additional_data) == (2019, "NeurIPS 2019", "WideResNet-28-10", True)
-    assert m.reported_robust == pytest.approx(0.625)
+    assert m.paper.authors[0] == "Yair Carmon" and len(m.paper.authors) == 5
+    assert (m.paper.year, m.paper.venue, m.architecture, m.additional_data) == (2019, "NeurIPS 2019", "WideResNet-28-10", True)
+    assert m.reported.robust_accuracy == pytest.approx(0.625)
     assert m.footnote == "Trained with 500k extra images & more."  # HTML -> plain text, escaped again on the site
     assert (r.clean_accuracy, r.robust_accuracy) == (pytest.approx(0.8969), pytest.approx(0.5953))
     assert r.version == "standard" and r.flags == ["unreliable"] and r.model["id"] == "Carmon2019Unlabeled"

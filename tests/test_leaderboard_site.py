@@ -11,7 +11,6 @@ import pytest
 
 from benchmark.checks import FLAG_EXPLANATIONS
 from leaderboard.aggregate import aggregate
-from leaderboard.entries import as_listed
 from leaderboard.plots import curve_svg, nice_ticks
 from leaderboard.site import bibtex_entry, build_site, http_url, reproduce_command
 from leaderboard.synthetic import make_card, make_record, synthetic_board
@@ -137,11 +136,11 @@ def test_model_page_explains_flags_in_words_and_cites(site):
 def test_generated_bibtex_and_reproduce_command():
     card = make_card("Madry2018Towards", title="Towards {Deep} Learning", authors=("A. Madry", "D. Tsipras"),
                      venue="ICLR", year=2018, link="https://arxiv.org/abs/1706.06083")
-    text = bibtex_entry(as_listed(card))
+    text = bibtex_entry(card)
     assert text.startswith("@inproceedings{Madry2018Towards,")
     assert "title = {Towards Deep Learning}" in text and "author = {A. Madry and D. Tsipras}" in text
     assert "booktitle = {ICLR}" in text and "year = {2018}" in text and "url = {https://arxiv.org/abs/1706.06083}" in text
-    preprint = bibtex_entry(as_listed(make_card("Pre2021Print", venue="arXiv", link="javascript:x")))
+    preprint = bibtex_entry(make_card("Pre2021Print", venue="arXiv", link="javascript:x"))
     assert preprint.startswith("@misc{") and "howpublished = {arXiv}" in preprint and "javascript" not in preprint
     record = make_record(card, 0.9, 0.5, version="plus", n_examples=100)
     assert reproduce_command("Odd id;rm", record) == (

@@ -137,7 +137,7 @@ def test_filter_hides_rows_that_do_not_match(driver, site):
         " return getComputedStyle(r).display !== 'none' && r.getClientRects().length > 0; })"
         ".map(function (r) { return r.getAttribute('data-model'); });")  # what a reader sees, not the attribute
     cards, _ = synthetic_board(300)
-    expected = sorted(c.id for c in cards if "Synthetic_01" in c.id and c.venue == "ICML")
+    expected = sorted(c.id for c in cards if "Synthetic_01" in c.id and c.paper.venue == "ICML")
     assert sorted(shown) == expected and 0 < len(expected) < 100
     box.clear()
     box.send_keys(" ")

@@ -16,6 +16,7 @@ import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from model_zoo.architectures import DigitsMLP
@@ -47,7 +48,8 @@ def submission_document(model_id: str = "Doe2024Example", dataset: str = "digits
         "preprocessing": {"mean": [0.5], "std": [0.25], "input_size": [1, 8, 8]},
         "checkpoint": {"path": f"submissions/{dataset}/{threat_model}/{model_id}.safetensors",
                        "sha256": "0" * 64, "format": "safetensors"},
-        "training": {"recipe": "pgd_at", "epochs": 1, "seed": 0},
+        # robench's recipes train digits models; any other model describes its training
+        "training": {"recipe": "pgd_at", "epochs": 1, "seed": 0} if dataset == "digits" else {"description": "PGD-AT"},
         "additional_data": False,
         "number_forward_passes": 1,
         "license": "MIT",
@@ -88,21 +90,26 @@ def test_valid_file_becomes_a_frozen_card(tmp_path: Path, suffix: str) -> None:
     card = read_card(path)
     assert isinstance(card, ModelCard)
     assert card.key == ("digits", "Linf", "Doe2024Example")
-    assert card.eps == default_eps("digits", "Linf") and card.year == 2024 and card.authors == ("Jane Doe", "John Roe")
+    assert card.eps == default_eps("digits", "Linf") and card.paper.year == 2024
+    assert card.paper.authors == ("Jane Doe", "John Roe")
     assert card.architecture.kwargs["hidden"] == 8
     assert card.preprocessing.input_size == (1, 8, 8)
     assert card.source_file == f"submissions/digits/Linf/Doe2024Example{suffix}"
     assert card.checkpoint.sha256 == sha256_file(tmp_path / card.checkpoint.path)
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         card.id = "Other2024Name"  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        card.training.seed = 5  # type: ignore[misc]
     with pytest.raises(TypeError):
-        card.training["epochs"] = 5  # type: ignore[index]
+        card.architecture.kwargs["hidden"] = 5  # type: ignore[index]
 
 
 def test_eps_written_as_a_fraction_is_the_boards_eps(tmp_path: Path) -> None:
     doc = submission_document("Doe2024Wide", dataset="cifar10")
     doc["architecture"] = {"source": "robench", "name": "wide_resnet", "kwargs": {"depth": 10, "width": 1}}
     doc["preprocessing"] = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "input_size": [3, 32, 32]}
+    path = write_submission(tmp_path, {**doc, "training": {"recipe": "pgd_at"}})
+    assert [p.field for p in validate_file(path, tmp_path)] == ["training.recipe"]  # recipes train digits models
     path = write_submission(tmp_path, doc)
     card = read_card(path)
     assert card.eps == 8 / 255
@@ -174,7 +181,7 @@ BROKEN: dict[str, tuple[Callable[[dict], None], str, str]] = {
                    "does not match digits; expected [1, 8, 8]"),
     "crop outside imagenet": (_set("preprocessing.crop", 224), "preprocessing.crop", "only ImageNet"),
     "unknown architecture": (_set("architecture.name", "digit_mlp"), "architecture.name", "did you mean digits_mlp"),
-    "unknown source": (_set("architecture.source", "keras"), "architecture.source", "unknown architecture source 'keras'"),
+    "unknown source": (_set("architecture.source", "keras"), "architecture.source", "unknown source 'keras'"),
     "bad kwargs": (_set("architecture.kwargs", {"depth": 3}), "architecture.name", "does not accept the kwargs"),
     "training": (_set("training", {"epochs": 3}), "training", "expected a 'recipe'"),
     "authors": (_set("paper.authors", "Jane Doe"), "paper.authors", "expected a list of non-empty strings"),

@@ -164,8 +164,8 @@ def server() -> Iterator[LocalServer]:
 
 
 @pytest.mark.parametrize("arch", [
-    Architecture("robench", "preact_resnet18", {"width": 4}),
-    Architecture("robench", "wide_resnet", {"depth": 10, "width": 1}),
+    Architecture(source="robench", name="preact_resnet18", kwargs={"width": 4}),
+    Architecture(source="robench", name="wide_resnet", kwargs={"depth": 10, "width": 1}),
 ], ids=["preact_resnet18", "wide_resnet"])
 def test_load_model_from_a_url_served_locally(tmp_path: Path, server: LocalServer, arch: Architecture) -> None:
     torch.manual_seed(0)

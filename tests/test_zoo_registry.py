@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def test_cli_table_and_show(zoo: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert len(lines) == 2 + 3 and "Zhang2019Theoretically  digits" in out and "90.00" in out
     code, out, _ = _run_cli(["models", "show", "Madry2018Towards", "--submissions", sub], capsys)
     assert code == 0 and out.count("Madry2018Towards  (digits / ") == 2  # on both boards
-    assert "sha256:" in out and "license:      MIT" in out
+    assert re.search(r"\n  Checkpoint sha256: +[0-9a-f]{64}\n", out) and re.search(r"\n  License: +MIT\n", out)
     code, out, _ = _run_cli(["models", "--submissions", sub, "show", "Madry2018Towards", "--dataset", "digits",
                              "--threat-model", "L2"], capsys)
     assert code == 0 and out.count(f"Madry2018Towards  (digits / L2, eps {BOARDS[('digits', 'L2')][1]})") == 1

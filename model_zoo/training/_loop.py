@@ -65,7 +65,7 @@ def build_model(architecture: str, kwargs: Mapping[str, Any], num_classes: int, 
     """A freshly initialised robench architecture (``model_zoo.architectures``) whose weights depend only on ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return build_architecture(Architecture("robench", architecture, dict(kwargs)), num_classes)
+        return build_architecture(Architecture(source="robench", name=architecture, kwargs=dict(kwargs)), num_classes)
 
 
 def _optimizer(name: str, params: Any, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     acc = digits_test_accuracy(result.model)
     summary = {"checkpoint": str(target), "sha256": sha, "clean_accuracy": acc, "seconds": round(result.seconds, 1),
                "cpu_seconds": round(result.cpu_seconds, 1),
-               "training": result.settings}
+               "architecture": result.architecture, "training": result.training_block}
     if spec is None:
         target.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print(yaml.safe_dump(summary, sort_keys=False).rstrip())

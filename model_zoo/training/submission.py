@@ -48,27 +48,24 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def read_training_spec(path: str | Path) -> TrainingSpec:
-    """The recipe, seed and settings of a submission trained by a robench recipe; a clear error otherwise."""
+    """The recipe, seed and settings of a submission trained by a robench recipe; a clear error otherwise.
+
+    The settings are the card's ``training`` block plus what the card itself says: the architecture,
+    and, for the adversarial recipes, the threat model and eps (``model_zoo.cards.TRAINING_REPEATS``).
+    """
+    from ..submission_schema import read_card
+
     path = Path(path)
-    data = _load(path)
-    block = data.get("training")
-    if not isinstance(block, dict) or "recipe" not in block:
+    card = read_card(path)
+    if card.training.recipe is None:
         raise ValueError(f"{path}: the 'training' block names no robench recipe (external models cannot be retrained)")
-    block = dict(block)
-    recipe = get_recipe(str(block.pop("recipe")))
-    seed = block.pop("seed", 0)
-    torch_version, cpu = block.pop("torch_version", None), block.pop("cpu", None)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"{path}: training seed must be an integer, got {seed!r}")
+    recipe = get_recipe(card.training.recipe)
+    settings = {**card.training.settings, "architecture": card.architecture.name,
+                "arch_kwargs": dict(card.architecture.kwargs)}
     if recipe.adversarial:
-        for key, card_value in (("threat_model", data.get("threat_model")), ("eps", data.get("eps"))):
-            if key in block and card_value is not None and str(block[key]) != str(card_value):
-                raise ValueError(f"{path}: training {key} {block[key]!r} differs from the submission's {key} {card_value!r}")
-    checkpoint = data.get("checkpoint") or {}
-    return TrainingSpec(
-        str(data.get("id", path.stem)), recipe.name, seed, block, checkpoint.get("path"), checkpoint.get("sha256"),
-        None if torch_version is None else str(torch_version), None if cpu is None else str(cpu),
-    )
+        settings.update(threat_model=card.threat_model, eps=card.eps)
+    return TrainingSpec(card.id, recipe.name, card.training.seed, settings, card.checkpoint.path, card.checkpoint.sha256,
+                        card.training.torch_version, card.training.cpu)
 
 
 def train_from_submission(path: str | Path, **kwargs: Any) -> TrainedModel:

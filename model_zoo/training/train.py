@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from benchmark.data import load_dataset, num_classes
 from benchmark.threat_models import get_threat_model
 
+from ..cards import TRAINING_REPEATS
 from ..download import sha256_file
 from ._loop import accuracy, build_model, cpu_fingerprint, deterministic_cpu, fit
 from .recipes import RecipeContext, get_recipe, resolve_settings
@@ -23,13 +24,24 @@ __all__ = ["TrainedModel", "train", "save_checkpoint", "digits_test_accuracy"]
 @dataclass
 class TrainedModel:
     model: nn.Module
-    #: ``{"recipe": ..., <every setting>, "seed": ..., "torch_version": ..., "cpu": ...}``: a submission file's
-    #: ``training`` block (torch version and CPU are records, not settings: others may change the last bits)
+    #: ``{"recipe": ..., <every setting>, "seed": ..., "torch_version": ..., "cpu": ...}`` (torch version and CPU
+    #: are records, not settings: others may change the last bits); ``training_block`` is what a card holds of it
     settings: dict[str, Any]
     #: wall-clock seconds of the run (teacher included for distillation)
     seconds: float
     #: CPU seconds of this process during the run (the cost on one idle core; wall time grows on a busy machine)
     cpu_seconds: float
+
+    @property
+    def training_block(self) -> dict[str, Any]:
+        """A submission file's ``training`` block: the settings less what the card says itself (architecture,
+        threat model, eps: ``model_zoo.cards.TRAINING_REPEATS``)."""
+        return {k: v for k, v in self.settings.items() if k not in TRAINING_REPEATS}
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The card's ``architecture`` entry for this model."""
+        return {"source": "robench", "name": self.settings["architecture"], "kwargs": dict(self.settings["arch_kwargs"])}
 
 
 def train(
