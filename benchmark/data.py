@@ -17,7 +17,7 @@ from torch import Tensor
 
 __all__ = [
     "DATASETS", "load_dataset", "data_root", "digits_split_indices", "num_classes",
-    "IMAGENET_FILE_LIST", "DatasetNotFoundError",
+    "IMAGENET_FILE_LIST", "DatasetNotFoundError", "INPUT_SHAPES",
 ]
 
 _FILES = Path(__file__).parent / "data_files"
@@ -26,6 +26,8 @@ DIGITS_TEST_INDICES = _FILES / "digits_test_indices.txt"
 
 #: dataset name -> number of classes
 DATASETS: dict[str, int] = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
+#: (channels, height, width) of each dataset's images; ImageNet's depends on the model's crop
+INPUT_SHAPES: dict[str, tuple[int, int, int]] = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 
 #: the digits split: 500 test points, stratified by class, seed 0 (see docs/datasets.md)
 DIGITS_TEST_SIZE = 500

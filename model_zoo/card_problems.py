@@ -1,4 +1,4 @@
-"""A submission file's faults: :class:`Problem`, :class:`SubmissionError`, and pydantic's errors in robench's words.
+"""A document against the card declaration: its faults in robench's words, and the parts that are sound.
 
 Pydantic reports every fault of a document against the card declaration (``model_zoo.cards``) with
 its location; :func:`problems_from` turns each into a :class:`Problem` that says what was expected,
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 import functools
-from typing import Any, Iterable, Mapping, NamedTuple
+from types import SimpleNamespace
+from typing import Annotated, Any, Iterable, Mapping, NamedTuple
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .cards import CardProblems
 
-__all__ = ["Problem", "SubmissionError", "problems_from", "type_name"]
+__all__ = ["Problem", "SubmissionError", "problems_from", "validate_parts", "type_name"]
 
 
 class Problem(NamedTuple):
@@ -153,3 +154,36 @@ def problems_from(error: ValidationError, card_type: type[BaseModel]) -> list[tu
     """(field, message) for every fault pydantic found validating a document as ``card_type``."""
     schema = _schema(card_type)
     return [found for e in error.errors(include_url=False) for found in _translate(e, schema)]
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(owner: type[BaseModel], name: str) -> TypeAdapter:
+    info = owner.model_fields[name]
+    return TypeAdapter(Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation)
+
+
+def _valid_fields(owner: type[BaseModel], data: dict) -> dict[str, Any]:
+    """The fields of ``data`` that validate on their own against ``owner``'s declaration, as validated values.
+
+    A part that fails as a whole (a preprocessing whose mean disagrees with its input size) still
+    lends the board rules its good fields, as a namespace: every problem of a file is found at once."""
+    values = {}
+    for name, info in owner.model_fields.items():
+        if name not in data:
+            continue
+        try:
+            values[name] = _adapter(owner, name).validate_python(data[name])
+        except ValidationError:
+            part = info.annotation
+            if isinstance(part, type) and issubclass(part, BaseModel) and isinstance(data[name], dict):
+                values[name] = SimpleNamespace(**_valid_fields(part, data[name]))
+    return values
+
+
+def validate_parts(card_type: type[BaseModel], data: dict) -> tuple[Any, list[tuple[str, str]], dict[str, Any]]:
+    """(the card or None, (field, message) for each fault, the parts that validated on their own)."""
+    try:
+        card = card_type.model_validate(data)
+    except ValidationError as exc:
+        return None, problems_from(exc, card_type), _valid_fields(card_type, data)
+    return card, [], dict(card)

@@ -2,7 +2,7 @@
 
 The card's fields, types and single-part rules are declared once, in ``model_zoo.cards``; this
 module validates a document against that declaration (pydantic reports every fault at once, each at
-its location, reworded here in robench's terms) and adds the rules that need more than the card:
+its location, worded in robench's terms by ``model_zoo.card_problems``) and adds the rules that need more than the card:
 the board (eps, classes and input size of the dataset), the file's name and folder, the repository
 (a checkpoint path inside it, present, with the declared hash), and the architecture's constructor.
 It never raises on malformed input: a YAML/JSON syntax error, a list where a mapping was expected
@@ -14,61 +14,29 @@ or an absurd value all come back as :class:`Problem` values.
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
 from pathlib import Path, PurePosixPath
-from types import SimpleNamespace
-from typing import Annotated, Any, Iterable, Mapping
-
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from typing import Any, Iterable
 
 from benchmark.budgets import BOARDS
-from benchmark.data import DATASETS
+from benchmark.data import DATASETS, INPUT_SHAPES
 from benchmark.documents import DocumentError, load_document
 
 from .architectures import check_architecture
-from .card_problems import Problem, SubmissionError, problems_from, type_name
+from .card_problems import Problem, SubmissionError, type_name, validate_parts
 from .cards import ID_PATTERN, Architecture, Checkpoint, ModelCard
 from .download import sha256_file
 
 __all__ = [
     "Problem", "SubmissionError", "read_card", "validate_file", "validate_text", "validate_document",
-    "repo_root_of", "ID_PATTERN", "SUBMISSION_SUFFIXES", "INPUT_SHAPES",
+    "repo_root_of", "ID_PATTERN", "SUBMISSION_SUFFIXES",
 ]
 
 SUBMISSION_SUFFIXES = (".yaml", ".yml", ".json")
-#: (channels, height, width) of each board's inputs; ImageNet's size depends on the entry's crop
-INPUT_SHAPES: Mapping[str, tuple[int, int, int]] = {
-    "digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
-}
 
 
 # ------------------------------------------------------------------ rules that need the board, the file or the repository
-
-@functools.lru_cache(maxsize=256)
-def _adapter(owner: type[BaseModel], name: str) -> TypeAdapter:
-    info = owner.model_fields[name]
-    return TypeAdapter(Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation)
-
-
-def _valid_fields(owner: type[BaseModel], data: dict) -> dict[str, Any]:
-    """The fields of ``data`` that validate on their own against ``owner``'s declaration, as validated values.
-
-    A part that fails as a whole (a preprocessing whose mean disagrees with its input size) still
-    lends the board rules its good fields, as a namespace: every problem of a file is found at once."""
-    values = {}
-    for name, info in owner.model_fields.items():
-        if name not in data:
-            continue
-        try:
-            values[name] = _adapter(owner, name).validate_python(data[name])
-        except ValidationError:
-            part = info.annotation
-            if isinstance(part, type) and issubclass(part, BaseModel) and isinstance(data[name], dict):
-                values[name] = SimpleNamespace(**_valid_fields(part, data[name]))
-    return values
-
 
 def _board_rules(v: dict[str, Any], path: PurePosixPath | None, problems: list[tuple[str, str]],
                  import_libraries: bool) -> None:
@@ -190,14 +158,7 @@ def validate_document(
         what = "empty" if data is None else type_name(data)
         return None, [Problem(str(file), "(document)", f"the document is {what}; expected a mapping of the "
                                                        f"submission fields ({', '.join(card_type.model_fields)})")]
-    found: list[tuple[str, str]] = []
-    card = None
-    try:
-        card = card_type.model_validate(data)
-        parts = dict(card)
-    except ValidationError as exc:
-        found += problems_from(exc, card_type)
-        parts = _valid_fields(card_type, data)
+    card, found, parts = validate_parts(card_type, data)
     _board_rules(parts, PurePosixPath(path.as_posix()), found, import_libraries)
     if isinstance(parts.get("checkpoint"), Checkpoint):
         _repository_rules(parts["checkpoint"], root, check_hash, found)
