@@ -9,6 +9,9 @@ One reader for every such file, with the same rules:
 * A key repeated in one mapping is an error, not "the last one wins".
 * Only YAML's safe types are built (no Python objects); JSON is read by the standard library.
 * A leading UTF-8 byte-order mark is ignored in both formats.
+* A document is at most :data:`MAX_DOCUMENT_CHARS` characters and :data:`MAX_DEPTH` levels deep
+  (checked on the YAML event stream as it is parsed: PyYAML's scanner slows down quadratically
+  with flow nesting, and 100,000 nested brackets took minutes).
 
 Every failure is a :class:`DocumentError` (a ValueError) with a one-line message.
 """
@@ -19,7 +22,12 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DocumentError", "load_document", "load_yaml", "load_json"]
+__all__ = ["DocumentError", "load_document", "load_yaml", "load_json", "MAX_DOCUMENT_CHARS", "MAX_DEPTH"]
+
+#: the longest document read (a submission file is a few hundred bytes; a BibTeX entry a few thousand)
+MAX_DOCUMENT_CHARS = 1 << 20
+#: the deepest nesting of mappings and lists (a submission file needs 3)
+MAX_DEPTH = 64
 
 
 class DocumentError(ValueError):
@@ -49,11 +57,24 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
-def _refuse_anchors_and_aliases(text: str) -> None:
+def _refuse_anchors_aliases_and_depth(text: str) -> None:
+    depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        mark = event.start_mark
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            mark = event.start_mark
             raise DocumentError(f"YAML anchors and aliases are not allowed (line {mark.line + 1}, column {mark.column + 1})")
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise DocumentError(f"the document is nested too deeply (more than {MAX_DEPTH} levels at line "
+                                    f"{mark.line + 1}, column {mark.column + 1})")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
+def _check_size(text: str) -> None:
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise DocumentError(f"the document has {len(text):,} characters; expected at most {MAX_DOCUMENT_CHARS:,}")
 
 
 def _strip_bom(text: str) -> str:
@@ -63,8 +84,9 @@ def _strip_bom(text: str) -> str:
 def load_yaml(text: str) -> Any:
     """The YAML document in ``text``, under the rules above."""
     text = _strip_bom(text)
+    _check_size(text)
     try:
-        _refuse_anchors_and_aliases(text)
+        _refuse_anchors_aliases_and_depth(text)
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise DocumentError(f"invalid YAML: {' '.join(str(exc).split())}") from None
@@ -87,6 +109,7 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict:
 
 def load_json(text: str) -> Any:
     """The JSON document in ``text``, under the rules above."""
+    _check_size(text)
     try:
         return json.loads(_strip_bom(text), object_pairs_hook=_json_object)
     except json.JSONDecodeError as exc:

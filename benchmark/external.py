@@ -126,9 +126,13 @@ class VerificationReport:
 
 
 def load_adversarial_file(path: str | Path) -> tuple[Tensor, Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a safetensors file of adversarial examples ({exc})") from None
     missing = {"x_adv", "indices"} - set(tensors)
     if missing:
         raise ValueError(f"{path}: missing tensor(s) {', '.join(sorted(missing))} (expected x_adv and indices)")

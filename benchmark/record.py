@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,10 +19,11 @@ from typing import Any
 import pydantic
 
 __all__ = ["PointResult", "StageResult", "EvaluationResult", "RecordError", "write_json_atomic", "library_versions",
-           "record_path", "SCHEMA_VERSION"]
+           "record_path", "SCHEMA_VERSION", "SAFE_NAME", "record_problems"]
 
 SCHEMA_VERSION = 1
-
+#: names that become folders and file names (datasets, threat models, versions, model ids): no path characters
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def record_path(out: str | Path, dataset: str, threat_model: str, model_id: str, version: str) -> Path:
@@ -134,7 +137,11 @@ class EvaluationResult:
         except pydantic.ValidationError as exc:
             problems = [f"{'.'.join(map(str, e['loc'])) or '(record)'}: {e['msg']}" for e in exc.errors()]
             raise RecordError(f"{len(problems)} problem(s): " + "; ".join(problems)) from None
-        return cls.from_dict(asdict(checked))
+        record = cls.from_dict(asdict(checked))
+        problems = record_problems(record)
+        if problems:
+            raise RecordError(f"{len(problems)} problem(s): " + "; ".join(problems))
+        return record
 
     def summary(self) -> str:
         lines = [
@@ -154,6 +161,41 @@ class EvaluationResult:
 
 class RecordError(ValueError):
     """A document is not a valid evaluation record; the message names every problem."""
+
+
+def record_problems(record: EvaluationResult) -> list[str]:
+    """What makes a well-typed record impossible: names unfit for paths, numbers out of range, and
+    accuracies that disagree with the record's own per-point results (an edited number)."""
+    problems = []
+    for name in ("dataset", "threat_model", "version"):
+        if not SAFE_NAME.fullmatch(getattr(record, name)):
+            problems.append(f"{name}: {getattr(record, name)!r} may only use letters, digits, '_', '.', '-'")
+    model_id = record.model.get("id")
+    if not (isinstance(model_id, str) and SAFE_NAME.fullmatch(model_id)):
+        problems.append(f"model.id: {model_id!r} may only use letters, digits, '_', '.', '-'")
+    if not (math.isfinite(record.eps) and record.eps > 0):
+        problems.append(f"eps: {record.eps!r} is not a positive number")
+    for name in ("n_examples", "batch_size", "seed"):
+        if getattr(record, name) < 0:
+            problems.append(f"{name}: {getattr(record, name)} is negative")
+    for name in ("clean_accuracy", "robust_accuracy"):
+        if not 0.0 <= getattr(record, name) <= 1.0:
+            problems.append(f"{name}: {getattr(record, name)!r} is not a fraction in [0, 1]")
+    if record.robust_accuracy > record.clean_accuracy + 1e-9:
+        problems.append(f"robust_accuracy: {record.robust_accuracy} exceeds the clean accuracy {record.clean_accuracy}")
+    points = record.points
+    if points:
+        if len(points) != record.n_examples or len({p.index for p in points}) != len(points):
+            problems.append(f"points: {len(points)} results for {len({p.index for p in points})} distinct points, "
+                            f"but n_examples is {record.n_examples}")
+        elif any(p.robust and (not p.clean_correct or p.not_evaluable) for p in points):
+            problems.append("points: a point is robust though misclassified clean or not evaluable")
+        else:
+            for name, counted in (("clean_accuracy", sum(p.clean_correct for p in points)),
+                                  ("robust_accuracy", sum(p.robust for p in points))):
+                if abs(getattr(record, name) - counted / len(points)) > 1e-9:
+                    problems.append(f"{name}: {getattr(record, name)} but the points say {counted}/{len(points)}")
+    return problems
 
 
 @functools.cache

@@ -28,7 +28,21 @@ from .protocol import AttackEntry, attack_class, build_attack, classes_needed, g
 from .record import EvaluationResult, PointResult, StageResult, library_versions, record_path
 from .threat_models import get_threat_model
 
-__all__ = ["evaluate", "EvaluationError", "prepare_model", "ChannelsLastInputs"]
+__all__ = ["evaluate", "EvaluationError", "prepare_model", "ChannelsLastInputs", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device to run on (default: cuda when there is one); a CUDA device that is not there is an
+    EvaluationError saying so, before any model is moved to it."""
+    try:
+        resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise EvaluationError(f"device {device!r} is not a device name (cpu, cuda, cuda:N): {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError(f"device {resolved} asked for, but no CUDA device is available here (use --device cpu)")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise EvaluationError(f"device {resolved} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return resolved
 
 
 class EvaluationError(ValueError):
@@ -244,9 +258,7 @@ def evaluate(
     _validate_inputs(x, y)
     if y.numel() and (y.min() < 0 or y.max() >= num_classes):
         raise EvaluationError(f"labels must lie in [0, {num_classes - 1}] for {dataset}, got [{int(y.min())}, {int(y.max())}]")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError(f"device {device} asked for, but no CUDA device is available here (use --device cpu)")
+    device = resolve_device(device)
     model = model.eval().to(device)
     _probe_model(model, x[: min(len(x), 4)].to(device), num_classes)
     info = dict(model_info or {})

@@ -6,6 +6,7 @@ projection lands in the eps-ball around ``x`` intersected with the box [0, 1].
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from fractions import Fraction
 
@@ -138,13 +139,14 @@ def get_threat_model(name: str | ThreatModel) -> ThreatModel:
 
 def parse_eps(value: str | float | int) -> float:
     """Read an eps written as a number or a fraction such as '8/255'."""
-    if isinstance(value, (int, float)):
-        eps = float(value)
-    else:
-        try:
-            eps = float(Fraction(str(value).strip()))
-        except (ValueError, ZeroDivisionError) as exc:
-            raise ValueError(f"eps {value!r} is not a number or a fraction like '8/255'") from exc
+    try:
+        eps = float(value) if isinstance(value, (int, float)) else float(Fraction(str(value).strip()))
+    except (ValueError, ZeroDivisionError) as exc:
+        raise ValueError(f"eps {value!r} is not a number or a fraction like '8/255'") from exc
+    except OverflowError:
+        raise ValueError(f"eps {value!r} is too large to be a budget") from None
     if not eps > 0:
         raise ValueError(f"eps must be positive, got {value!r}")
+    if not math.isfinite(eps):
+        raise ValueError(f"eps must be finite, got {value!r}")
     return eps

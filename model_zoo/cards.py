@@ -18,7 +18,6 @@ which names the field it is about, so that the checker can report it there.
 """
 from __future__ import annotations
 
-import math
 import re
 from pathlib import PurePosixPath
 from types import MappingProxyType
@@ -31,6 +30,7 @@ from pydantic import (
 )
 
 from benchmark.data import DATASETS
+from benchmark.record import SAFE_NAME
 from benchmark.threat_models import THREAT_MODELS, parse_eps
 
 from .download import SHA256_PATTERN, check_url
@@ -46,7 +46,6 @@ ID_PATTERN = re.compile(
     r"^(?P<surname>[A-Z][A-Za-z]+)(?P<year>[0-9]{4})(?P<word>[A-Z][A-Za-z0-9]*)(?P<variant>(?:_[A-Za-z0-9]+)*)$"
 )
 #: model ids and board names that may become file names on the site (imported ids follow only this)
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 #: checkpoint format -> the file suffixes it goes with
 CHECKPOINT_FORMATS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "safetensors": (".safetensors",),
@@ -108,13 +107,7 @@ def _one_of(what: str, known: Any) -> Any:
 def _eps(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f'expected a number or a fraction such as "8/255", got {_short(value)}')
-    try:
-        eps = parse_eps(value)
-    except (OverflowError, TypeError) as exc:
-        raise ValueError(str(exc)) from None
-    if not math.isfinite(eps):
-        raise ValueError(f"expected a finite positive number, got {value!r}")
-    return eps
+    return parse_eps(value)
 
 
 def _https(value: str) -> str:

@@ -235,6 +235,8 @@ def _download(url: str, part: Path, retries: int, backoff: float, timeout: float
                 return
             except (_Incomplete, requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 last = exc
+            except requests.exceptions.RequestException as exc:  # a redirect loop, an invalid URL: no retry helps
+                raise DownloadError(f"could not download {url}: {exc}") from None
     raise DownloadError(f"could not download {url} after {retries + 1} attempts: {last}")
 
 
@@ -266,7 +268,8 @@ def fetch(
     ``max_bytes`` the file's size and ``deadline_s`` the whole download, all attempts together.
     Redirects are followed only to https URLs (or http on a loopback host).
     Raises :class:`ChecksumError` when the bytes do not hash to ``sha256`` (nothing is kept) and
-    :class:`DownloadError` when the download itself fails or breaks a limit (the partial file is removed).
+    :class:`DownloadError` when the download itself fails (after the last retry the partial file is
+    kept, and the next call resumes from it) or breaks a limit (then it is removed).
     """
     if not isinstance(sha256, str) or not SHA256_PATTERN.fullmatch(sha256):
         raise ValueError(f"sha256 must be 64 lowercase hex characters, got {sha256!r}")

@@ -141,7 +141,10 @@ def _check_fit(net: nn.Module, sd: Mapping[str, Tensor], source: str, what: str)
     # float precisions may differ (a float16 checkpoint of a float32 model is common and exact to load)
     kinds = [f"{k}: checkpoint {sd[k].dtype} vs model {own[k].dtype}"
              for k in sd if k in own and sd[k].is_floating_point() != own[k].is_floating_point()]
-    if not (missing or unexpected or shapes or kinds):
+    # a NaN or infinite weight makes every prediction meaningless: refused here, not evaluated
+    non_finite = [f"{k} ({int((~torch.isfinite(v)).sum())} of {v.numel()} values)"
+                  for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not (missing or unexpected or shapes or kinds or non_finite):
         return
 
     def few(items: list[str]) -> str:
@@ -156,6 +159,8 @@ def _check_fit(net: nn.Module, sd: Mapping[str, Tensor], source: str, what: str)
         parts.append(f"shape mismatches: {few(shapes)}")
     if kinds:
         parts.append(f"integer where a float is expected, or the reverse: {few(kinds)}")
+    if non_finite:
+        parts.append(f"NaN or infinite weights: {few(non_finite)}")
     raise CheckpointError(f"{source} does not fit {what}: {'; '.join(parts)}. If the keys differ by a prefix, "
                           "declare it as checkpoint.key_prefix in the submission file")
 

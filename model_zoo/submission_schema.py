@@ -85,7 +85,9 @@ def _board_rules(v: dict[str, Any], path: PurePosixPath | None, problems: list[t
     if isinstance(arch, Architecture):
         problem = check_architecture(arch, v.get("num_classes", DATASETS[dataset]), import_libraries)
         if problem is not None:
-            where = "architecture.source" if problem.startswith("unknown architecture source") else "architecture.name"
+            about_kwargs = "kwargs" in problem or any(f"{k} must" in problem for k in arch.kwargs)
+            where = ("architecture.source" if problem.startswith("unknown architecture source")
+                     else "architecture.kwargs" if about_kwargs else "architecture.name")
             problems.append((where, problem))
         recipe = getattr(v.get("training"), "recipe", None)
         if recipe is not None and (arch.source != "robench" or dataset != "digits"):

@@ -57,8 +57,16 @@ def _cmd_evaluate_zoo(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, and where the usage is), exit code 2,
+    like every other failure of the command: the full usage is one ``--help`` away."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help shows the usage)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robench", description="Adversarial-robustness benchmark and leaderboard")
+    parser = OneLineParser(prog="robench", description="Adversarial-robustness benchmark and leaderboard")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback, not one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

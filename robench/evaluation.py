@@ -70,13 +70,14 @@ def _evaluate_and_report(args: argparse.Namespace) -> int:
     from benchmark import distributed
     from benchmark.journal import JournalMismatchError
     from benchmark.record import record_path
-    from benchmark.runner import EvaluationError, evaluate
+    from benchmark.runner import EvaluationError, evaluate, resolve_device
     from benchmark.threat_models import parse_eps
 
     rank, _ = distributed.rank_and_world()
     device = args.device or (distributed.local_device() if rank or distributed.rank_and_world()[1] > 1 else None)
     try:
         eps = parse_eps(args.eps) if args.eps is not None else None
+        device = str(resolve_device(device)) if device is not None else None
         model, info = resolve_model(args.model, args.dataset, args.threat_model, device)
         version = args.version
         if version == "auto":

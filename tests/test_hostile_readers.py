@@ -6,6 +6,8 @@ accepted is well-formed. (The submission checker has its own fuzzers in test_sub
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,9 @@ _json = st.recursive(
     max_leaves=20,
 )
 CONFIG = {"dataset": "digits", "seed": 0, "batch_size": 2, "n_examples": 6, "model": "ab" * 32}
-_FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+#: examples per fuzzer; benchmarks/hostile_inputs.py --fuzz N runs these fuzzers longer through ROBENCH_FUZZ_EXAMPLES
+FUZZ_EXAMPLES = int(os.environ.get("ROBENCH_FUZZ_EXAMPLES", "0")) or None
+_FUZZ = settings(max_examples=FUZZ_EXAMPLES or 120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _point(i: int) -> dict:
@@ -75,4 +79,30 @@ def test_any_bytes_as_a_record_give_a_clear_error(tmp_path: Path, text: str) -> 
     path = tmp_path / "fuzz.json"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError):
+        read_record(path)
+
+
+def _with_points(n: int = 4) -> dict:
+    """A record of ``n`` points, two of them robust, whose accuracies agree with its points."""
+    data = make_record(make_card("Fuzz2020Model"), 1.0, 0.5, n_examples=n).to_dict()
+    data["points"] = [{**_point(i), "robust": i % 2 == 0, "broken_by": None if i % 2 == 0 else "apgd-ce"} for i in range(n)]
+    return data
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"robust_accuracy": 0.95, "clean_accuracy": 0.9}, "exceeds the clean accuracy"),
+    ({"n_examples": -1, "points": []}, "n_examples: -1 is negative"),
+    ({"eps": 0.0}, "eps: 0.0 is not a positive number"),
+    ({"dataset": "../x"}, "dataset: '../x' may only use"),
+    ({"model": {"id": "a/b"}}, "model.id: 'a/b' may only use"),
+    ({"robust_accuracy": 0.75}, "robust_accuracy: 0.75 but the points say 2/4"),  # an edited number
+    ({"n_examples": 5}, "4 results for 4 distinct points, but n_examples is 5"),  # a deleted point
+])
+def test_records_that_cannot_be_true_are_refused(tmp_path: Path, change: dict, says: str) -> None:
+    """Well-typed but impossible: found by benchmarks/hostile_inputs.py, read as if true before."""
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_with_points()))
+    assert read_record(path).robust_accuracy == 0.5
+    path.write_text(json.dumps({**_with_points(), **change}))
+    with pytest.raises(ValueError, match=re.escape(says)):
         read_record(path)

@@ -298,6 +298,17 @@ def test_cli_failures_are_one_line_with_exit_code_2(capsys, monkeypatch):
                      "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no CUDA device is available" in err
+    # found by benchmarks/hostile_inputs.py: a zoo model was moved to the missing device first (torch's own
+    # message), a huge eps overflowed ("integer division result too large"), a usage error printed the usage
+    for argv, says in ((["--model", "LeCun1998Gradient", "--device", "cuda"], "no CUDA device is available"),
+                       (["--model", "LeCun1998Gradient", "--eps", "1e400"], "eps '1e400' is too large to be a budget"),
+                       (["--model", "LeCun1998Gradient", "--version", "nope"], "invalid choice: 'nope'")):
+        try:
+            code = cli_main(["evaluate", *argv, "--n-examples", "2", "--no-progress"])
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and says in err, err
     with pytest.raises(LookupError):
         cli_main(["--debug", "evaluate", "--model", "Madry2018Toward", "--dataset", "digits", "--no-progress"])
 

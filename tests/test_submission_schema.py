@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from model_zoo.architectures import DigitsMLP
+from test_hostile_readers import FUZZ_EXAMPLES
 from model_zoo.cards import ModelCard
 from model_zoo.download import sha256_file
 from model_zoo.submission_schema import (
@@ -182,7 +183,8 @@ BROKEN: dict[str, tuple[Callable[[dict], None], str, str]] = {
     "crop outside imagenet": (_set("preprocessing.crop", 224), "preprocessing.crop", "only ImageNet"),
     "unknown architecture": (_set("architecture.name", "digit_mlp"), "architecture.name", "did you mean digits_mlp"),
     "unknown source": (_set("architecture.source", "keras"), "architecture.source", "unknown source 'keras'"),
-    "bad kwargs": (_set("architecture.kwargs", {"depth": 3}), "architecture.name", "does not accept the kwargs"),
+    "bad kwargs": (_set("architecture.kwargs", {"depth": 3}), "architecture.kwargs", "does not accept the kwargs"),
+    "bad kwarg value": (_set("architecture.kwargs", {"hidden": -3}), "architecture.kwargs", "got -3"),
     "training": (_set("training", {"epochs": 3}), "training", "expected a 'recipe'"),
     "authors": (_set("paper.authors", "Jane Doe"), "paper.authors", "expected a list of non-empty strings"),
     "paper link": (_set("paper.link", "arxiv 1706.06083"), "paper.link", "is not an https link"),
@@ -214,6 +216,9 @@ def test_each_fault_gets_its_specific_message(tmp_path: Path, name: str) -> None
     (".yaml", "- just\n- a list\n", "the document is a list; expected a mapping"),
     (".yaml", "", "the document is empty"),
     (".yaml", "[" * 1000 + "]" * 1000, "nested too deeply"),
+    (".yaml", "[" * 100_000 + "]" * 100_000, "more than 64 levels"),  # took minutes: the scanner is quadratic in depth
+    (".json", '{"id": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    (".yaml", "id: " + "A" * (1 << 20), "characters; expected at most 1,048,576"),
     (".yaml", "id: &name Doe2024Example\nfootnote: *name\n", "anchors and aliases are not allowed (line 1, column 5)"),
     (".toml", "id = 1", "unsupported file type '.toml'"),
 ])
@@ -328,14 +333,14 @@ def _check_outcome(outcome: tuple[ModelCard | None, list[Problem]], file: Path) 
         assert isinstance(p, Problem) and p.field and p.message and p.file == str(file)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES or 150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=_json)
 def test_random_documents_give_problems_not_crashes(repo: tuple[Path, dict], document: Any) -> None:
     root, _ = repo
     _check_outcome(validate_document(document, root / _FILE_NAME, repo_root=root), root / _FILE_NAME)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES or 200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(changes=st.lists(st.tuples(st.sampled_from(_FIELDS), _json), max_size=4))
 def test_random_field_values_give_problems_not_crashes(repo: tuple[Path, dict], changes: list[tuple[str, Any]]) -> None:
     root, valid = repo
@@ -351,7 +356,7 @@ def test_random_field_values_give_problems_not_crashes(repo: tuple[Path, dict], 
         assert card is not None
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES or 150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.text(max_size=200) | _json.map(yaml.safe_dump) | _json.map(json.dumps),
        suffix=st.sampled_from([".yaml", ".json"]))
 def test_random_text_gives_problems_not_crashes(repo: tuple[Path, dict], text: str, suffix: str) -> None:

@@ -292,3 +292,11 @@ def test_redirects_only_to_urls_a_card_may_name(server: LocalServer, tmp_path: P
     server.routes["/downgrade.bin"] = (b"http://checkpoints.example.org/model.pt", "redirect")
     with pytest.raises(DownloadError, match="refused a redirect .* must use https"):
         fetch(server.url("/downgrade.bin"), "1" * 64, cache=tmp_path / "other", retries=0, progress=False)
+
+
+def test_a_redirect_loop_is_a_download_error_not_a_traceback(server: LocalServer, tmp_path: Path) -> None:
+    """requests' TooManyRedirects escaped as a raw exception (benchmarks/hostile_inputs.py found it)."""
+    server.routes["/loop.bin"] = (server.url("/loop.bin").encode(), "redirect")
+    with pytest.raises(DownloadError, match="could not download .*redirects"):
+        fetch(server.url("/loop.bin"), "1" * 64, cache=tmp_path, retries=3, backoff=0.0, progress=False)
+    assert len([path for path, _ in server.log if path == "/loop.bin"]) <= 31  # no retry of a loop

@@ -131,6 +131,12 @@ def test_checkpoint_that_does_not_fit_lists_the_keys(tmp_path: Path) -> None:
         load_model_from_card(card, repo_root=tmp_path)
     card, _ = _card_with_pt(tmp_path, {k: v.half() for k, v in DigitsMLP(hidden=8).state_dict().items()})
     load_model_from_card(card, repo_root=tmp_path)
+    # NaN weights make every prediction meaningless: refused at load time, the tensor named
+    broken = DigitsMLP(hidden=8).state_dict()
+    broken["net.1.weight"][0, :3] = float("nan")
+    card, _ = _card_with_pt(tmp_path, broken)
+    with pytest.raises(CheckpointError, match=r"NaN or infinite weights: net\.1\.weight \(3 of 512 values\)"):
+        load_model_from_card(card, repo_root=tmp_path)
 
 
 def test_repository_checkpoint_is_hashed_before_loading(tmp_path: Path) -> None:
