@@ -23,12 +23,17 @@ from torch import Tensor, nn
 from . import metrics as local
 from .attacks.fab import FAB
 from .attacks.pgd import PGD
+from .progress import Progress
 from .protocol import AttackEntry, broken_before_minimum_norm, get_protocol
 from .record import PointResult
 from .seeding import seeded_generator
 from .threat_models import ThreatModel, get_threat_model
 
+#: the analysis' parts, in order, as the progress display names them
+ANALYSIS_STAGES = ("PGD-CE baseline", "FAB-T towards 3 targets for the curve", "local-stability metrics")
+
 __all__ = [
+    "ANALYSIS_STAGES",
     "Analysis", "analyse", "PGD_CE", "FAB_CURVE", "LINEARITY_PGD", "CURVE_STEPS", "METRIC_POINTS", "NOISE_DRAWS",
     "LIPSCHITZ_STEPS", "needs_fab", "point_norms", "curve_from_norms", "pgd_ce_accuracy",
 ]
@@ -185,7 +190,7 @@ def _local_metrics(
 def analyse(
     model: nn.Module, x: Tensor, y: Tensor, threat_model: str | ThreatModel, eps: float, points: Sequence[PointResult],
     *, seed: int = 0, device: str | torch.device | None = None, batch_size: int = 500,
-    entries: Sequence[AttackEntry] | None = None,
+    entries: Sequence[AttackEntry] | None = None, progress: Progress | None = None,
 ) -> Analysis:
     """Baseline, robustness curve and metrics for a model whose protocol results are ``points``.
 
@@ -211,11 +216,18 @@ def analyse(
     with torch.no_grad():
         num_classes = model(x[:1].to(device)).shape[1]
 
+    shown = progress or Progress(0, enabled=False)
+    shown.stage(f"analysis: {ANALYSIS_STAGES[0]}")
     baselines = {"pgd-ce": pgd_ce_accuracy(model, x, y, tm, eps, clean_correct, seed=seed, device=device,
                                            batch_size=batch_size)}
+    shown.advance(len(x))
+    shown.stage(f"analysis: {ANALYSIS_STAGES[1]}")
     blind = broken_before_minimum_norm(get_protocol("standard") if entries is None else entries)
     todo = [i for i, p in enumerate(points) if needs_fab(p, blind)]
     extra = _fab_norms(model, x, y, tm, eps, todo, num_classes, seed=seed, device=device, batch_size=batch_size)
     curve = curve_from_norms(point_norms(points, eps, extra), eps)
+    shown.advance(len(x))
+    shown.stage(f"analysis: {ANALYSIS_STAGES[2]}")
     metrics = _local_metrics(model, x, y, tm, eps, robust_accuracy, seed=seed, device=device, batch_size=batch_size)
+    shown.advance(len(x))
     return Analysis(baselines, metrics, curve, time.perf_counter() - t0)

@@ -22,8 +22,10 @@ from . import distributed as dist_utils
 from .attacks.base import Attack
 from .budgets import default_eps, format_eps
 from .checks import CheckResult, black_box_check, non_finite_check, run_checks
+from .analysis import ANALYSIS_STAGES, analyse
 from .data import DATASETS, load_dataset
 from .journal import Journal, fingerprint_model
+from .progress import Progress
 from .protocol import AttackEntry, attack_class, build_attack, classes_needed, get_protocol
 from .record import EvaluationResult, PointResult, StageResult, library_versions, record_path
 from .threat_models import get_threat_model
@@ -135,7 +137,7 @@ def _probe_model(model: nn.Module, x: Tensor, num_classes: int) -> None:
 
 def _attack_chunk(
     model: PassCounter, x: Tensor, y: Tensor, start: int, entries: tuple[AttackEntry, ...], attacks: list[Attack],
-    eps: float, seed: int, bars: list[Any] | None,
+    eps: float, seed: int, progress: Progress,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Run every attack of the protocol on one chunk; return per-point dicts and per-stage stats."""
     n = x.shape[0]
@@ -154,6 +156,7 @@ def _attack_chunk(
     queries = torch.zeros(n, dtype=torch.long)
     stats = []
     for position, (entry, attack) in enumerate(zip(entries, attacks)):
+        progress.stage(f"{entry.name} on points {start}-{start + n - 1}")
         idx = robust.nonzero().flatten()
         f0, b0, t0 = model.forward_samples, model.backward_samples, time.perf_counter()
         if idx.numel():
@@ -173,8 +176,7 @@ def _attack_chunk(
                 not_evaluable[i] = True
         stats.append({"time_s": time.perf_counter() - t0, "forward_samples": model.forward_samples - f0,
                       "backward_samples": model.backward_samples - b0})
-        if bars is not None:
-            bars[position].update(n)
+        progress.advance(n)
     columns = zip(y.tolist(), clean.tolist(), robust.tolist(), broken_by, norm.tolist(), queries.tolist(), min_norm.tolist(),
                   not_evaluable)
     points = [{  # one transfer per column, not one device read per value
@@ -287,18 +289,18 @@ def evaluate(
     log = Journal(journal, config, rank=rank) if journal is not None else None
     done = log.completed() if log is not None else {}
     mine = [c for i, c in enumerate(chunks) if i % world == rank]
-    bars = _progress_bars(runnable, sum(min(batch_size, n - c) for c in mine if c not in done), progress and rank == 0)
+    to_attack = sum(min(batch_size, n - c) for c in mine if c not in done)
+    shown = Progress(len(runnable) * to_attack + (len(ANALYSIS_STAGES) * n if analysis and rank == 0 else 0),
+                     enabled=progress and rank == 0)
 
     results: dict[int, tuple[list[dict], list[dict]]] = {c: done[c] for c in mine if c in done}
     for start in mine:
         if start in results:
             continue
         xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-        results[start] = _attack_chunk(counter, xb, yb, start, runnable, attacks, eps, seed, bars)
+        results[start] = _attack_chunk(counter, xb, yb, start, runnable, attacks, eps, seed, shown)
         if log is not None:
             log.append(start, *results[start])
-    for bar in bars or []:
-        bar.close()
     if world > 1:
         results = dist_utils.gather_chunks(results)
         if rank != 0:
@@ -328,24 +330,14 @@ def evaluate(
         points=points,
     )
     if analysis:
-        from .analysis import analyse
-
         extra = analyse(model, x, y, tm, float(eps), points, seed=seed, device=device, batch_size=batch_size,
-                        entries=runnable)
+                        entries=runnable, progress=shown)
         result.baselines, result.metrics, result.curve = extra.baselines, extra.metrics, extra.curve
         result.timings["analysis_s"] = extra.time_s
+    shown.close()
     result.model.setdefault("eps_text", format_eps(dataset, tm.name, float(eps)))
     if out is not None:
         result.save(record_path(out, dataset, tm.name, str(info["id"]), version))
     if log is not None:
         log.finish()
     return result
-
-
-def _progress_bars(entries: Iterable[AttackEntry], total: int, enabled: bool) -> list[Any] | None:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return [tqdm(total=total, desc=f"{e.name:<9}", unit="pt", position=i, leave=True, dynamic_ncols=True)
-            for i, e in enumerate(entries)]

@@ -1,4 +1,4 @@
-"""Robustness curves drawn at build time as small hand-written SVG files.
+"""Robustness curves and the boards' clean-vs-robust scatters, drawn at build time as small hand-written SVG files.
 
 Hand-written rather than matplotlib: a matplotlib SVG costs 20-35 ms per figure on the CI
 machine (benchmarks/leaderboard_scale.py), which alone would take a 300-model board past
@@ -11,7 +11,7 @@ import math
 from html import escape
 from typing import Sequence
 
-__all__ = ["curve_svg", "nice_ticks", "clean_curve"]
+__all__ = ["curve_svg", "scatter_svg", "nice_ticks", "clean_curve"]
 
 _W, _H = 520, 320
 _LEFT, _RIGHT, _TOP, _BOTTOM = 62, 18, 20, 48
@@ -82,6 +82,54 @@ def curve_svg(curve: Sequence[Sequence[float]], board_eps: float | None = None, 
     parts.append(f'<polyline points="{path}" fill="none" stroke="#1f5fa8" stroke-width="2"/>')
     parts.extend(f'<circle cx="{sx(x):.2f}" cy="{sy(y):.2f}" r="3" fill="#1f5fa8"/>' for x, y in points)
     parts.append(f'<text x="{_LEFT + plot_w / 2:.2f}" y="{_H - 10}" text-anchor="middle">{escape(x_label)}</text>')
+    parts.append(f'<text transform="translate(16,{_TOP + plot_h / 2:.2f}) rotate(-90)" text-anchor="middle">'
+                 'robust accuracy (%)</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def scatter_svg(points: Sequence[tuple[str, float, float]], *, labels: bool | None = None) -> str:
+    """An SVG scatter of robust accuracy (%) against clean accuracy (%), one dot per (model id, clean, robust).
+
+    Each dot carries its model id as a tooltip; with ``labels`` (default: 12 models or fewer) the ids
+    are also written beside the dots. The clean axis starts at the tens below the lowest clean accuracy."""
+    good = [(name, float(c), float(r)) for name, c, r in points
+            if math.isfinite(float(c)) and math.isfinite(float(r)) and 0 <= float(r) <= float(c) <= 1]
+    if not good:
+        raise ValueError("no model with a clean and a robust accuracy to plot")
+    labels = len(good) <= 12 if labels is None else labels
+    x_low = math.floor(10 * min(c for _, c, _ in good)) / 10
+    x_low = min(x_low, 0.9)
+    y_high = max(0.2, math.ceil(10 * max(r for *_, r in good)) / 10)
+    plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
+
+    def sx(x: float) -> float:
+        return _LEFT + plot_w * (x - x_low) / (1.0 - x_low)
+
+    def sy(y: float) -> float:
+        return _TOP + plot_h * (1.0 - y / y_high)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" '
+             'font-family="sans-serif" font-size="12" role="img">',
+             '<title>Robust accuracy against clean accuracy, one dot per model</title>',
+             f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="#ffffff"/>']
+    x_ticks = [round(x_low + i * (1.0 - x_low) / 5, 6) for i in range(6)]
+    y_ticks = [t for t in nice_ticks(y_high) if t <= y_high + 1e-9]
+    for y in y_ticks:
+        parts.append(f'<line x1="{_LEFT}" y1="{sy(y):.2f}" x2="{_W - _RIGHT}" y2="{sy(y):.2f}" stroke="#e3e3e3"/>')
+        parts.append(f'<text x="{_LEFT - 6}" y="{sy(y) + 4:.2f}" text-anchor="end">{100 * y:.0f}</text>')
+    for x in x_ticks:
+        parts.append(f'<line x1="{sx(x):.2f}" y1="{_TOP}" x2="{sx(x):.2f}" y2="{_TOP + plot_h}" stroke="#e3e3e3"/>')
+        parts.append(f'<text x="{sx(x):.2f}" y="{_TOP + plot_h + 16}" text-anchor="middle">{100 * x:.4g}</text>')
+    parts.append(f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#555"/>')
+    for name, clean, robust in good:
+        tip = escape(f"{name}: clean {100 * clean:.2f}%, robust {100 * robust:.2f}%")
+        parts.append(f'<circle cx="{sx(clean):.2f}" cy="{sy(robust):.2f}" r="4" fill="#1f5fa8" fill-opacity="0.75">'
+                     f'<title>{tip}</title></circle>')
+        if labels:
+            parts.append(f'<text x="{sx(clean) - 6:.2f}" y="{sy(robust) + 4:.2f}" text-anchor="end" '
+                         f'font-size="11">{escape(name)}</text>')
+    parts.append(f'<text x="{_LEFT + plot_w / 2:.2f}" y="{_H - 10}" text-anchor="middle">clean accuracy (%)</text>')
     parts.append(f'<text transform="translate(16,{_TOP + plot_h / 2:.2f}) rotate(-90)" text-anchor="middle">'
                  'robust accuracy (%)</text>')
     parts.append("</svg>")

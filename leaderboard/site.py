@@ -25,7 +25,7 @@ from benchmark.record import EvaluationResult
 from .aggregate import STANDARD_ATTACKS, Aggregation, Board, ModelResults, row_flags, write_csvs
 from model_zoo.cards import Listing
 
-from .plots import clean_curve, curve_svg
+from .plots import clean_curve, curve_svg, scatter_svg
 
 __all__ = ["SiteReport", "build_site", "flag_explanations", "flag_evidence", "http_url", "bibtex_entry", "reproduce_command",
            "model_page_path", "board_page_path"]
@@ -143,23 +143,32 @@ class SiteReport:
     plots: list[Path] = field(default_factory=list)
 
 
-#: (column, header label, "num" or "text", first sort direction, width in rem)
+#: (column, header label, "num" or "text", first sort direction, width in rem), in the order shown: what a
+#: reader compares first (the numbers and the flags, with the Model column kept in view while the table
+#: scrolls) fits in 1,400 px; "at_eps" is filled in the page from the curves (the eps box)
 _BOARD_VIEW = (
-    ("rank", "Rank", "num", "asc", 4), ("model_id", "Model", "text", "asc", 15), ("paper", "Paper", "text", "asc", 18),
-    ("venue", "Venue", "text", "asc", 6), ("architecture", "Architecture", "text", "asc", 11),
-    ("additional_data", "Extra data", "text", "asc", 6.5), ("clean_accuracy", "Clean %", "num", "desc", 5.5),
-    ("robust_accuracy", "Robust %", "num", "desc", 6), ("best_known_robust_accuracy", "Best known %", "num", "desc", 8.5),
+    ("rank", "Rank", "num", "asc", 3.6), ("model_id", "Model", "text", "asc", 14), ("clean_accuracy", "Clean %", "num", "desc", 5.2),
+    ("robust_accuracy", "Robust %", "num", "desc", 5.8), ("best_known_robust_accuracy", "Best known %", "num", "desc", 7.6),
+    ("flags", "Flags", "text", "desc", 14), ("at_eps", "At eps %", "num", "desc", 5.6),
+    ("paper", "Paper", "text", "asc", 18), ("venue", "Venue", "text", "asc", 8),
+    ("architecture", "Architecture", "text", "asc", 11), ("additional_data", "Extra data", "text", "asc", 6),
     *((name, f"{name} %", "num", "desc", 6.5) for name in STANDARD_ATTACKS),
-    ("flags", "Flags", "text", "desc", 12), ("n_examples", "n", "num", "desc", 4.5),
-    ("version", "Version", "text", "asc", 6), ("date", "Date", "text", "desc", 7),
+    ("n_examples", "n", "num", "desc", 4), ("version", "Version", "text", "asc", 6), ("date", "Date", "text", "desc", 6.6),
 )
-#: width of the last column (robust accuracy at the eps chosen on the page)
-_AT_EPS_WIDTH = 6.5
+#: the columns that stay in view when the table scrolls sideways
+_STICKY = ("rank", "model_id")
 
 
 def _grid_css() -> str:
-    widths = " ".join(f"{w}rem" for *_, w in _BOARD_VIEW) + f" {_AT_EPS_WIDTH}rem"
-    return f"/* written by robench leaderboard build from the board's column list */\ntable.board tr {{ grid-template-columns: {widths}; }}\n"
+    widths = " ".join(f"{w}rem" for *_, w in _BOARD_VIEW)
+    lines = ["/* written by robench leaderboard build from the board's column list */",
+             f"table.board tr {{ grid-template-columns: {widths}; }}"]
+    left = 0.0
+    for position, (column, *_, width) in enumerate(_BOARD_VIEW, start=1):
+        if column in _STICKY:
+            lines.append(f"table.board tr > :nth-child({position}) {{ position: sticky; left: {left:g}rem; z-index: 1; }}")
+            left += width
+    return "\n".join(lines) + "\n"
 
 
 _PERCENT_COLUMNS = {"clean_accuracy", "robust_accuracy", "best_known_robust_accuracy", *STANDARD_ATTACKS}
@@ -171,8 +180,10 @@ def _board_rows(board: Board, aggregation: Aggregation) -> list[dict[str, Any]]:
         entry = aggregation.models[(board.dataset, board.threat_model, row["model_id"])]
         cells = []
         for column, _, kind, _, _ in _BOARD_VIEW:
-            value = row[column]
-            if column in _PERCENT_COLUMNS:
+            value = row.get(column)
+            if column == "at_eps":
+                text = "–"
+            elif column in _PERCENT_COLUMNS:
                 text = _pct(value)
             elif column == "additional_data":
                 text = "yes" if value else "no"
@@ -183,7 +194,8 @@ def _board_rows(board: Board, aggregation: Aggregation) -> list[dict[str, Any]]:
         evidence = {flag: flag_evidence(flag, entry.board_record, entry.model)
                     for flag in str(row["flags"] or "").split(";") if flag and entry.board_record is not None}
         rows.append({"cells": cells, "model": entry.model, "url": "../" + model_page_path(entry.model),
-                     "best_known_source": entry.best_known_source, "evidence": evidence})
+                     "best_known_source": entry.best_known_source, "evidence": evidence,
+                     "extra_data": bool(row["additional_data"])})
     return rows
 
 
@@ -250,8 +262,12 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
             _, points = _curve_for(aggregation.models[(board.dataset, board.threat_model, model_id)])
             if points:
                 curves[model_id] = [[round(e, 9), round(a, 6)] for e, a in points]
+        ranked = board.table[board.table["rank"].notna()]
+        scatter = (scatter_svg(list(zip(ranked["model_id"], ranked["clean_accuracy"], ranked["robust_accuracy"])))
+                   if len(ranked) else None)
         html = board_template.render(root="../", board=board, columns=_BOARD_VIEW, rows=_board_rows(board, aggregation),
-                                     curves=curves, pending=board.pending, model_page_path=model_page_path, flags=flags)
+                                     curves=curves, pending=board.pending, model_page_path=model_page_path, flags=flags,
+                                     scatter=scatter)
         report.pages.append(_write(out / board_page_path(board), html))
 
     model_template = env.get_template("model.html")

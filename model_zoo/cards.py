@@ -110,6 +110,18 @@ def _eps(value: Any) -> float:
     return parse_eps(value)
 
 
+#: text left from a template: "xxxx.xxxxx", "...", "TODO", "<title>", "{...}"
+_PLACEHOLDER = re.compile(r"x{4}|\.\.\.|…|\bTODO\b|\bTBD\b|<[^<>]*>|\{\s*\}", re.IGNORECASE)
+
+
+def _not_a_placeholder(value: str) -> str:
+    found = _PLACEHOLDER.search(value)
+    if found:
+        raise ValueError(f"{_short(value)} looks like a template's placeholder ({found.group(0)!r}); "
+                         "expected the real text")
+    return value
+
+
 def _https(value: str) -> str:
     try:
         parts = urlparse(value)
@@ -162,7 +174,8 @@ ThreatModelName = Annotated[StrictStr, AfterValidator(_one_of("threat model", TH
                             WithJsonSchema({"enum": list(THREAT_MODELS)})]
 Eps = Annotated[float, BeforeValidator(_eps), WithJsonSchema(
     {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?/[0-9]+$"}]})]
-HttpsLink = Annotated[StrictStr, AfterValidator(_https), WithJsonSchema({"type": "string", "pattern": "^https://"})]
+HttpsLink = Annotated[StrictStr, AfterValidator(_https), AfterValidator(_not_a_placeholder),
+                      WithJsonSchema({"type": "string", "pattern": "^https://"})]
 Sha256 = Annotated[StrictStr, AfterValidator(_sha256), WithJsonSchema({"type": "string", "pattern": SHA256_PATTERN.pattern})]
 
 
@@ -185,9 +198,11 @@ class PaperListing(_Frozen):
 
 
 class Paper(PaperListing):
-    """The paper a zoo model comes from."""
+    """The paper a zoo model comes from (a template's placeholders are refused: they would be published)."""
 
-    title: Text = Field(title="Paper", description="The paper's title.")
+    title: Annotated[Text, AfterValidator(_not_a_placeholder)] = Field(title="Paper", description="The paper's title.")
+    bibtex: Annotated[Text, AfterValidator(_not_a_placeholder)] | None = Field(
+        None, title="BibTeX", description="The paper's BibTeX entry; generated when absent.")
     link: HttpsLink = Field(title="Link", description="An https link to the paper.")
     authors: tuple[Text, ...] = Field(min_length=1, title="Authors", description="The authors, in the paper's order.")
     venue: Text = Field(title="Venue", description="Where the paper appeared, e.g. 'ICLR' or 'arXiv'.")

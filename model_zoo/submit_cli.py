@@ -125,6 +125,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"robench submit evaluate: error: {exc}", file=sys.stderr)
         return 2
     print(result.summary())
+    from benchmark.record import record_path
+
+    written = record_path(args.out, card.dataset, card.threat_model, card.id, result.version)
+    print(f"record written to {written} (the leaderboard reads it; CI makes its own, so it is not part of the pull request)")
+    log.info("record written to %s", written)
     log.info("result: clean %.4f robust %.4f flags %s", result.clean_accuracy, result.robust_accuracy, result.flags)
     return 1 if mismatch else 0
 

@@ -346,3 +346,15 @@ def test_nan_logits_on_perturbed_inputs_count_as_not_robust_and_are_flagged(mlp,
     assert "black_box_beats_white_box" not in result.flags  # none of them is an adversarial example
     plain = evaluate(mlp, "digits", "Linf", x=x, y=y, progress=False, analysis=False)
     assert not any(p.not_evaluable for p in plain.points) and "non_finite_logits" not in plain.flags
+
+
+def test_one_progress_display_covers_every_chunk_and_the_analysis(mlp, data, capsys):
+    """Per-attack bars jumped from 0 to 100% on one chunk and showed nothing during the analysis."""
+    x, y = data
+    evaluate(mlp, "digits", x=x[:6], y=y[:6], batch_size=3, progress=True, analysis=True)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    stages = [line.split(":")[0] for line in err.splitlines() if "point-stages" in line]
+    assert "apgd-ce on points 0-2" in stages and "square on points 3-5" in stages
+    assert "analysis" in stages and stages[-1] == "evaluation done"
+    assert "analysis: local-stability metrics" in err
+    assert err.count("evaluation done") == 1 and "/42 point-stages" in err  # 4 attacks x 6 points + 3 parts x 6

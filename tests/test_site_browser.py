@@ -173,9 +173,12 @@ def test_script_in_title_and_javascript_link_render_as_text_and_run_nothing(driv
         assert not any(h.lower().startswith("javascript:") for h in anchors)
 
         _open(driver, (site / "boards/digits_L2.html").as_uri())
-        cell = driver.find_element("css selector", 'tr[data-model="Evil2020Script"] td:nth-child(3)')
+        paper = 1 + driver.execute_script(  # the Paper column's position, wherever the board puts it
+            "return Array.prototype.findIndex.call(document.querySelectorAll('#board thead th'),"
+            " function (th) { return th.getAttribute('data-column') === 'paper'; });")
+        cell = driver.find_element("css selector", f'tr[data-model="Evil2020Script"] td:nth-child({paper})')
         assert cell.text == XSS_TITLE and cell.find_elements("tag name", "a") == []
-        safe = driver.find_element("css selector", 'tr[data-model="Safe2019Model"] td:nth-child(3) a')
+        safe = driver.find_element("css selector", f'tr[data-model="Safe2019Model"] td:nth-child({paper}) a')
         assert safe.get_attribute("href") == "https://example.org/safe"
         assert driver.execute_script("return window.__alerts") == []
     finally:
@@ -220,3 +223,71 @@ def test_screenshot_of_a_board_page(driver, site):
         driver.set_window_size(size["width"], size["height"])
     assert path.stat().st_size > 10_000
     print(f"\nscreenshot: {path}")
+
+
+def _box(driver, selector: str) -> dict:
+    return driver.execute_script("var r = document.querySelector(arguments[0]).getBoundingClientRect();"
+                                 "return {left: r.left, right: r.right, width: r.width};", selector)
+
+
+def test_at_1400_px_the_model_and_flags_columns_are_in_view_and_the_model_column_stays(driver, site):
+    """At 1,400 px only Rank through "Best known" fitted; the Model column scrolled away with the rest."""
+    driver.set_window_size(1400, 900)
+    _open(driver, (site / "boards/digits_Linf.html").as_uri())
+    width = driver.execute_script("return window.innerWidth")
+    for column in ("model_id", "flags", "robust_accuracy", "best_known_robust_accuracy", "at_eps"):
+        box = _box(driver, f'#board th[data-column="{column}"]')
+        assert 0 <= box["left"] and box["right"] <= width, (column, box, width)
+    first_row = '#board tbody tr:not([hidden]) td:nth-child(2)'
+    before = _box(driver, first_row)
+    driver.execute_script("document.querySelector('.table-wrap').scrollLeft = 2000")
+    assert driver.execute_script("return document.querySelector('.table-wrap').scrollLeft") > 0  # it did scroll
+    assert _box(driver, first_row)["left"] == pytest.approx(before["left"], abs=1)  # the Model cell stayed
+
+
+def test_at_390_px_the_page_works(driver, site):
+    """A phone: the page does not overflow sideways (the table scrolls in its own box), the filter works."""
+    driver.set_window_size(390, 844)
+    try:
+        _open(driver, (site / "boards/digits_Linf.html").as_uri())
+        inner = driver.execute_script("return window.innerWidth")
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= inner + 1
+        assert 0 <= _box(driver, "#filter")["left"] and _box(driver, "#filter")["right"] <= inner
+        model = _box(driver, '#board tbody tr td:nth-child(2)')
+        assert model["left"] < inner and model["width"] > 50
+        driver.find_element("id", "filter").send_keys("synthetic_0042")
+        assert driver.find_element("id", "count").text == "1 of 300 models"
+        _open(driver, (site / "models/digits/Linf/Model2017Synthetic_0042.html").as_uri())
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= inner + 1
+    finally:
+        driver.set_window_size(1400, 900)
+
+
+def test_eps_box_takes_fractions_and_extra_data_can_be_hidden(driver, site):
+    _open(driver, (site / "boards/digits_Linf.html").as_uri())
+    box = driver.find_element("id", "eps-view")
+    assert box.get_attribute("value") == "0.2"  # the board's eps as the board writes it (8/255 on CIFAR)
+    box.clear()
+    box.send_keys("1/10")
+    as_fraction = _column_values(driver, "at_eps")
+    box.clear()
+    box.send_keys("0.1")
+    assert _column_values(driver, "at_eps") == as_fraction and as_fraction[0] != ""
+    box.clear()
+    box.send_keys("1/0")
+    assert box.get_attribute("aria-invalid") == "true"
+    extra = driver.execute_script("return document.querySelectorAll('#board tbody tr[data-extra-data]').length")
+    assert 0 < extra < 300
+    driver.find_element("id", "extra-data").click()
+    assert driver.find_element("id", "count").text == f"{300 - extra} of 300 models"
+    driver.find_element("id", "extra-data").click()
+    assert driver.find_element("id", "count").text == "300 of 300 models"
+
+
+def test_board_page_draws_clean_against_robust(driver, site):
+    _open(driver, (site / "boards/digits_L2.html").as_uri())
+    dots = driver.find_elements("css selector", "#scatter svg circle")
+    assert len(dots) == 2
+    tips = sorted(dot.find_element("tag name", "title").get_attribute("textContent") for dot in dots)
+    assert tips[0].startswith("<script>alert(1)</script>") or tips[0].startswith("Evil2020Script")
+    assert any("Safe2019Model: clean 80.00%, robust 50.00%" == t for t in tips)

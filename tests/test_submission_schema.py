@@ -188,6 +188,10 @@ BROKEN: dict[str, tuple[Callable[[dict], None], str, str]] = {
     "training": (_set("training", {"epochs": 3}), "training", "expected a 'recipe'"),
     "authors": (_set("paper.authors", "Jane Doe"), "paper.authors", "expected a list of non-empty strings"),
     "paper link": (_set("paper.link", "arxiv 1706.06083"), "paper.link", "is not an https link"),
+    # a template's placeholders passed the check and were published
+    "placeholder link": (_set("paper.link", "https://arxiv.org/abs/xxxx.xxxxx"), "paper.link", "placeholder ('xxxx')"),
+    "placeholder bibtex": (_set("paper.bibtex", "@article{...}"), "paper.bibtex", "placeholder ('...')"),
+    "placeholder title": (_set("paper.title", "<title of the paper>"), "paper.title", "placeholder"),
     "mapping expected": (_set("reported", [0.9, 0.5]), "reported", "expected a mapping, got a list"),
 }
 

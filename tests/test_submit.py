@@ -64,6 +64,7 @@ def test_new_submission_goes_through_check_evaluate_and_onto_the_board(tmp_path,
     assert record.is_file()
     out = capsys.readouterr().out
     assert "reproduced" in out and "robust accuracy" in out
+    assert f"record written to {record} " in out  # the user did not know where it went
     assert "clean accuracy on the full test split" in log.read_text()
     assert main(["leaderboard", "build", "--results", str(results), "--submissions",
                  str(tmp_path / "submissions"), "--out", str(site)]) == 0

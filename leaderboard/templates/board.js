@@ -73,23 +73,35 @@
 
   var filter = document.getElementById("filter");
   var count = document.getElementById("count");
+  var extraData = document.getElementById("extra-data");
   function applyFilter() {
     var terms = filter.value.toLowerCase().split(/\s+/).filter(function (t) { return t.length > 0; });
+    var withExtra = !extraData || extraData.checked;
     var shown = 0;
     rows.forEach(function (row, i) {
-      var match = terms.every(function (t) { return searchText[i].indexOf(t) !== -1; });
+      var match = terms.every(function (t) { return searchText[i].indexOf(t) !== -1; }) &&
+        (withExtra || !row.hasAttribute("data-extra-data"));
       row.hidden = !match;
       if (match) { shown += 1; }
     });
     count.textContent = shown + " of " + rows.length + " models";
   }
   if (filter) { filter.addEventListener("input", applyFilter); }
+  if (extraData) { extraData.addEventListener("change", applyFilter); }
 
   /* Robust accuracy at any eps, linear between the measured points of each curve. */
   var curvesNode = document.getElementById("curves");
   var curves = curvesNode ? JSON.parse(curvesNode.textContent) : {};
   var epsInput = document.getElementById("eps-view");
-  var atEpsColumn = headers.length - 1;
+  var atEpsColumn = headers.findIndex(function (th) { return th.getAttribute("data-column") === "at_eps"; });
+
+  /* "0.03", "8/255" or " 8 / 255 ": the eps a reader typed, or NaN */
+  function parseEps(text) {
+    var parts = text.split("/");
+    if (parts.length > 2 || text.trim() === "") { return NaN; }
+    var value = parts.length === 2 ? Number(parts[0]) / Number(parts[1]) : Number(parts[0]);
+    return isFinite(value) && value >= 0 ? value : NaN;
+  }
 
   function accuracyAt(curve, eps) {
     if (!curve || curve.length === 0 || eps < curve[0][0]) { return null; }
@@ -104,8 +116,9 @@
   }
 
   function updateAtEps() {
-    var eps = Number(epsInput.value);
-    var valid = epsInput.value !== "" && isFinite(eps);
+    var eps = parseEps(epsInput.value);
+    var valid = !isNaN(eps);
+    epsInput.setAttribute("aria-invalid", valid ? "false" : "true");
     rows.forEach(function (row) {
       var cell = row.cells[atEpsColumn];
       var acc = valid ? accuracyAt(curves[row.getAttribute("data-model")], eps) : null;
@@ -114,7 +127,7 @@
     });
     delete keyCache[atEpsColumn];
     refreshSearchText();
-    if (filter && filter.value) { applyFilter(); }
+    if (filter) { applyFilter(); }
     if (state.column === atEpsColumn) { sortBy(state.column, state.direction); }
   }
   if (epsInput) {
