@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import jinja2
 
+from benchmark.analysis_values import ANALYSIS_VALUES
 from benchmark.budgets import BOARDS, format_eps
 from benchmark.flags import FLAG_EXPLANATIONS
 from benchmark.protocol import PROTOCOLS
@@ -220,6 +221,21 @@ def _curve_for(entry: ModelResults) -> tuple[EvaluationResult | None, list[tuple
     return None, []
 
 
+def _analysis_rows(entry: ModelResults) -> tuple[EvaluationResult | None, list[tuple[str, str, str]]]:
+    """The record whose analysis is shown (the board's, else the newest with one), and (label, value, meaning) rows."""
+    ordered = ([entry.board_record] if entry.board_record is not None else []) + entry.records
+    record = next((r for r in ordered if r.baselines or r.metrics), None)
+    if record is None:
+        return None, []
+    rows = []
+    for name, value in {**record.baselines, **record.metrics}.items():
+        shown = ANALYSIS_VALUES.get(name)
+        if shown is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        rows.append((shown.label, f"{100 * value:.2f}%" if shown.percent else f"{value:.4g}", shown.meaning))
+    return record, rows
+
+
 def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -285,7 +301,7 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
             root="../../../", entry=entry, model=model, board=board, board_url="../../../" + board_page_path(board),
             plot=plot, curve_record=curve_record, flags=flags, bibtex=bibtex_entry(model),
             results=[(r, reproduce_command(model.id, r)) for r in entry.records],
-            fired=_fired_with_evidence(entry), format_eps=format_eps,
+            fired=_fired_with_evidence(entry), format_eps=format_eps, analysis=_analysis_rows(entry),
         )
         report.pages.append(_write(page, html))
     return report

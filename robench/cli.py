@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "model_zoo.training.cli",
     "leaderboard.cli",
     "model_zoo.submit_cli",
+    "robench.doc_tables",
 )
 
 

@@ -205,3 +205,20 @@ def test_the_index_lists_boards_with_results_first(tmp_path):
     index = (tmp_path / "index.html").read_text()
     links = re.findall(r'href="boards/([a-z0-9]+_[A-Za-z0-9]+)\.html"', index)
     assert links[0] == "digits_Linf" and len(set(links)) > 1
+
+
+def test_model_page_shows_the_baseline_and_the_stability_metrics(tmp_path):
+    """The PGD-CE baseline and the local-stability metrics were recorded but appeared nowhere on the site."""
+    import dataclasses
+
+    card = make_card("Metric2020Model")
+    record = dataclasses.replace(make_record(card, 0.9, 0.5), baselines={"pgd-ce": 0.61},
+                                 metrics={"noise_accuracy": 0.88, "jacobian_norm": 12.345678, "unknown": 3.0})
+    build_site(aggregate([card], [record]), tmp_path)
+    page = (tmp_path / "models/digits/Linf/Metric2020Model.html").read_text()
+    section = page[page.index('<section id="analysis">'):page.index('<section id="card">')]
+    assert "<dt>PGD-CE baseline</dt><dd><strong>61.00%</strong>" in section
+    assert "<dt>Accuracy under random noise</dt><dd><strong>88.00%</strong>" in section
+    assert "<dt>Jacobian norm</dt><dd><strong>12.35</strong>" in section and "unknown" not in section
+    build_site(aggregate([card], [make_record(card, 0.9, 0.5)]), tmp_path / "none")
+    assert 'id="analysis"' not in (tmp_path / "none/models/digits/Linf/Metric2020Model.html").read_text()

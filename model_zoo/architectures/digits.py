@@ -7,7 +7,7 @@ __all__ = ["DigitsCNN", "DigitsMLP"]
 
 
 class DigitsCNN(nn.Module):
-    """Two 3x3 conv blocks and a two-layer head; 151,306 parameters at width 32 (tests/test_architectures.py checks it)."""
+    """Two 3x3 conv blocks and a two-layer head."""
 
     def __init__(self, num_classes: int = 10, width: int = 32, in_channels: int = 1) -> None:
         super().__init__()

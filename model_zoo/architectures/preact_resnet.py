@@ -80,5 +80,5 @@ class PreActResNet(nn.Module):
 
 
 def preact_resnet18(num_classes: int = 10, width: int = 64, in_channels: int = 3) -> PreActResNet:
-    """PreActResNet-18: two blocks per stage; about 11.2M parameters at width 64 and 10 classes."""
+    """PreActResNet-18: two blocks per stage."""
     return PreActResNet((2, 2, 2, 2), num_classes=num_classes, width=width, in_channels=in_channels)

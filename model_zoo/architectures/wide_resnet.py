@@ -92,15 +92,15 @@ class WideResNet(nn.Module):
 
 
 def wrn_28_10(num_classes: int = 10, dropout: float = 0.0, in_channels: int = 3) -> WideResNet:
-    """WRN-28-10: about 36.5M parameters at 10 classes."""
+    """WRN-28-10."""
     return WideResNet(28, 10, num_classes=num_classes, dropout=dropout, in_channels=in_channels)
 
 
 def wrn_34_10(num_classes: int = 10, dropout: float = 0.0, in_channels: int = 3) -> WideResNet:
-    """WRN-34-10 (Madry et al., TRADES): about 46.2M parameters at 10 classes."""
+    """WRN-34-10 (Madry et al., TRADES)."""
     return WideResNet(34, 10, num_classes=num_classes, dropout=dropout, in_channels=in_channels)
 
 
 def wrn_70_16(num_classes: int = 10, dropout: float = 0.0, in_channels: int = 3) -> WideResNet:
-    """WRN-70-16: about 267M parameters at 10 classes."""
+    """WRN-70-16."""
     return WideResNet(70, 16, num_classes=num_classes, dropout=dropout, in_channels=in_channels)

@@ -1,0 +1,29 @@
+"""The tables in docs/ whose numbers live in the code are written from it (robench docs) and are current."""
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import benchmark.budgets as budgets
+from robench.cli import main
+from robench.doc_tables import DOCS, render, stale
+
+
+def test_the_generated_tables_in_docs_are_current(capsys):
+    assert stale() == [], "run: robench docs --write"
+    assert main(["docs"]) == 0 and "are current" in capsys.readouterr().out
+
+
+def test_a_changed_number_in_the_code_makes_the_docs_stale(monkeypatch):
+    """What the check guards: the docs said eps 0.15 and 0.1 after the digits board moved to 0.2."""
+    moved = dict(budgets.BOARDS)
+    moved[("digits", "Linf")] = (0.25, "0.25")
+    monkeypatch.setattr(budgets, "BOARDS", MappingProxyType(moved))
+    text = render()[DOCS / "datasets.md"]
+    assert "| digits Linf | 0.25 | calibrated (below) |" in text
+    assert str(DOCS / "datasets.md") in stale()
+
+
+def test_the_architecture_table_counts_parameters():
+    text = render()[DOCS / "model_zoo.md"]
+    assert "| `digits_cnn` | Two 3x3 conv blocks and a two-layer head | `width=32` | 151,306 |" in text
+    assert "| `wrn_70_16` |" in text and "266,796,506" in text
