@@ -21,7 +21,6 @@ import torch
 from torch import Tensor, nn
 
 from . import metrics as local
-from .attacks.fab import FAB
 from .attacks.pgd import PGD
 from .progress import Progress
 from .protocol import AttackEntry, broken_before_minimum_norm, get_protocol
@@ -34,16 +33,18 @@ ANALYSIS_STAGES = ("PGD-CE baseline", "FAB-T towards 3 targets for the curve", "
 
 __all__ = [
     "ANALYSIS_STAGES",
-    "Analysis", "analyse", "PGD_CE", "FAB_CURVE", "LINEARITY_PGD", "CURVE_STEPS", "METRIC_POINTS", "NOISE_DRAWS",
-    "LIPSCHITZ_STEPS", "needs_fab", "point_norms", "curve_from_norms", "pgd_ce_accuracy",
+    "Analysis", "analyse", "PGD_CE", "CURVE_SEARCH_STEPS", "LINEARITY_PGD", "CURVE_STEPS", "METRIC_POINTS", "NOISE_DRAWS",
+    "LIPSCHITZ_STEPS", "needs_norm_search", "point_norms", "curve_from_norms", "pgd_ce_accuracy",
+    "first_order_targets", "smallest_breaking_levels",
 ]
 
 #: the PGD-CE baseline: 50 steps of 0.1 eps from a random start, 1 restart (Madry et al. 2018 style)
 PGD_CE: Mapping[str, Any] = MappingProxyType({"n_iter": 50, "step_size": 0.1, "loss": "ce", "random_start": True})
-#: FAB-T for the curve on the points FAB did not see in the protocol: 100 steps towards each of the
-#: 3 classes with the highest clean logits after the label (capped at classes - 1). On the digits
-#: board the 9 targets of the protocol's FAB-T changed 1 norm in 228 by more than 1%, at 6x the cost.
-FAB_CURVE: Mapping[str, Any] = MappingProxyType({"n_iter": 100, "n_targets": 3})
+#: the curve's search on the points whose minimal norm the protocol does not know (broken before FAB
+#: ran): at each grid value a bisection tries, projected ascent of the margin towards the class
+#: nearest to first order (exact for a linear model), this many steps of 0.25 e, stopping at the
+#: first misclassified iterate
+CURVE_SEARCH_STEPS = 10
 #: the adversarial points of the local-linearity metric: 10 PGD-CE steps of 0.25 eps, every point to the end
 LINEARITY_PGD: Mapping[str, Any] = MappingProxyType({"n_iter": 10, "step_size": 0.25, "loss": "ce", "early_stop": False})
 #: the curve's grid: CURVE_STEPS + 1 values from 0 to 2 eps; eps itself is the middle one, exactly
@@ -90,7 +91,7 @@ def pgd_ce_accuracy(
     return robust / len(x)
 
 
-def needs_fab(point: PointResult, blind: Collection[str]) -> bool:
+def needs_norm_search(point: PointResult, blind: Collection[str]) -> bool:
     """Whether a point lacks a minimal norm: clean-correct and broken by one of the ``blind`` entries
     (those that ran before any minimum-norm attack, :func:`benchmark.protocol.broken_before_minimum_norm`:
     they only prove a norm <= eps), or robust with no adversarial norm recorded at all."""
@@ -124,37 +125,117 @@ def point_norms(points: Sequence[PointResult], eps: float, extra: Mapping[int, f
     return torch.tensor(out, dtype=torch.float64)
 
 
+def curve_grid(eps: float, steps: int = CURVE_STEPS) -> list[float]:
+    """``steps + 1`` values from 0 to 2 eps (``steps`` even; eps itself, exactly, in the middle)."""
+    if steps < 2 or steps % 2:
+        raise ValueError(f"steps must be even and at least 2, got {steps}")
+    grid = [float(f"{2 * eps * i / steps:.12g}") for i in range(steps + 1)]  # 0.03, not 0.030000000000000006
+    grid[steps // 2] = float(eps)
+    return grid
+
+
 def curve_from_norms(norms: Tensor, eps: float, steps: int = CURVE_STEPS) -> list[list[float]]:
     """[[e, share of points with norm > e], ...] for e on ``steps + 1`` values from 0 to 2 eps.
 
     A point counts as robust at e when no adversarial example of norm <= e is known. ``steps``
     must be even, so that eps itself (exactly) is the middle value of the grid.
     """
-    if steps < 2 or steps % 2:
-        raise ValueError(f"steps must be even and at least 2, got {steps}")
-    grid = [float(f"{2 * eps * i / steps:.12g}") for i in range(steps + 1)]  # 0.03, not 0.030000000000000006
-    grid[steps // 2] = float(eps)
+    grid = curve_grid(eps, steps)
     n = max(len(norms), 1)
     return [[e, float((norms > e).sum()) / n] for e in grid]
 
 
-def _fab_norms(
-    model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel, eps: float, index: list[int], num_classes: int,
-    *, seed: int, device: torch.device, batch_size: int,
+def first_order_targets(model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel) -> Tensor:
+    """Per point, the class whose decision boundary is nearest to first order: the t != y minimising
+    (z_y - z_t) / ||grad (z_y - z_t)||_q, q the dual norm of the threat model's (exact for a linear model)."""
+    xr = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xr)
+        classes = logits.shape[1]
+        grads = []
+        for t in range(classes):
+            (g,) = torch.autograd.grad(logits[:, t].sum(), xr, retain_graph=t < classes - 1)
+            grads.append(g.flatten(1))
+    logits, grads = logits.detach(), torch.stack(grads, 1)  # (n, classes, d)
+    gap = logits.gather(1, y[:, None]) - logits
+    diff = grads.gather(1, y[:, None, None].expand(-1, 1, grads.shape[2])) - grads
+    dual = diff.abs().sum(2) if threat_model.p == math.inf else diff.norm(dim=2)
+    distance = gap / dual.clamp_min(1e-12)
+    distance.scatter_(1, y[:, None], math.inf)
+    return distance.argmin(1)
+
+
+def _searched_norms(
+    model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel, eps: float, points: Sequence[PointResult],
+    index: list[int], *, device: torch.device, batch_size: int,
 ) -> dict[int, float]:
-    """FAB-T's minimal norm (:data:`FAB_CURVE`) for the points at ``index``; inf-free (points where it found none are left out)."""
-    settings = dict(FAB_CURVE)
-    settings["n_targets"] = min(settings["n_targets"], num_classes - 1)
-    attack = FAB(threat_model, seed=seed, **settings)
+    """For the points at ``index``, the smallest curve-grid value at which the search breaks them: below eps
+    for a point the protocol broke (starting from the norm its attack already found), above eps for one it
+    left robust without a known norm. Points never broken up to 2 eps are left out."""
+    grid = curve_grid(eps)
+    middle = len(grid) // 2
     found: dict[int, float] = {}
     for start in range(0, len(index), batch_size):
-        rows = torch.tensor(index[start:start + batch_size])
-        gen = _generator(attack.seed, _STREAM_FAB, int(rows[0]), device)
-        out = attack(model, x[rows].to(device), y[rows].to(device), eps, generator=gen)
-        for i, r in zip(rows.tolist(), out.min_norm.double().cpu().tolist()):
-            if math.isfinite(r):
-                found[i] = r
+        rows = index[start:start + batch_size]
+        low, high = [], []
+        for i in rows:
+            p = points[i]
+            if p.robust:
+                low.append(middle + 1)
+                high.append(len(grid) - 1)
+            else:
+                known = min(v for v in (p.norm, p.min_norm, eps) if v is not None)
+                low.append(1)
+                high.append(next(k for k, e in enumerate(grid) if e >= known or k == middle))
+        rows_t = torch.tensor(rows)
+        levels = smallest_breaking_levels(model, x[rows_t].to(device), y[rows_t].to(device), threat_model, grid,
+                                          torch.tensor(low), torch.tensor(high))
+        for i, k in zip(rows, levels.tolist()):
+            if k < len(grid):
+                found[i] = grid[k]
     return found
+
+
+def _breaks(model: nn.Module, x: Tensor, y: Tensor, target: Tensor, threat_model: ThreatModel, e: Tensor) -> Tensor:
+    """Whether projected ascent of z_t - z_y (:data:`CURVE_SEARCH_STEPS` steps of 0.25 e from x) misclassifies each point."""
+    broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    active = torch.arange(len(x), device=x.device)
+    x_adv = x.clone()
+    step = (0.25 * e).view(-1, *([1] * (x.ndim - 1)))
+    for _ in range(CURVE_SEARCH_STEPS + 1):
+        xa = x_adv[active].detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xa)
+            gain = logits.gather(1, target[active, None]) - logits.gather(1, y[active, None])
+            (grad,) = torch.autograd.grad(gain.sum(), xa)
+        fooled = logits.detach().argmax(1) != y[active]
+        broken[active[fooled]] = True
+        keep = ~fooled
+        active, xa, grad = active[keep], xa.detach()[keep], grad[keep]
+        if active.numel() == 0:
+            break
+        x_adv[active] = threat_model.project(xa + step[active] * threat_model.steepest_direction(grad), x[active], e[active])
+    return broken
+
+
+def smallest_breaking_levels(
+    model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel, grid: Sequence[float], low: Tensor, high: Tensor,
+) -> Tensor:
+    """Per point, the smallest grid index in [low, high] at which :func:`_breaks` finds an adversarial example,
+    by bisection (the attack is taken as monotone in e); ``len(grid)`` where none is found up to ``high``.
+    ``high`` is an index already known to break (then it is never attacked) or ``len(grid) - 1``."""
+    levels = torch.as_tensor(grid, dtype=x.dtype, device=x.device)
+    target = first_order_targets(model, x, y, threat_model)
+    lo, hi = low.clone().to(x.device), high.clone().to(x.device)
+    known = hi < len(grid) - 1  # hi already breaks; else it must be tried too
+    hi = torch.where(known, hi, torch.full_like(hi, len(grid)))  # len(grid): not broken up to the last value
+    while bool((lo < hi).any()):
+        open_ = (lo < hi).nonzero().flatten()
+        mid = torch.div(lo[open_] + hi[open_], 2, rounding_mode="floor").clamp_max(len(grid) - 1)
+        hit = _breaks(model, x[open_], y[open_], target[open_], threat_model, levels[mid])
+        hi[open_[hit]] = mid[hit]
+        lo[open_[~hit]] = mid[~hit] + 1
+    return hi
 
 
 def _local_metrics(
@@ -213,9 +294,6 @@ def analyse(
         return Analysis(time_s=time.perf_counter() - t0)
     clean_correct = torch.tensor([p.clean_correct for p in points])
     robust_accuracy = sum(p.robust for p in points) / len(points)
-    with torch.no_grad():
-        num_classes = model(x[:1].to(device)).shape[1]
-
     shown = progress or Progress(0, enabled=False)
     shown.stage(f"analysis: {ANALYSIS_STAGES[0]}")
     baselines = {"pgd-ce": pgd_ce_accuracy(model, x, y, tm, eps, clean_correct, seed=seed, device=device,
@@ -223,8 +301,8 @@ def analyse(
     shown.advance(len(x))
     shown.stage(f"analysis: {ANALYSIS_STAGES[1]}")
     blind = broken_before_minimum_norm(get_protocol("standard") if entries is None else entries)
-    todo = [i for i, p in enumerate(points) if needs_fab(p, blind)]
-    extra = _fab_norms(model, x, y, tm, eps, todo, num_classes, seed=seed, device=device, batch_size=batch_size)
+    todo = [i for i, p in enumerate(points) if needs_norm_search(p, blind)]
+    extra = _searched_norms(model, x, y, tm, eps, points, todo, device=device, batch_size=batch_size)
     curve = curve_from_norms(point_norms(points, eps, extra), eps)
     shown.advance(len(x))
     shown.stage(f"analysis: {ANALYSIS_STAGES[2]}")

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from benchmark.analysis import CURVE_STEPS, analyse, curve_from_norms, needs_fab, point_norms
+from benchmark.analysis import CURVE_STEPS, analyse, curve_from_norms, needs_norm_search, point_norms
 from benchmark.checks import check_zero_gradients
 from benchmark.record import PointResult
 from benchmark.runner import evaluate
@@ -62,20 +62,20 @@ def test_point_norms_agree_with_the_protocol_at_eps():
     assert curve[0.0] == sum(p.clean_correct for p in points) / len(points)
 
 
-def test_needs_fab_only_where_no_minimal_norm_is_known():
+def test_needs_norm_search_only_where_no_minimal_norm_is_known():
     from benchmark.protocol import broken_before_minimum_norm, get_protocol
 
     blind = broken_before_minimum_norm(get_protocol("standard"))
     assert blind == ("apgd-ce", "apgd-t")  # found by the attacks' kinds: FAB-T is the first minimum-norm attack
     assert broken_before_minimum_norm(get_protocol("rand")) == ("apgd-ce", "apgd-dlr")  # no FAB at all
     assert broken_before_minimum_norm(get_protocol("plus")) == ("apgd-ce", "apgd-dlr")
-    assert needs_fab(PointResult(0, 0, True, False, "apgd-ce", norm=0.1, min_norm=0.1), blind)
-    assert needs_fab(PointResult(0, 0, True, False, "apgd-t", norm=0.1, min_norm=0.1), blind)
-    assert needs_fab(PointResult(0, 0, True, True, None), blind)  # e.g. the 'rand' version has no FAB
-    assert not needs_fab(PointResult(0, 0, True, True, None, min_norm=0.3), blind)
-    assert not needs_fab(PointResult(0, 0, True, False, "fab-t", norm=0.05, min_norm=0.05), blind)
-    assert not needs_fab(PointResult(0, 0, True, False, "square", norm=0.05, min_norm=0.05), blind)
-    assert not needs_fab(PointResult(0, 0, False, False, "clean"), blind)
+    assert needs_norm_search(PointResult(0, 0, True, False, "apgd-ce", norm=0.1, min_norm=0.1), blind)
+    assert needs_norm_search(PointResult(0, 0, True, False, "apgd-t", norm=0.1, min_norm=0.1), blind)
+    assert needs_norm_search(PointResult(0, 0, True, True, None), blind)  # e.g. the 'rand' version has no FAB
+    assert not needs_norm_search(PointResult(0, 0, True, True, None, min_norm=0.3), blind)
+    assert not needs_norm_search(PointResult(0, 0, True, False, "fab-t", norm=0.05, min_norm=0.05), blind)
+    assert not needs_norm_search(PointResult(0, 0, True, False, "square", norm=0.05, min_norm=0.05), blind)
+    assert not needs_norm_search(PointResult(0, 0, False, False, "clean"), blind)
 
 
 # --- analyse on linear models ---------------------------------------------------------------------------
@@ -159,3 +159,45 @@ def test_runner_stores_the_analysis(linear_model):
     for (_, got), want in zip(result.curve, _true_curve(true, eps)):
         assert got >= want
     assert result.timings["analysis_s"] > 0
+
+
+# --- the curve's search: first-order targets and the bisection over the grid ---------------------------
+
+@pytest.mark.parametrize("tm", [Linf(), L2()], ids=["Linf", "L2"])
+def test_first_order_targets_are_the_nearest_class_of_a_linear_model(linear_model, tm):
+    """For a linear model the first-order distance to each class's boundary is exact, so the target is the
+    class whose boundary is nearest; the clean logits' order (what FAB-T and APGD-T use) often is not."""
+    from benchmark.analysis import first_order_targets
+
+    prob = linear_model(n=64, num_classes=10, seed=3)
+    with torch.no_grad():  # classes of different weight scales: the largest other logit is then often not the nearest class
+        factors = torch.linspace(0.3, 3.0, 10)
+        prob.model.linear.weight.mul_(factors[:, None])
+        prob.model.linear.bias.mul_(factors)
+        prob.y = prob.model(prob.x).argmax(1)
+    per_target = prob.per_target(tm.p)
+    nearest = per_target.argmin(1)
+    assert torch.equal(first_order_targets(prob.model, prob.x, prob.y, tm), nearest)
+    logits = prob.model(prob.x).detach().scatter(1, prob.y[:, None], float("-inf"))
+    assert (logits.argmax(1) != nearest).any()  # the test can tell the two choices apart
+
+
+@pytest.mark.parametrize("tm", [Linf(), L2()], ids=["Linf", "L2"])
+def test_the_bisection_finds_each_points_smallest_breaking_grid_value(linear_model, tm):
+    from benchmark.analysis import curve_grid, smallest_breaking_levels
+
+    prob = linear_model(n=64, num_classes=10, seed=4)
+    true = prob.min_perturbation(tm.p).double()
+    eps = float(true.median())
+    grid = curve_grid(eps)
+    want = torch.tensor([next((k for k, e in enumerate(grid) if e >= r), len(grid)) for r in true.tolist()])
+    n = len(true)
+    # searched over the whole grid (nothing known), and from a known breaking index (the protocol's norm)
+    got = smallest_breaking_levels(prob.model, prob.x, prob.y, tm, grid, torch.ones(n, dtype=torch.long),
+                                   torch.full((n,), len(grid) - 1))
+    close = (got - want).abs() <= 1  # a point within float rounding of a grid value may land on either side
+    assert close.all() and (got == want).float().mean() >= 0.9, (got, want)
+    below = want <= CURVE_STEPS // 2
+    known = smallest_breaking_levels(prob.model, prob.x[below], prob.y[below], tm, grid,
+                                     torch.ones(int(below.sum()), dtype=torch.long), torch.full((int(below.sum()),), CURVE_STEPS // 2))
+    assert ((known - want[below]).abs() <= 1).all()
