@@ -32,7 +32,7 @@ $(STAMP): setup.cfg setup.py $(LOCK)
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_QUIET) uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip compile setup.cfg --extra test --extra mutation --upgrade --generate-hashes \
+	$(VENV)/bin/uv pip compile setup.cfg --extra test --extra mutation --extra bench --upgrade --generate-hashes \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  --custom-compile-command "make lock" --quiet -o $(LOCK)
 
