@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from . import metrics as local
 from .attacks.pgd import PGD
+from .attacks._common import first_order_ranking
 from .progress import Progress
 from .protocol import AttackEntry, broken_before_minimum_norm, get_protocol
 from .record import PointResult
@@ -146,23 +147,8 @@ def curve_from_norms(norms: Tensor, eps: float, steps: int = CURVE_STEPS) -> lis
 
 
 def first_order_targets(model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel) -> Tensor:
-    """Per point, the class whose decision boundary is nearest to first order: the t != y minimising
-    (z_y - z_t) / ||grad (z_y - z_t)||_q, q the dual norm of the threat model's (exact for a linear model)."""
-    xr = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(xr)
-        classes = logits.shape[1]
-        grads = []
-        for t in range(classes):
-            (g,) = torch.autograd.grad(logits[:, t].sum(), xr, retain_graph=t < classes - 1)
-            grads.append(g.flatten(1))
-    logits, grads = logits.detach(), torch.stack(grads, 1)  # (n, classes, d)
-    gap = logits.gather(1, y[:, None]) - logits
-    diff = grads.gather(1, y[:, None, None].expand(-1, 1, grads.shape[2])) - grads
-    dual = diff.abs().sum(2) if threat_model.p == math.inf else diff.norm(dim=2)
-    distance = gap / dual.clamp_min(1e-12)
-    distance.scatter_(1, y[:, None], math.inf)
-    return distance.argmin(1)
+    """Per point, the class whose decision boundary is nearest to first order (exact for a linear model)."""
+    return first_order_ranking(model, x, y, 1 if threat_model.p == math.inf else 2)[:, 0]
 
 
 def _searched_norms(

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .attacks import APGD, FAB, FGSM, PGD, Attack, Square
 from .threat_models import ThreatModel
 
-__all__ = ["AttackEntry", "ATTACKS", "PROTOCOLS", "get_protocol", "attack_class", "build_attack", "classes_needed",
+__all__ = ["AttackEntry", "ATTACKS", "PROTOCOLS", "RANKED_VERSIONS", "FAST_FALLBACK", "get_protocol", "attack_class", "build_attack", "classes_needed",
            "broken_before_minimum_norm"]
 
 #: attack kind -> its class
@@ -60,7 +60,21 @@ PROTOCOLS: Mapping[str, tuple[AttackEntry, ...]] = MappingProxyType({
         _entry("apgd-ce", "apgd", loss="ce", n_iter=100, n_restarts=1, rho=0.75, eot_iter=20),
         _entry("apgd-dlr", "apgd", loss="dlr", n_iter=100, n_restarts=1, rho=0.75, eot_iter=20),
     ),
+    # for many checkpoints at once (every epoch of a run, sweeps): APGD-T towards the targets nearest to
+    # first order (MALT) instead of 9 logit-ranked ones, no FAB-T, no Square; when a pre-attack check
+    # fires (or the model is randomised) the runner runs 'standard' instead (FAST_FALLBACK)
+    "fast": (
+        _entry("apgd-ce", "apgd", loss="ce", n_iter=100, n_restarts=1, rho=0.75),
+        _entry("apgd-t-malt", "apgd", loss="dlr", n_iter=100, n_restarts=1, rho=0.75, n_targets=3,
+               target_order="first_order"),
+    ),
 })
+#: the version run instead of 'fast' when a check says the fast attacks cannot be trusted on the model
+FAST_FALLBACK = "standard"
+
+
+#: versions whose records rank on a board; 'fast' is shown as its own version, never ranked
+RANKED_VERSIONS: tuple[str, ...] = ("standard", "plus", "rand")
 
 
 def get_protocol(version: str) -> tuple[AttackEntry, ...]:

@@ -9,6 +9,7 @@ bit-identical per-point results.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -26,9 +27,11 @@ from .analysis import ANALYSIS_STAGES, analyse
 from .data import DATASETS, load_dataset
 from .journal import Journal, fingerprint_model
 from .progress import Progress
-from .protocol import AttackEntry, attack_class, build_attack, classes_needed, get_protocol
+from .protocol import FAST_FALLBACK, AttackEntry, attack_class, build_attack, classes_needed, get_protocol
 from .record import EvaluationResult, PointResult, StageResult, library_versions, record_path
 from .threat_models import get_threat_model
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate", "EvaluationError", "prepare_model", "ChannelsLastInputs", "resolve_device"]
 
@@ -273,6 +276,14 @@ def evaluate(
     sample = slice(0, min(len(x), 64))
     checks: list[CheckResult] = run_checks(model, x[sample].to(device), y[sample].to(device), num_classes,
                                            classes_needed(entries, tm))
+    fired = [c.name for c in checks if c.fired]
+    if version == "fast" and fired:
+        # the fast version's few attacks are only as good as the model's gradients: any sign that they are not
+        # (masking, randomness, too few classes) and the standard version runs instead, and says why
+        logger.warning("the 'fast' version is not trusted on this model (%s): running '%s' instead",
+                       ", ".join(fired), FAST_FALLBACK)
+        info["fast_fallback"] = f"checks fired: {', '.join(fired)}; ran '{FAST_FALLBACK}' instead"
+        version, entries = FAST_FALLBACK, get_protocol(FAST_FALLBACK)
     built = [(e, build_attack(e, tm, num_classes, seed)) for e in entries]
     kept = [(e, attack) for e, attack in built if attack.classes_needed() <= num_classes]
     runnable, attacks = tuple(e for e, _ in kept), [attack for _, attack in kept]

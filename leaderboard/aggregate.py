@@ -25,7 +25,7 @@ import pandas as pd
 from benchmark.budgets import BOARDS, format_eps
 from benchmark.external import ExternalEvaluation
 from benchmark.flags import REPORTED_TOLERANCE
-from benchmark.protocol import PROTOCOLS
+from benchmark.protocol import PROTOCOLS, RANKED_VERSIONS
 from benchmark.record import EvaluationResult
 from model_zoo.cards import Listing
 
@@ -183,7 +183,8 @@ def _rank(rows: list[ModelResults]) -> list[ModelResults]:
 
 
 def _pick_board_record(entry: ModelResults, eps: float) -> None:
-    on_board = sorted((r for r in entry.records if _same_eps(r.eps, eps)), key=lambda r: _version_rank(r.version))
+    on_board = sorted((r for r in entry.records if _same_eps(r.eps, eps) and r.version in RANKED_VERSIONS),
+                      key=lambda r: _version_rank(r.version))
     if not on_board:
         return
     entry.board_record = on_board[0]

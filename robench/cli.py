@@ -37,14 +37,41 @@ def _up_to_date(record: Any, card: Any, args: argparse.Namespace) -> bool:
             and record.n_examples == n and abs(record.eps - card.eps) < 1e-12 and record.batch_size == args.batch_size)
 
 
+def _evaluate_one(job: tuple[dict[str, Any], int]) -> tuple[int, str, float]:
+    """One model of evaluate-zoo in a worker process: (exit status, what it printed, seconds)."""
+    import contextlib
+    import io
+    import time
+
+    import torch
+
+    settings, threads = job
+    torch.set_num_threads(threads)
+    out = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            status = run_evaluation(argparse.Namespace(**settings))
+        except Exception as exc:  # reported with the model's name; the other models go on
+            print(f"robench evaluate: error: {' '.join(str(exc).split())}")
+            status = 2
+    return status, out.getvalue(), time.perf_counter() - start
+
+
 def _cmd_evaluate_zoo(args: argparse.Namespace) -> int:
-    """Evaluate every zoo model of a dataset's boards, skipping those whose record is up to date."""
+    """Evaluate every zoo model of a dataset's boards, skipping those whose record is up to date; ``--jobs``
+    models at a time, in worker processes that share the machine's cores, with one progress line."""
+    import os
+    import time
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
     from benchmark.budgets import BOARDS
     from benchmark.record import EvaluationResult, record_path
     from model_zoo import get_card, list_models
 
-    failures = 0
     boards = [tm for (ds, tm) in BOARDS if ds == args.dataset and args.threat_model in (None, tm)]
+    jobs: list[tuple[str, dict[str, Any]]] = []
     for tm in boards:
         for name in list_models(dataset=args.dataset, threat_model=tm):
             card = get_card(name, dataset=args.dataset, threat_model=tm)
@@ -52,10 +79,38 @@ def _cmd_evaluate_zoo(args: argparse.Namespace) -> int:
             if not args.force and path.exists() and _up_to_date(EvaluationResult.load(path), card, args):
                 print(f"== {card.id} ({args.dataset} {tm}): record up to date, skipped (--force re-evaluates)")
                 continue
-            print(f"== {card.id} ({args.dataset} {tm})", flush=True)
-            ns = argparse.Namespace(**{**vars(args), "model": card.id, "threat_model": tm, "eps": None})
-            failures += run_evaluation(ns) != 0
+            settings = {**vars(args), "model": card.id, "threat_model": tm, "eps": None, "no_progress": True}
+            settings.pop("func", None)
+            jobs.append((f"{card.id} ({args.dataset} {tm})", settings))
+    if not jobs:
+        return 0
+    # the adversarially trained models take longest (Square's queries): they start first
+    jobs.sort(key=lambda job: -_expected_cost(job[1]["model"], args.dataset, job[1]["threat_model"]))
+    cores = os.cpu_count() or 1
+    workers = max(1, min(args.jobs or cores, len(jobs)))
+    threads = max(1, cores // workers)
+    failures, done, start = 0, 0, time.perf_counter()
+    print(f"evaluating {len(jobs)} model(s), {workers} at a time, {threads} thread(s) each", flush=True)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        running = {pool.submit(_evaluate_one, (settings, threads)): label for label, settings in jobs}
+        for future in as_completed(running):
+            status, output, seconds = future.result()
+            done += 1
+            failures += status != 0
+            elapsed = time.perf_counter() - start
+            print(f"== {running[future]}: {'done' if status == 0 else 'FAILED'} in {seconds:.0f} s "
+                  f"[{done}/{len(jobs)} models, {elapsed:.0f} s elapsed, about {elapsed / done * (len(jobs) - done):.0f} s left]")
+            print(output.rstrip(), flush=True)
     return 1 if failures else 0
+
+
+def _expected_cost(model_id: str, dataset: str, threat_model: str) -> int:
+    """Rough order of an evaluation's cost: models trained against attacks stay robust, and Square then
+    spends its whole budget on them."""
+    from model_zoo import get_card
+
+    recipe = get_card(model_id, dataset=dataset, threat_model=threat_model).training.recipe or ""
+    return 1 if recipe in ("pgd_at", "trades", "fast_at", "fgsm_at") else 0
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -80,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser("evaluate-zoo", help="evaluate every zoo model of a dataset (what `make run` does)")
     add_evaluation_arguments(zoo)
     zoo.add_argument("--force", action="store_true", help="re-evaluate models whose record is up to date")
+    zoo.add_argument("--jobs", type=int, default=0, metavar="N",
+                     help="models evaluated at a time, in worker processes sharing the cores (default: one per core)")
     zoo.set_defaults(func=_cmd_evaluate_zoo, threat_model=None)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -39,7 +39,7 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=str, default=None, help="budget, e.g. 0.1 or 8/255 (default: the board's)")
     p.add_argument("--n-examples", type=int, default=None, help="evaluate the first N test points")
     p.add_argument("--version", default="standard", choices=[*PROTOCOLS, "auto"],
-                   help="protocol version; 'auto' switches to 'rand' when the model is randomised")
+                   help="protocol version; 'auto' switches to 'rand' when the model is randomised; 'fast' (MALT-targeted APGD, for many checkpoints) runs 'standard' when a check fires")
     p.add_argument("--seed", type=int, default=0, help="the seed every random draw derives from (default 0)")
     p.add_argument("--batch-size", type=int, default=500, help="points attacked together, one chunk of the journal (default 500)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
@@ -100,7 +100,9 @@ def _evaluate_and_report(args: argparse.Namespace) -> int:
         print(result.summary())
         for flag in result.flags:
             print(f"  ! {flag}: {FLAG_EXPLANATIONS[flag]}")
-        print(f"record written to {path}")
+        if result.model.get("fast_fallback"):
+            print(f"  'fast' was not run: {result.model['fast_fallback']}")
+        print(f"record written to {record_path(args.out, args.dataset, args.threat_model, str(info['id']), result.version)}")
     return 0
 
 

@@ -358,3 +358,21 @@ def test_one_progress_display_covers_every_chunk_and_the_analysis(mlp, data, cap
     assert "analysis" in stages and stages[-1] == "evaluation done"
     assert "analysis: local-stability metrics" in err
     assert err.count("evaluation done") == 1 and "/42 point-stages" in err  # 4 attacks x 6 points + 3 parts x 6
+
+
+def test_evaluate_zoo_runs_models_in_parallel_workers_and_reuses_up_to_date_records(tmp_path, capsys):
+    """What `make run` calls: every zoo model of the board, two at a time, one line per model; a second run
+    finds every record up to date and evaluates nothing."""
+    argv = ["evaluate-zoo", "--dataset", "digits", "--threat-model", "L2", "--n-examples", "3", "--jobs", "2",
+            "--out", str(tmp_path), "--no-progress"]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "evaluating 3 model(s), 2 at a time" in out
+    done = [line for line in out.splitlines() if line.startswith("== ") and ": done in " in line]
+    assert len(done) == 3 and "[3/3 models" in done[-1]
+    records = sorted(p.name for p in (tmp_path / "digits" / "L2").glob("*.json"))
+    assert records == ["LeCun1998Gradient.standard.json", "Madry2018Towards.standard.json",
+                       "Zhang2019Theoretically.standard.json"]
+    assert cli_main(argv) == 0
+    again = capsys.readouterr().out
+    assert again.count("record up to date, skipped") == 3 and "evaluating" not in again

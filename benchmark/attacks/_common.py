@@ -39,6 +39,26 @@ def kth_class(logits: Tensor, k: int) -> Tensor:
     return logits.sort(dim=1, descending=True).indices[:, k - 1]
 
 
+def first_order_ranking(model: nn.Module, x: Tensor, y: Tensor, dual_p: float) -> Tensor:
+    """(n, classes - 1): the other classes of each point, nearest decision boundary to first order first.
+
+    The distance to class t's boundary is (z_y - z_t) / ||grad_x (z_y - z_t)||_q, q = ``dual_p`` (1 for
+    Linf, 2 for L2): exact for a linear model (MALT, Melamed, Yehudai & Shamir 2024, rank targets so).
+    Costs one forward pass and one backward pass per class."""
+    xr = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xr)
+        classes = logits.shape[1]
+        grads = [torch.autograd.grad(logits[:, t].sum(), xr, retain_graph=t < classes - 1)[0].flatten(1)
+                 for t in range(classes)]
+    logits, grad = logits.detach(), torch.stack(grads, 1)  # (n, classes, d)
+    gap = logits.gather(1, y[:, None]) - logits
+    diff = grad.gather(1, y[:, None, None].expand(-1, 1, grad.shape[2])) - grad
+    dual = diff.abs().sum(2) if dual_p == 1 else diff.norm(dim=2)
+    distance = (gap / dual.clamp_min(1e-12)).scatter(1, y[:, None], float("inf"))
+    return distance.argsort(1)[:, : classes - 1]
+
+
 #: "auto" cap on the rows of one stacked batch of APGD-T / FAB-T, as input elements per device type.
 #: Stacking never exceeds the batch the attack was handed (which the caller has shown to fit in
 #: memory: its clean pass, and in the protocol APGD-CE's forward+backward, ran on at least as many

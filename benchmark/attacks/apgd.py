@@ -6,7 +6,8 @@ rose in at most ``rho`` of the steps since w_{j-1}, or when its step was not hal
 and its best loss did not improve since then; a halved copy restarts from its best-loss iterate.
 
 Targeted runs (``n_targets > 0``) aim at the class with the k-th highest clean logit,
-k = 2 .. n_targets + 1. The runs (targets x restarts) are either stacked into one batch of
+k = 2 .. n_targets + 1, or, with ``target_order="first_order"`` (MALT), at the class with the
+(k-1)-th nearest decision boundary to first order (``_common.first_order_ranking``). The runs (targets x restarts) are either stacked into one batch of
 copies (``batch_targets=True``, at most ``max_rows`` copies per batch, "auto": as many as the
 batch handed over, more for tiny inputs, see ``_common.auto_max_rows``:
 as many runs as fit are stacked, the next ones attack only the points still unbroken) or run one
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..threat_models import ThreatModel
-from ._common import checked_max_rows, kth_class, loss_and_grad, runs_per_batch
+from ._common import checked_max_rows, first_order_ranking, kth_class, loss_and_grad, runs_per_batch
 from .base import FixedBudgetAttack, RunOutput
 from .losses import LOSSES
 
@@ -94,6 +95,11 @@ class _Copies:
                           for f in fields(self)})
 
 
+#: how a targeted APGD ranks its targets: by the clean logits (the paper's APGD-T: the k-th highest
+#: logit is the k-th target) or by first-order distance to each class boundary (MALT)
+TARGET_ORDERS = ("logits", "first_order")
+
+
 class APGD(FixedBudgetAttack):
     """Auto-PGD with the cross-entropy or DLR loss, untargeted or targeted, Linf or L2.
 
@@ -116,8 +122,12 @@ class APGD(FixedBudgetAttack):
         seed: int = 0,
         batch_targets: bool = True,
         max_rows: int | str | None = "auto",
+        target_order: str = "logits",
     ) -> None:
         super().__init__(threat_model, seed)
+        if target_order not in TARGET_ORDERS:
+            raise ValueError(f"unknown target_order {target_order!r}; known: {', '.join(TARGET_ORDERS)}")
+        self.target_order = target_order
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
         for label, value in (("n_iter", n_iter), ("n_restarts", n_restarts), ("eot_iter", eot_iter)):
@@ -156,6 +166,10 @@ class APGD(FixedBudgetAttack):
             best_loss=torch.full((len(x),), float("-inf"), device=x.device, dtype=torch.float32),
             queries=torch.ones(len(x), dtype=torch.long, device=x.device),
         )
+        ranking = None
+        if self.n_targets and self.target_order == "first_order":
+            ranking = first_order_ranking(model, x, y, 1 if self.threat_model.p == float("inf") else 2)
+            found.queries += clean_logits.shape[1]  # the ranking: one backward pass per class
         ranks: list[int | None] = list(range(2, self.n_targets + 2)) if self.n_targets else [None]
         runs = [k for k in ranks for _ in range(self.n_restarts)]
         while runs:
@@ -167,7 +181,8 @@ class APGD(FixedBudgetAttack):
             owner = todo.repeat(len(group))
             target = None
             if self.n_targets:
-                target = torch.cat([kth_class(clean_logits[todo], k) for k in group])
+                target = torch.cat([kth_class(clean_logits[todo], k) if ranking is None else ranking[todo, k - 2]
+                                    for k in group])
             self._attack(model, x, y, eps, owner, target, generator, found)
         return RunOutput(found.x_adv, found.queries)
 
