@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from html import escape
-from typing import Sequence
+from typing import Callable, Sequence
 
 __all__ = ["curve_svg", "scatter_svg", "nice_ticks", "clean_curve"]
 
@@ -45,6 +45,24 @@ def _label(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _frame(title: str, x_ticks: Sequence[tuple[float, str]], y_ticks: Sequence[float],
+           sx: Callable[[float], float], sy: Callable[[float], float]) -> list[str]:
+    """The opening of a chart: the svg element, its title, the grid with the y axis in percent, the plot's box."""
+    plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" '
+             'font-family="sans-serif" font-size="12" role="img">',
+             f'<title>{escape(title)}</title>',
+             f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="#ffffff"/>']
+    for y in y_ticks:
+        parts.append(f'<line x1="{_LEFT}" y1="{sy(y):.2f}" x2="{_W - _RIGHT}" y2="{sy(y):.2f}" stroke="#e3e3e3"/>')
+        parts.append(f'<text x="{_LEFT - 6}" y="{sy(y) + 4:.2f}" text-anchor="end">{100 * y:.0f}</text>')
+    for x, text in x_ticks:
+        parts.append(f'<line x1="{sx(x):.2f}" y1="{_TOP}" x2="{sx(x):.2f}" y2="{_TOP + plot_h}" stroke="#e3e3e3"/>')
+        parts.append(f'<text x="{sx(x):.2f}" y="{_TOP + plot_h + 16}" text-anchor="middle">{escape(text)}</text>')
+    parts.append(f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#555"/>')
+    return parts
+
+
 def curve_svg(curve: Sequence[Sequence[float]], board_eps: float | None = None, *, x_label: str = "eps") -> str:
     """An SVG line chart of robust accuracy (%) against eps, with the board's eps marked."""
     points = clean_curve(curve)
@@ -62,17 +80,7 @@ def curve_svg(curve: Sequence[Sequence[float]], board_eps: float | None = None, 
     def sy(y: float) -> float:
         return _TOP + plot_h * (1.0 - y)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" '
-             'font-family="sans-serif" font-size="12" role="img">',
-             '<title>Robust accuracy against eps</title>',
-             f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="#ffffff"/>']
-    for y in y_ticks:
-        parts.append(f'<line x1="{_LEFT}" y1="{sy(y):.2f}" x2="{_W - _RIGHT}" y2="{sy(y):.2f}" stroke="#e3e3e3"/>')
-        parts.append(f'<text x="{_LEFT - 6}" y="{sy(y) + 4:.2f}" text-anchor="end">{100 * y:.0f}</text>')
-    for x in x_ticks:
-        parts.append(f'<line x1="{sx(x):.2f}" y1="{_TOP}" x2="{sx(x):.2f}" y2="{_TOP + plot_h}" stroke="#e3e3e3"/>')
-        parts.append(f'<text x="{sx(x):.2f}" y="{_TOP + plot_h + 16}" text-anchor="middle">{escape(_label(x))}</text>')
-    parts.append(f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#555"/>')
+    parts = _frame("Robust accuracy against eps", [(x, _label(x)) for x in x_ticks], y_ticks, sx, sy)
     if board_eps:
         bx = sx(board_eps)
         parts.append(f'<line x1="{bx:.2f}" y1="{_TOP}" x2="{bx:.2f}" y2="{_TOP + plot_h}" stroke="#c0392b" '
@@ -109,19 +117,10 @@ def scatter_svg(points: Sequence[tuple[str, float, float]], *, labels: bool | No
     def sy(y: float) -> float:
         return _TOP + plot_h * (1.0 - y / y_high)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" '
-             'font-family="sans-serif" font-size="12" role="img">',
-             '<title>Robust accuracy against clean accuracy, one dot per model</title>',
-             f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="#ffffff"/>']
     x_ticks = [round(x_low + i * (1.0 - x_low) / 5, 6) for i in range(6)]
     y_ticks = [t for t in nice_ticks(y_high) if t <= y_high + 1e-9]
-    for y in y_ticks:
-        parts.append(f'<line x1="{_LEFT}" y1="{sy(y):.2f}" x2="{_W - _RIGHT}" y2="{sy(y):.2f}" stroke="#e3e3e3"/>')
-        parts.append(f'<text x="{_LEFT - 6}" y="{sy(y) + 4:.2f}" text-anchor="end">{100 * y:.0f}</text>')
-    for x in x_ticks:
-        parts.append(f'<line x1="{sx(x):.2f}" y1="{_TOP}" x2="{sx(x):.2f}" y2="{_TOP + plot_h}" stroke="#e3e3e3"/>')
-        parts.append(f'<text x="{sx(x):.2f}" y="{_TOP + plot_h + 16}" text-anchor="middle">{100 * x:.4g}</text>')
-    parts.append(f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#555"/>')
+    parts = _frame("Robust accuracy against clean accuracy, one dot per model", [(x, f"{100 * x:.4g}") for x in x_ticks],
+                   y_ticks, sx, sy)
     for name, clean, robust in good:
         tip = escape(f"{name}: clean {100 * clean:.2f}%, robust {100 * robust:.2f}%")
         parts.append(f'<circle cx="{sx(clean):.2f}" cy="{sy(robust):.2f}" r="4" fill="#1f5fa8" fill-opacity="0.75">'

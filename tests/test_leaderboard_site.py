@@ -222,3 +222,15 @@ def test_model_page_shows_the_baseline_and_the_stability_metrics(tmp_path):
     assert "<dt>Jacobian norm</dt><dd><strong>12.35</strong>" in section and "unknown" not in section
     build_site(aggregate([card], [make_record(card, 0.9, 0.5)]), tmp_path / "none")
     assert 'id="analysis"' not in (tmp_path / "none/models/digits/Linf/Metric2020Model.html").read_text()
+
+
+def test_scatter_plots_each_ranked_model_once_with_its_name_escaped():
+    from leaderboard.plots import scatter_svg
+
+    svg = scatter_svg([("A2020a", 0.98, 0.5), ("<b>B</b>", 0.9, 0.4), ("Bad2020x", 0.5, 0.7), ("Nan2020x", float("nan"), 0.1)])
+    assert svg.count("<circle") == 2 and "&lt;b&gt;B&lt;/b&gt;: clean 90.00%, robust 40.00%" in svg and "<b>" not in svg
+    assert "A2020a</text>" in svg  # few models: named beside their dots
+    many = scatter_svg([(f"M{i}", 0.9, 0.5) for i in range(20)])
+    assert many.count("<circle") == 20 and ">M5</text>" not in many  # many models: names only as tooltips
+    with pytest.raises(ValueError, match="no model"):
+        scatter_svg([("Bad2020x", 0.5, 0.7)])
