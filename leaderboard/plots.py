@@ -121,13 +121,16 @@ def scatter_svg(points: Sequence[tuple[str, float, float]], *, labels: bool | No
     y_ticks = [t for t in nice_ticks(y_high) if t <= y_high + 1e-9]
     parts = _frame("Robust accuracy against clean accuracy, one dot per model", [(x, f"{100 * x:.4g}") for x in x_ticks],
                    y_ticks, sx, sy)
+    placed: list[tuple[float, float, float]] = []  # (left, right, baseline) of the names written so far
     for name, clean, robust in good:
         tip = escape(f"{name}: clean {100 * clean:.2f}%, robust {100 * robust:.2f}%")
         parts.append(f'<circle cx="{sx(clean):.2f}" cy="{sy(robust):.2f}" r="4" fill="#1f5fa8" fill-opacity="0.75">'
                      f'<title>{tip}</title></circle>')
-        if labels:
-            parts.append(f'<text x="{sx(clean) - 6:.2f}" y="{sy(robust) + 4:.2f}" text-anchor="end" '
-                         f'font-size="11">{escape(name)}</text>')
+        right, base = sx(clean) - 6, sy(robust) + 4
+        left = right - 6.2 * len(name)  # about 6.2 px per character at 11 px
+        if labels and not any(abs(base - b) < 12 and left < r and l < right for l, r, b in placed):
+            placed.append((left, right, base))  # a name that would overlap another is left to the tooltip
+            parts.append(f'<text x="{right:.2f}" y="{base:.2f}" text-anchor="end" font-size="11">{escape(name)}</text>')
     parts.append(f'<text x="{_LEFT + plot_w / 2:.2f}" y="{_H - 10}" text-anchor="middle">clean accuracy (%)</text>')
     parts.append(f'<text transform="translate(16,{_TOP + plot_h / 2:.2f}) rotate(-90)" text-anchor="middle">'
                  'robust accuracy (%)</text>')
