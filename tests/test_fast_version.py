@@ -62,7 +62,7 @@ def test_fast_falls_back_to_standard_when_a_check_fires_and_says_so(linear_model
     prob = linear_model(n=12, num_classes=10, seed=7)
     x = prob.x.reshape(12, 1, 8, 8)
     plain = evaluate(prob.model, "digits", "Linf", x=x, y=prob.y, version="fast", progress=False, analysis=False)
-    assert plain.version == "fast" and [s.attack for s in plain.stages] == ["apgd-ce", "apgd-t-malt"]
+    assert plain.version == "fast" and [s.attack for s in plain.stages] == ["apgd-ce", "apgd-t-malt", "square"]
     assert "fast_fallback" not in plain.model
     masked = evaluate(_SaturatedSoftmax(prob.model), "digits", "Linf", x=x, y=prob.y, version="fast", progress=False,
                       analysis=False)

@@ -85,9 +85,10 @@ def test_protocol_versions_hold_the_documented_settings():
     assert standard[3].settings["n_queries"] == 5000 and standard[3].settings["p_init"] == 0.8
     assert all(e.settings.get("eot_iter") == 20 for e in get_protocol("rand"))
     assert [e.settings["n_restarts"] for e in PROTOCOLS["plus"][:3]] == [5, 5, 5]
-    fast = get_protocol("fast")  # docs/evaluation.md: APGD-CE, then APGD-T towards the 3 first-order-nearest classes
-    assert [e.name for e in fast] == ["apgd-ce", "apgd-t-malt"]
-    assert fast[1].settings["n_targets"] == 3 and fast[1].settings["target_order"] == "first_order"
+    fast = get_protocol("fast")  # docs/evaluation.md: APGD-CE, APGD-T towards the 5 first-order-nearest classes, Square 1,000
+    assert [e.name for e in fast] == ["apgd-ce", "apgd-t-malt", "square"]
+    assert fast[1].settings["n_targets"] == 5 and fast[1].settings["target_order"] == "first_order"
+    assert fast[2].settings["n_queries"] == 1000
     with pytest.raises(ValueError, match="unknown protocol version"):
         get_protocol("fastest")
     # targets are capped by the number of classes; every entry builds an attack
