@@ -154,6 +154,13 @@ def test_migrate_refuses_a_repeat_that_disagrees_and_leaves_the_file_alone(tmp_p
     assert path.read_text() == text
 
 
+def test_migrate_refuses_an_architecture_that_disagrees(tmp_path: Path) -> None:
+    path = _old_form(tmp_path)
+    path.write_text(path.read_text().replace("  architecture: digits_mlp", "  architecture: digits_cnn"))
+    with pytest.raises(ValueError, match="training.architecture is 'digits_cnn' but the card's architecture.name is 'digits_mlp'"):
+        migrate_file(path)
+
+
 def test_migrate_rewrites_json_and_one_line_training_blocks(tmp_path: Path) -> None:
     doc = submission_document()
     doc["training"] = {"recipe": "pgd_at", "eps": doc["eps"], "architecture": "digits_mlp",

@@ -358,6 +358,7 @@ def test_one_progress_display_covers_every_chunk_and_the_analysis(mlp, data, cap
     assert "analysis" in stages and stages[-1] == "evaluation done"
     assert "analysis: local-stability metrics" in err
     assert err.count("evaluation done") == 1 and "/42 point-stages" in err  # 4 attacks x 6 points + 3 parts x 6
+    assert " 12/42 " in err and " 24/42 " in err and " 42/42 " in err  # after each chunk's attacks, then the analysis
 
 
 def test_evaluate_zoo_runs_models_in_parallel_workers_and_reuses_up_to_date_records(tmp_path, capsys):
