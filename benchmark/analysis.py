@@ -148,7 +148,7 @@ def curve_from_norms(norms: Tensor, eps: float, steps: int = CURVE_STEPS) -> lis
 
 def first_order_targets(model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel) -> Tensor:
     """Per point, the class whose decision boundary is nearest to first order (exact for a linear model)."""
-    return first_order_ranking(model, x, y, 1 if threat_model.p == math.inf else 2)[:, 0]
+    return first_order_ranking(model, x, y, threat_model)[:, 0]
 
 
 def _searched_norms(

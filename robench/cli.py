@@ -108,9 +108,10 @@ def _expected_cost(model_id: str, dataset: str, threat_model: str) -> int:
     """Rough order of an evaluation's cost: models trained against attacks stay robust, and Square then
     spends its whole budget on them."""
     from model_zoo import get_card
+    from model_zoo.training.recipes import RECIPES
 
-    recipe = get_card(model_id, dataset=dataset, threat_model=threat_model).training.recipe or ""
-    return 1 if recipe in ("pgd_at", "trades", "fast_at", "fgsm_at") else 0
+    recipe = RECIPES.get(get_card(model_id, dataset=dataset, threat_model=threat_model).training.recipe or "")
+    return 1 if recipe is not None and recipe.adversarial else 0
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -29,7 +29,7 @@ def _unequal_classes(linear_model, seed: int):
 @pytest.mark.parametrize("tm", [Linf(), L2()], ids=["Linf", "L2"])
 def test_first_order_ranking_orders_a_linear_models_classes_by_their_exact_distance(linear_model, tm):
     prob = _unequal_classes(linear_model, seed=5)
-    ranking = first_order_ranking(prob.model, prob.x, prob.y, 1 if tm.p == float("inf") else 2)
+    ranking = first_order_ranking(prob.model, prob.x, prob.y, tm)
     exact = prob.per_target(tm.p).argsort(1)[:, :9]  # the true class (inf) sorts last and is left out
     assert torch.equal(ranking, exact)
 

@@ -6,6 +6,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..threat_models import ThreatModel
+
 LossFn = Callable[..., Tensor]
 
 
@@ -39,11 +41,11 @@ def kth_class(logits: Tensor, k: int) -> Tensor:
     return logits.sort(dim=1, descending=True).indices[:, k - 1]
 
 
-def first_order_ranking(model: nn.Module, x: Tensor, y: Tensor, dual_p: float) -> Tensor:
+def first_order_ranking(model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel) -> Tensor:
     """(n, classes - 1): the other classes of each point, nearest decision boundary to first order first.
 
-    The distance to class t's boundary is (z_y - z_t) / ||grad_x (z_y - z_t)||_q, q = ``dual_p`` (1 for
-    Linf, 2 for L2): exact for a linear model (MALT, Melamed, Yehudai & Shamir 2024, rank targets so).
+    The distance to class t's boundary is (z_y - z_t) / ||grad_x (z_y - z_t)||_q, q the dual norm of the
+    threat model's (1 for Linf, 2 for L2): exact for a linear model (MALT, Melamed, Yehudai & Shamir 2024, rank targets so).
     Costs one forward pass and one backward pass per class."""
     xr = x.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -54,7 +56,7 @@ def first_order_ranking(model: nn.Module, x: Tensor, y: Tensor, dual_p: float) -
     logits, grad = logits.detach(), torch.stack(grads, 1)  # (n, classes, d)
     gap = logits.gather(1, y[:, None]) - logits
     diff = grad.gather(1, y[:, None, None].expand(-1, 1, grad.shape[2])) - grad
-    dual = diff.abs().sum(2) if dual_p == 1 else diff.norm(dim=2)
+    dual = diff.abs().sum(2) if threat_model.p == float("inf") else diff.norm(dim=2)
     distance = (gap / dual.clamp_min(1e-12)).scatter(1, y[:, None], float("inf"))
     return distance.argsort(1)[:, : classes - 1]
 

@@ -168,7 +168,7 @@ class APGD(FixedBudgetAttack):
         )
         ranking = None
         if self.n_targets and self.target_order == "first_order":
-            ranking = first_order_ranking(model, x, y, 1 if self.threat_model.p == float("inf") else 2)
+            ranking = first_order_ranking(model, x, y, self.threat_model)
             found.queries += clean_logits.shape[1]  # the ranking: one backward pass per class
         ranks: list[int | None] = list(range(2, self.n_targets + 2)) if self.n_targets else [None]
         runs = [k for k in ranks for _ in range(self.n_restarts)]
