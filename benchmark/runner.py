@@ -33,7 +33,7 @@ from .threat_models import get_threat_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "EvaluationError", "prepare_model", "ChannelsLastInputs", "resolve_device"]
+__all__ = ["evaluate", "EvaluationError", "prepare_model", "uses_channels_last", "ChannelsLastInputs", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -84,6 +84,16 @@ class ChannelsLastInputs(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+def uses_channels_last(model: nn.Module, channels_last: bool | None) -> bool:
+    """Whether to run ``model`` in the channels_last layout: as asked, or (None, the default) when it has
+    a 2-d convolution, whose NHWC kernels beat NCHW ones on CPUs (oneDNN) and GPUs (cuDNN) alike. On the
+    zoo's digits CNN, one CPU thread, 132 images: a forward pass 5.3 ms instead of 12.5 ms, forward and
+    backward 10.9 ms instead of 19.2 ms (max pooling's NCHW kernel alone took a quarter of the latter)."""
+    if channels_last is not None:
+        return bool(channels_last)
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def prepare_model(model: nn.Module, channels_last: bool = False, compile: bool = False) -> nn.Module:
@@ -221,7 +231,7 @@ def evaluate(
     progress: bool = True,
     journal: str | Path | None = None,
     analysis: bool = True,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     compile: bool = False,
 ) -> EvaluationResult:
     """Evaluate ``model`` (an nn.Module taking [0,1] inputs, returning logits) under a protocol version.
@@ -231,9 +241,10 @@ def evaluate(
     record to ``out/<dataset>/<threat_model>/<model id>.<version>.json``. ``analysis`` adds the
     baselines (PGD-CE), the robustness curve and the local-stability metrics (benchmark.analysis).
     ``channels_last`` and ``compile`` run the model in the channels_last layout and/or through
-    ``torch.compile`` (see :func:`prepare_model`): faster on GPUs (channels_last also on CPUs for
-    small convolutional models), with results equal up to float rounding, not bit-identical to a
-    run without them; they are part of a journal's configuration.
+    ``torch.compile`` (see :func:`prepare_model`), with results equal up to float rounding, not
+    bit-identical to a run without them; they are part of a journal's configuration.
+    ``channels_last=None`` (the default) turns it on for models with 2-d convolutions
+    (:func:`uses_channels_last`); the model's 4-d weights are then converted in place.
     """
     if dataset not in DATASETS:
         raise EvaluationError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
@@ -269,6 +280,7 @@ def evaluate(
     info = dict(model_info or {})
     info.setdefault("id", type(model).__name__)
     info["fingerprint"] = fingerprint_model(model)
+    channels_last = uses_channels_last(model, channels_last)
     model = prepare_model(model, channels_last, compile)
     counter = PassCounter(model)
 

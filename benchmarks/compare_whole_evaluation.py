@@ -10,9 +10,9 @@ distillation), on the first ``--n-examples`` digits test points at the board's e
 process, one after the other:
 
 * robench ``evaluate(model, "digits", threat_model, n_examples=N)`` as a user calls it: the checks,
-  the standard protocol and the analysis (PGD-CE baseline, curve, metrics), with its defaults;
-  and the same with ``channels_last=True`` (``robench evaluate --channels-last``, what ``make run``
-  uses);
+  the standard protocol and the analysis (PGD-CE baseline, curve, metrics), with its defaults (which
+  run a convolutional model in the channels_last layout); and the same with ``channels_last=False``
+  (``robench evaluate --no-channels-last``: the model's own layout, as the references run it);
 * ``pyautoattack.AutoAttack(model, norm=..., eps=..., version="standard", seed=0)
   .run_standard_evaluation(x, y, batch_size=N)``: the reference implementation of the protocol,
   which runs the protocol only (no checks, no analysis);
@@ -64,7 +64,7 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def run_robench(model: nn.Module, tm: str, n: int, device: str, channels_last: bool) -> tuple[float, float]:
+def run_robench(model: nn.Module, tm: str, n: int, device: str, channels_last: bool | None) -> tuple[float, float]:
     seconds, result = timed(lambda: evaluate(model, "digits", tm, n_examples=n, progress=False, device=device,
                                              channels_last=channels_last), device)
     return result.robust_accuracy, seconds
@@ -122,8 +122,8 @@ def main() -> int:
     for name in args.models.split(","):
         results = {}
         for label, run in (
-            ("robench", lambda: run_robench(load_model(name, dataset="digits", threat_model=tm, device=device), tm, n, device, False)),
-            ("robench --channels-last", lambda: run_robench(load_model(name, dataset="digits", threat_model=tm, device=device), tm, n, device, True)),
+            ("robench", lambda: run_robench(load_model(name, dataset="digits", threat_model=tm, device=device), tm, n, device, None)),
+            ("robench --no-channels-last", lambda: run_robench(load_model(name, dataset="digits", threat_model=tm, device=device), tm, n, device, False)),
             ("pyautoattack", lambda: run_reference(load_model(name, dataset="digits", threat_model=tm, device=device), x, y, tm, eps, device)),
             ("torchattacks", lambda: run_torchattacks(load_model(name, dataset="digits", threat_model=tm, device=device), x, y, tm, eps, device)),
             ("torchattacks standard settings", lambda: run_torchattacks_standard(
@@ -132,15 +132,15 @@ def main() -> int:
             results[label] = run()
             print(f"  {name} {label}: robust {100 * results[label][0]:.2f}% in {results[label][1]:.1f} s", flush=True)
         rows.append((name, results))
-    print("\n| model | robench | robench --channels-last | pyautoattack (reference) | torchattacks as shipped | "
+    print("\n| model | robench | robench --no-channels-last | pyautoattack (reference) | torchattacks as shipped | "
           "torchattacks standard settings | robench / reference | robench / torchattacks standard | "
-          "--channels-last / reference |\n|---|---|---|---|---|---|---|---|---|")
+          "--no-channels-last / reference |\n|---|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         cell = {k: f"{100 * acc:.2f}% in {sec:.1f} s" for k, (acc, sec) in r.items()}
         ratio = lambda a, b: f"{r[a][1] / r[b][1]:.2f}"  # noqa: E731
-        print(f"| {name} | {cell['robench']} | {cell['robench --channels-last']} | {cell['pyautoattack']} | "
+        print(f"| {name} | {cell['robench']} | {cell['robench --no-channels-last']} | {cell['pyautoattack']} | "
               f"{cell['torchattacks']} | {cell['torchattacks standard settings']} | {ratio('robench', 'pyautoattack')} | "
-              f"{ratio('robench', 'torchattacks standard settings')} | {ratio('robench --channels-last', 'pyautoattack')} |")
+              f"{ratio('robench', 'torchattacks standard settings')} | {ratio('robench --no-channels-last', 'pyautoattack')} |")
     return 0
 
 

@@ -46,8 +46,9 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="folder for result records (default: results/)")
     p.add_argument("--data-dir", default=None, help="dataset folder (default: $ROBENCH_DATA or the user cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--channels-last", action="store_true",
-                   help="run the model in the channels_last memory format (faster convolutions on GPUs and often CPUs)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the model in the channels_last memory format (default: when it has 2-d convolutions, "
+                        "whose NHWC kernels are faster on CPUs and GPUs)")
     p.add_argument("--compile", action="store_true",
                    help="run the model through torch.compile (meant for GPUs; the first batches pay the compile time)")
 
@@ -89,7 +90,7 @@ def _evaluate_and_report(args: argparse.Namespace) -> int:
             model, args.dataset, args.threat_model, eps, n_examples=args.n_examples, version=version,
             seed=args.seed, batch_size=args.batch_size, device=device, out=args.out, data_dir=args.data_dir,
             model_info=info, progress=not args.no_progress, journal=path.with_suffix(".journal"),
-            channels_last=getattr(args, "channels_last", False), compile=getattr(args, "compile", False),
+            channels_last=getattr(args, "channels_last", None), compile=getattr(args, "compile", False),
         )
     except (EvaluationError, JournalMismatchError, ValueError, FileNotFoundError) as exc:
         print(f"robench evaluate: error: {exc}", file=sys.stderr)
@@ -115,7 +116,9 @@ def evaluation_argv(args: argparse.Namespace) -> list[str]:
     argv = ["--model", args.model]
     for action in declared._actions:
         value = getattr(args, action.dest, None)
-        if action.nargs == 0:  # a flag
+        if isinstance(action, argparse.BooleanOptionalAction):  # --x / --no-x, None: the default
+            argv += [] if value is None else [action.option_strings[0 if value else 1]]
+        elif action.nargs == 0:  # a flag
             argv += [action.option_strings[0]] if value else []
         elif value is not None:
             argv += [action.option_strings[0], str(value)]

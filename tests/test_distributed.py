@@ -60,7 +60,8 @@ def test_distributed_flag_forwards_every_evaluation_argument():
     """``robench evaluate --distributed N`` hands robench.run exactly the arguments it was given."""
     given = ["-v", "evaluate", "--model", "pkg.mod:factory", "--dataset", "cifar10", "--threat-model", "L2",
              "--eps", "8/255", "--n-examples", "100", "--version", "plus", "--seed", "3", "--batch-size", "50",
-             "--device", "cuda", "--out", "res", "--data-dir", "/data", "--no-progress", "--distributed", "8"]
+             "--device", "cuda", "--out", "res", "--data-dir", "/data", "--no-progress", "--no-channels-last",
+             "--distributed", "8"]
     args = build_parser().parse_args(given)
     run_parser = argparse.ArgumentParser()
     run_parser.add_argument("--model", required=True)
@@ -68,6 +69,7 @@ def test_distributed_flag_forwards_every_evaluation_argument():
     forwarded = vars(run_parser.parse_args(evaluation_argv(args)))
     assert forwarded == {k: v for k, v in vars(args).items() if k in forwarded}
     assert forwarded["eps"] == "8/255" and forwarded["model"] == "pkg.mod:factory" and forwarded["no_progress"]
+    assert forwarded["channels_last"] is False  # an explicit --no-x is forwarded, not left to the default
     defaults = build_parser().parse_args(["evaluate", "--model", "m:f"])
     assert vars(run_parser.parse_args(evaluation_argv(defaults))) == {k: v for k, v in vars(defaults).items()
                                                                        if k in forwarded}

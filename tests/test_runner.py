@@ -249,15 +249,23 @@ def test_cli_writes_the_record_and_its_journal_where_it_says(tmp_path, capsys, m
 def test_channels_last_gives_the_same_record(data):
     """--channels-last changes the memory layout only: same per-point results on the standard protocol."""
     x, y = data
-    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 10)).eval()
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.Flatten(),
+                         nn.Linear(4 * 64, 10)).eval()
     torch.manual_seed(0)
     for p in conv.parameters():
         nn.init.normal_(p, std=0.3)
-    plain = evaluate(conv, x=x, y=y, batch_size=20, progress=False, analysis=False)
-    fast = evaluate(conv, x=x, y=y, batch_size=20, progress=False, analysis=False, channels_last=True)
-    assert conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain = evaluate(conv, x=x, y=y, batch_size=20, progress=False, analysis=False, channels_last=False)
+    assert not conv[2].weight.is_contiguous(memory_format=torch.channels_last)
+    fast = evaluate(conv, x=x, y=y, batch_size=20, progress=False, analysis=False)  # the default: on for a conv net
+    assert conv[2].weight.is_contiguous(memory_format=torch.channels_last)
     assert [p.robust for p in fast.points] == [p.robust for p in plain.points]
     assert [p.broken_by for p in fast.points] == [p.broken_by for p in plain.points]
+
+
+def test_channels_last_by_default_only_for_convolutional_models(mlp):
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 36, 10))
+    assert runner.uses_channels_last(conv, None) and not runner.uses_channels_last(mlp, None)
+    assert runner.uses_channels_last(mlp, True) and not runner.uses_channels_last(conv, False)
 
 
 def test_compile_option_is_wired(data, mlp, monkeypatch):
