@@ -454,3 +454,37 @@ def test_a_single_point_is_attacked(linear_model) -> None:
     problem = linear_model(n=1)
     out = APGD("L2", n_iter=20)(problem.model, problem.x, problem.y, 10.0)
     assert bool(out.success.all()) and int(out.queries[0]) > 2
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+@pytest.mark.parametrize("settings", [{"loss": "ce"}, {"loss": "ce", "n_restarts": 2}], ids=["ce", "ce-restarts"])
+def test_a_point_with_a_zero_gradient_stops_with_the_result_of_all_its_steps(linear_model, monkeypatch, threat,
+                                                                           settings) -> None:
+    """A saturated softmax (weights x 300) gives an exactly zero cross-entropy gradient on points far from
+    every boundary: APGD leaves them after one pass, with what running every step gives."""
+    problem = linear_model(n=60, scale=300.0)
+    x, y = problem.x, problem.y
+    eps = float(problem.min_perturbation(P[threat]).median())
+    attack = APGD(threat, n_iter=30, **settings)
+    short = attack(problem.model, x, y, eps)
+    monkeypatch.setattr(APGD, "_drop_stuck", lambda self, c, k, found: c)
+    full = attack(problem.model, x, y, eps)
+    assert torch.equal(short.success, full.success) and torch.equal(short.x_adv[full.success], full.x_adv[full.success])
+    assert 0 < int(full.success.sum()) < len(x)
+    copies = settings.get("n_restarts", 1)
+    if copies == 1:  # with restarts, of two iterates of equal loss (both 0, saturated) either may be the one kept
+        assert torch.equal(short.x_adv, full.x_adv)
+    # the clean pass, one pass per copy at its random start (where the gradient was zero), the success check
+    # (a point broken at its random start costs as much, and is not one of them)
+    stopped = (short.queries == 1 + copies + 1) & ~short.success
+    assert int(stopped.sum()) >= 5
+    assert bool((full.queries[stopped] == 1 + copies * (30 + 1) + 1).all())
+    assert bool((short.queries <= full.queries).all())
+
+
+def test_averaged_gradients_are_never_taken_as_stuck(linear_model) -> None:
+    """With eot_iter > 1 a zero gradient may be luck of the draw: every step is taken."""
+    problem = linear_model(n=20, scale=1e4)
+    robust = problem.min_perturbation(float("inf")) > 0.01
+    out = APGD("Linf", n_iter=10, loss="ce", eot_iter=2)(problem.model, problem.x[robust], problem.y[robust], 0.01)
+    assert bool((out.queries == 1 + 2 * 11 + 1).all())

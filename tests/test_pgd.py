@@ -147,3 +147,24 @@ def test_points_misclassified_at_the_start_cost_one_pass(linear_model, threat) -
     out = PGD(threat, n_iter=10, random_start=False)(problem.model, problem.x, wrong, 0.05)
     assert bool(out.success.all()) and torch.equal(out.x_adv, problem.x)
     assert torch.equal(out.queries, torch.full_like(wrong, 2))  # the first step's pass and the success pass
+
+
+@pytest.mark.parametrize("threat", ["Linf", "L2"])
+@pytest.mark.parametrize("early_stop", [True, False])
+def test_a_point_with_a_zero_gradient_stops_where_it_stands(linear_model, threat, early_stop) -> None:
+    """A saturated softmax (weights x 300) has an exactly zero cross-entropy gradient far from every
+    boundary: such a point would never move, so it costs one pass and its random start is its result."""
+    problem = linear_model(n=60, scale=300.0)
+    x, y = problem.x, problem.y
+    eps = float(problem.min_perturbation(P[threat]).median())
+    attack = PGD(threat, n_iter=30, step_size=0.1, early_stop=early_stop)
+    out = attack(problem.model, x, y, eps)
+    start = get_threat_model(threat).random_start(x, torch.full((len(x),), eps), attack.generator("cpu"))
+    with torch.enable_grad():
+        xr = start.clone().requires_grad_(True)
+        nn.functional.cross_entropy(problem.model(xr), y, reduction="sum").backward()
+    flat = (xr.grad.flatten(1) == 0).all(1) & (problem.model(start).argmax(1) == y)
+    assert 5 < int(flat.sum()) < len(x) - 5
+    assert torch.equal(out.queries[flat], torch.full((int(flat.sum()),), 2))  # its one pass and the success pass
+    assert torch.equal(out.x_adv[flat], start[flat]) and not bool(out.success[flat].any())
+    assert bool((out.queries[~flat] > 2).any()) and 0 < int(out.success.sum())

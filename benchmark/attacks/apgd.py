@@ -13,6 +13,14 @@ batch handed over, more for tiny inputs, see ``_common.auto_max_rows``:
 as many runs as fit are stacked, the next ones attack only the points still unbroken) or run one
 after another.
 A point is dropped from the batch, all its copies together, as soon as one copy is misclassified.
+
+A copy whose gradient is exactly zero where it stands, with no momentum and a best iterate whose
+gradient is zero too, can never move again (every step, momentum and restart from the best iterate
+leaves it in place), so it leaves the batch at once with the result the remaining steps would give
+(among a point's copies of exactly equal best loss, the one kept can then be another one):
+where a model masks its gradients (a saturated softmax), APGD-CE spends one pass on such a point
+instead of n_iter + 1. Only with ``eot_iter == 1``: averaged gradients of a randomised model can
+differ from one pass to the next.
 """
 from __future__ import annotations
 
@@ -202,6 +210,7 @@ class APGD(FixedBudgetAttack):
             loss_best=loss, loss_at_mark=loss, count=zeros, halved=zeros.bool(),
         )
         c = self._drop_fooled(c, logits, 0, found)
+        c = self._drop_stuck(c, 0, found)
         marks, last_mark = set(checkpoints(self.n_iter)), 0
         for k in range(1, self.n_iter + 1):
             if c is None:
@@ -230,8 +239,9 @@ class APGD(FixedBudgetAttack):
                 c.loss_prev = torch.where(halve, c.loss_best, c.loss_prev)
                 c.count.zero_()
                 c.loss_at_mark, c.halved, last_mark = c.loss_best, halve, k
+            c = self._drop_stuck(c, k, found)
         if c is not None:
-            self._keep_best(c, found)
+            self._keep_best(c, found, self.n_iter)
 
     def _drop_fooled(self, c: _Copies, logits: Tensor, k: int, found: _Found) -> _Copies | None:
         """Record the misclassified iterates (iterate k) and drop every copy of the points they break."""
@@ -247,10 +257,23 @@ class APGD(FixedBudgetAttack):
         keep = (~dropped).nonzero().flatten()
         return c.select(keep) if keep.numel() else None
 
-    def _keep_best(self, c: _Copies, found: _Found) -> None:
-        """After the last step: count the copies' passes, and for each point still robust keep the
-        highest-loss iterate of its copies if it beats the earlier runs'."""
-        found.queries.index_add_(0, c.owner, self._passes(c.owner, self.n_iter))
+    def _drop_stuck(self, c: _Copies | None, k: int, found: _Found) -> _Copies | None:
+        """Finish (as :meth:`_keep_best` after step k) the copies that cannot move again: zero gradient at
+        the current and at the best iterate, and no momentum (the current iterate is the previous one)."""
+        if c is None or self.eot_iter != 1:
+            return c
+        stuck = ((c.grad == 0).flatten(1).all(1) & (c.grad_best == 0).flatten(1).all(1)
+                 & (c.x_cur == c.x_prev).flatten(1).all(1))
+        if not bool(stuck.any()):
+            return c
+        self._keep_best(c.select(stuck.nonzero().flatten()), found, k)
+        keep = (~stuck).nonzero().flatten()
+        return c.select(keep) if keep.numel() else None
+
+    def _keep_best(self, c: _Copies, found: _Found, k: int) -> None:
+        """After step k (the last one, or the last one that could move them): count the copies' passes, and
+        for each point still robust keep the highest-loss iterate of its copies if it beats the earlier runs'."""
+        found.queries.index_add_(0, c.owner, self._passes(c.owner, k))
         loss = c.loss_best.to(found.best_loss.dtype)
         top = torch.full_like(found.best_loss, float("-inf")).scatter_reduce_(0, c.owner, loss, reduce="amax")
         idx = ((loss == top[c.owner]) & (loss > found.best_loss[c.owner])).nonzero().flatten()

@@ -21,7 +21,8 @@ class PGD(FixedBudgetAttack):
 
     ``early_stop`` keeps the first misclassified iterate of each point and stops attacking it
     (what an evaluation wants); without it every point runs all steps and the last iterate is
-    returned (what adversarial training wants).
+    returned (what adversarial training wants). Either way a point whose gradient is exactly zero
+    where it stands (a saturated softmax) would never move again: it stops there, its iterate final.
     """
 
     name = "pgd"
@@ -67,6 +68,13 @@ class PGD(FixedBudgetAttack):
                 fooled = logits.argmax(1) != y[active]
                 best[active[fooled]] = xa[fooled]
                 keep = ~fooled
+                active, xa, grad = active[keep], xa[keep], grad[keep]
+                if active.numel() == 0:
+                    break
+            stuck = (grad == 0).flatten(1).all(1)
+            if bool(stuck.any()):
+                best[active[stuck]] = xa[stuck]
+                keep = ~stuck
                 active, xa, grad = active[keep], xa[keep], grad[keep]
                 if active.numel() == 0:
                     break
