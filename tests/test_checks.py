@@ -403,12 +403,12 @@ def test_what_each_attack_and_each_protocol_version_needs():
 
 
 def _attack_log(model: nn.Module, x: Tensor, y: Tensor) -> list[str | None]:
-    """Per point, the first attack that broke it: gradient attacks first, then Square (the protocol's order)."""
+    """Per point, the first attack that broke it: gradient attacks first (APGD-T as in the protocol), then Square."""
     with torch.no_grad():
         clean = model(x).argmax(1) == y
     broken: list[str | None] = [None if c else "clean" for c in clean.tolist()]
     attacks = [("apgd-ce", APGD("Linf", loss="ce", n_iter=50)),
-               ("apgd-t", APGD("Linf", loss="dlr", n_iter=50, n_targets=3)),
+               ("apgd-t", APGD("Linf", loss="dlr", n_iter=100, n_targets=9)),
                ("square", Square("Linf", n_queries=300))]
     for name, attack in attacks:
         idx = torch.tensor([i for i, b in enumerate(broken) if b is None], dtype=torch.long)

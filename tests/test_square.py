@@ -6,8 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.attacks.pgd import PGD
+import benchmark.attacks.square as square_module
 from benchmark.attacks.square import (
-    MAX_LINF_CHANNELS, Square, _l2_pattern, _window, nested_rectangles, p_schedule, window_side,
+    MAX_LINF_CHANNELS, MAX_PROPOSALS, MIN_PASS_ROWS, Square, _l2_pattern, _window, nested_rectangles, p_schedule, pass_rows,
+    proposals_per_point, window_side,
 )
 from benchmark.threat_models import L2, Linf
 
@@ -154,7 +156,7 @@ def test_perturbation_uses_the_whole_budget_in_the_interior(threat: str, eps: fl
 
 
 @pytest.mark.parametrize("threat", ["Linf", "L2"])
-def test_query_counting(threat: str) -> None:
+def test_query_counting(threat: str, monkeypatch) -> None:
     lin, x = LinearModel(seed=4), interior_points(30, seed=4)
     z = lin(x)
     y = z.argmax(1)
@@ -162,15 +164,75 @@ def test_query_counting(threat: str) -> None:
     model = CountingModel(lin)
     attack = Square(threat, n_queries=200)
     eps = torch.full((30,), 0.02 if threat == "Linf" else 0.1)
+    monkeypatch.setattr(square_module, "MAX_PROPOSALS", 1)  # one proposal per point and pass
     run = attack.run(model, x, y, eps, attack.generator("cpu"))
     assert (run.queries[:10] == 1).all()
     assert model.rows == int(run.queries.sum())  # every forward row is counted, nothing else
+    monkeypatch.undo()  # several proposals per pass once few points remain: the same queries counted
+    model.rows = 0
+    again = attack.run(model, x, y, eps, attack.generator("cpu"))
+    assert torch.equal(again.queries, run.queries) and torch.equal(again.x_adv, run.x_adv)
+    assert model.rows >= int(run.queries.sum())  # the proposals after an accepted one are thrown away
     assert ((run.queries >= 1) & (run.queries <= 200)).all()
     # points still robust after the run spent the whole budget
     still_robust = lin(run.x_adv).argmax(1) == y
     assert still_robust.any() and (run.queries[still_robust] == 200).all()
     out = attack(lin, x, y, eps)  # the base class adds its success check
     assert torch.equal(out.queries, run.queries + 1)
+
+
+@pytest.mark.parametrize("threat,eps", [("Linf", 0.05), ("L2", 0.5)])
+@pytest.mark.parametrize("most", [2, 7, 64])
+def test_proposals_queried_together_give_the_result_of_one_at_a_time(monkeypatch, threat, eps, most) -> None:
+    """Whatever the proposals per point and pass, each point's accepted updates, final point and queries
+    are those of one proposal per pass; only the passes are fewer."""
+    lin, x = LinearModel(seed=2), interior_points(24, seed=2)
+    y = lin(x).argmax(1)
+    attack = Square(threat, n_queries=300)
+    calls = []
+    model = CallCounter(lin, calls)
+    monkeypatch.setattr(square_module, "MAX_PROPOSALS", 1)
+    one = attack(model, x, y, eps)
+    passes_one = len(calls)
+    monkeypatch.setattr(square_module, "MAX_PROPOSALS", most)
+    calls.clear()
+    many = attack(model, x, y, eps)
+    assert torch.equal(one.x_adv, many.x_adv) and torch.equal(one.queries, many.queries)
+    assert torch.equal(one.success, many.success) and 0 < int(one.success.sum()) < len(x)
+    assert len(calls) < passes_one
+
+
+def test_one_point_left_shares_its_passes_with_its_next_proposals() -> None:
+    """A batch of 64 with one robust point: its 1,000 queries take 1000 / 64 passes, not 1,000."""
+    x = interior_points(64)
+    y = torch.zeros(64, dtype=torch.long)
+    y[1:] = 1  # ConstantLogits(0.5) says class 0: every point but the first is misclassified from the start
+    calls = []
+    out = Square("Linf", n_queries=1000)(CallCounter(ConstantLogits(0.5), calls), x, y, 0.1)
+    assert int(out.queries[0]) == 1000 + 1 and bool((out.queries[1:] == 2).all())
+    assert calls[0] == 64 and len(calls) - 2 == -(-999 // 64)  # the first pass, the rounds, the success check
+
+
+def test_proposals_per_point_fill_the_rows_of_a_pass() -> None:
+    assert proposals_per_point(500, 500) == 1 and proposals_per_point(251, 500) == 1
+    assert proposals_per_point(250, 500) == 2 and proposals_per_point(1, 500) == MAX_PROPOSALS
+    assert proposals_per_point(3, 10) == 3 and proposals_per_point(0, 10) == 10
+    # a pass may hold the handed batch, and at least MIN_PASS_ROWS rows of small inputs, not of ImageNet's
+    assert pass_rows(torch.zeros(500, 1, 8, 8)) == 500 and pass_rows(torch.zeros(1, 1, 8, 8)) == MIN_PASS_ROWS
+    assert pass_rows(torch.zeros(1, 3, 32, 32)) == 10  # the CPU's budget for 3x32x32 inputs
+    assert pass_rows(torch.zeros(2, 3, 224, 224)) == 2
+
+
+class CallCounter(nn.Module):
+    """Records the rows of every forward pass."""
+
+    def __init__(self, inner: nn.Module, calls: list[int]) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, calls
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls.append(len(x))
+        return self.inner(x)
 
 
 class ConstantLogits(nn.Module):
@@ -272,7 +334,7 @@ def test_linf_update_never_wastes_a_query(channels: int) -> None:
     attack = Square("Linf")
     changed_channels = []
     for side in (1, 2, 5):
-        new = attack._update_linf(x_plus, x_minus, x_plus, side, gen)
+        new = attack._update_linf(x_plus, x_minus, x_plus, side, torch.rand(200, 4, generator=gen))
         moved = new != x_plus
         assert moved.flatten(1).any(1).all()
         assert torch.allclose(new[moved], x_minus[moved])  # flipped pixels sit at -eps, the rest stay at +eps
@@ -295,9 +357,9 @@ def test_windows_reach_every_pixel(threat: str) -> None:
     eps4, gen = torch.full((n, 1, 1, 1), 0.1), torch.Generator().manual_seed(1)
     attack = Square(threat)
     if threat == "Linf":
-        new, side = attack._update_linf(x + eps4, x - eps4, x, 1, gen), 1
+        new, side = attack._update_linf(x + eps4, x - eps4, x, 1, torch.rand(n, 4, generator=gen)), 1
     else:
-        new, side = attack._update_l2(x, eps4, x, 3, gen), 3
+        new, side = attack._update_l2(x, eps4, x, 3, torch.rand(n, 5 + 2, generator=gen)), 3
     moved = (new != x).any(1)  # (n, h, w)
     assert (moved.flatten(1).sum(1) == side * side).all()  # one side x side window per point
     hits = moved.sum(0).float()
@@ -315,7 +377,7 @@ def test_linf_window_signs_are_uniform_over_every_channel_pattern() -> None:
     n, c = 16000, 3
     x = _mid_points(n, c, 4, 4)
     eps4 = torch.full((n, 1, 1, 1), 0.1)
-    new = Square("Linf")._update_linf(x + eps4, x - eps4, x, 1, torch.Generator().manual_seed(2))
+    new = Square("Linf")._update_linf(x + eps4, x - eps4, x, 1, torch.rand(n, 4, generator=torch.Generator().manual_seed(2)))
     delta = (new - x).flatten(2)
     plus = (delta > 0).any(2)  # per point and channel: the window moved to +eps
     assert ((delta != 0).sum(2) == 1).all()  # one pixel per channel, at +eps or -eps
@@ -329,7 +391,8 @@ def test_linf_flips_are_uniform_over_the_non_empty_channel_sets() -> None:
     n, c = 28000, 3
     x = _mid_points(n, c, 4, 4)
     eps4 = torch.full((n, 1, 1, 1), 0.1)
-    new = Square("Linf")._update_linf(x + eps4, x - eps4, x + eps4, 1, torch.Generator().manual_seed(3))
+    new = Square("Linf")._update_linf(x + eps4, x - eps4, x + eps4, 1,
+                                      torch.rand(n, 4, generator=torch.Generator().manual_seed(3)))
     moved = (new != x + eps4).flatten(2).any(2)
     counts = _pattern_counts(moved, c)
     assert counts[0] == 0
@@ -378,7 +441,7 @@ def test_l2_update_follows_the_window_formula() -> None:
     x = _mid_points(n, c, h, w, seed=4)
     nu = torch.randn(n, c, h, w, generator=gen)
     nu = nu * (0.6 * eps / nu.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)  # inside the ball: some budget unused
-    new = Square("L2")._update_l2(x, torch.full((n, 1, 1, 1), eps), x + nu, side, gen) - x
+    new = Square("L2")._update_l2(x, torch.full((n, 1, 1, 1), eps), x + nu, side, torch.rand(n, 5 + c, generator=gen)) - x
     pattern = _l2_pattern(side, torch.device("cpu"), torch.float32)
     transposed = 0
     for k in range(n):
@@ -418,15 +481,16 @@ def test_nested_rectangles_pattern() -> None:
                                           ("Linf", (2, 3, 4, 16)), ("L2", (2, 1, 16, 5))])
 def test_smallest_and_non_square_images(threat: str, shape: tuple[int, ...]) -> None:
     # Linf needs 2x2 pixels and handles up to 16 channels, L2 needs 4x4; windows fit the shorter side
-    x = 0.3 + 0.4 * torch.rand(*shape, generator=torch.Generator().manual_seed(7))
+    x = 0.3 + 0.4 * torch.rand(*shape, generator=torch.Generator().manual_seed(8))
     out, moved = moved_from_the_start(Square(threat, n_queries=40), ChaoticRobust(), x, torch.zeros(2, dtype=torch.long), 0.1)
     assert moved.all() and (out.queries == 41).all()
 
 
 @pytest.mark.parametrize("threat,smallest", [("Linf", 1), ("L2", 3)])
-def test_windows_shrink_to_the_smallest_side(threat: str, smallest: int) -> None:
+def test_windows_shrink_to_the_smallest_side(threat: str, smallest: int, monkeypatch) -> None:
     # a 10-query run ends with the smallest windows: the last query differs from the closest earlier one
     # in at most one smallest window (Linf: one pixel) or, for L2, two (W1 refilled, W2 emptied)
+    monkeypatch.setattr(square_module, "MAX_PROPOSALS", 1)  # one pass per update, all points together
     class Recorder(ChaoticRobust):
         def __init__(self) -> None:
             super().__init__()

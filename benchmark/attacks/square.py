@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..threat_models import Linf, ThreatModel
+from ._common import auto_max_rows
 from .base import FixedBudgetAttack, RunOutput
 from .losses import margin
 
@@ -92,6 +93,68 @@ def _sign_bits(channels: int, device: torch.device) -> Tensor:
 MAX_LINF_CHANNELS = 16
 
 
+#: at most this many proposals per point in one round (see :func:`proposals_per_point`)
+MAX_PROPOSALS = 64
+#: rows a pass may always have: below this a pass of small inputs costs its fixed overhead, not its rows
+MIN_PASS_ROWS = 64
+
+
+def pass_rows(x: Tensor) -> int:
+    """The rows a pass may have for the batch ``x`` handed to the attack: its own size or
+    :data:`MIN_PASS_ROWS`, whichever is larger, but no more than ``_common.auto_max_rows`` allows
+    for inputs of that size on that device (none beyond the batch for ImageNet-sized images)."""
+    return min(max(len(x), MIN_PASS_ROWS), auto_max_rows(x))
+
+
+def proposals_per_point(active: int, rows: int) -> int:
+    """Proposals queried per point in one round: as many as keep the round within ``rows`` (:func:`pass_rows`),
+    at most :data:`MAX_PROPOSALS`. While most points are still attacked this is 1, the plain algorithm; when
+    few remain, their queries share one forward pass instead of paying the fixed cost of a pass each (one
+    point's 5,000 queries: 79 passes of 64 rows, not 5,000 of 1)."""
+    return max(1, min(MAX_PROPOSALS, rows // max(active, 1)))
+
+
+def _pick(u: Tensor, k: int) -> Tensor:
+    """Uniform integers in [0, k) from uniform numbers in [0, 1)."""
+    return (u * k).long().clamp_max(k - 1)
+
+
+@lru_cache(maxsize=16)
+def _window_sides(n_queries: int, p_init: float, h: int, w: int, min_side: int) -> tuple[int, ...]:
+    """The window side of every update 0 .. n_queries - 1 (entry 0 unused)."""
+    return (0,) + tuple(window_side(p_schedule(i, n_queries, p_init), h, w, min_side) for i in range(1, n_queries))
+
+
+class _Draws:
+    """The uniform numbers of every (point, update) of one restart, drawn from the attack's generator in
+    blocks of updates for the whole batch, in order: what a point's update draws does not depend on which
+    other points are still attacked, nor on how many proposals a round queries."""
+
+    BLOCK = 256
+
+    def __init__(self, gen: torch.Generator, n: int, width: int, device: torch.device) -> None:
+        self.gen, self.n, self.width, self.device = gen, n, width, device
+        self.blocks: dict[int, Tensor] = {}
+        self.drawn = 0
+
+    def take(self, point: Tensor, update_no: Tensor) -> Tensor:
+        """(rows, width): the numbers of update ``update_no[r]`` (1-based) of point ``point[r]``."""
+        block, offset = torch.div(update_no - 1, self.BLOCK, rounding_mode="floor"), (update_no - 1) % self.BLOCK
+        low, high = int(block.min()), int(block.max())
+        while self.drawn <= high:
+            self.blocks[self.drawn] = torch.rand((self.n, self.BLOCK, self.width), generator=self.gen, device=self.device)
+            self.drawn += 1
+        for old in [b for b in self.blocks if b < low]:  # every attacked point is past them
+            del self.blocks[old]
+        if low == high:
+            return self.blocks[low][point, offset]
+        out = torch.empty((len(point), self.width), device=self.device)
+        for b in range(low, high + 1):
+            rows = (block == b).nonzero().flatten()
+            out[rows] = self.blocks[b][point[rows], offset[rows]]
+        return out
+
+
 def _sq_norm(t: Tensor, dims: tuple[int, ...]) -> Tensor:
     return (t * t).sum(dim=dims, keepdim=True)
 
@@ -137,38 +200,72 @@ class Square(FixedBudgetAttack):
     def _attack(
         self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, gen: torch.Generator, queries: Tensor, index: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """One restart on a batch; updates ``queries[index]``; returns (best points, fooled flags)."""
+        """One restart on a batch; updates ``queries[index]``; returns (best points, fooled flags).
+
+        Each point runs its own sequence of updates. While more than half the batch is attacked, every
+        point makes one proposal per pass, all at the same update. Then a round queries, per point still
+        attacked, ``k`` proposals at once (:func:`proposals_per_point`): its next k updates as they would
+        be drawn if each one were rejected. The first accepted one is kept and the ones after it, drawn
+        from a point that has since changed, are thrown away; so the result is that of one proposal per
+        query whatever k is, and only the passes are fewer."""
+        n, c, h, w = x.shape
         eps4 = eps.view(-1, 1, 1, 1)
         x_best = self._init_linf(x, eps4, gen) if self._linf else self._init_l2(x, eps4, gen)
-        with torch.inference_mode():
+        with torch.no_grad():
             m_best = margin(model(x_best), y)
-        queries[index] += 1
-        out = x_best.clone()
-        active = torch.arange(len(x), device=x.device)  # positions into this batch still being attacked
+        out_x, out_m = x_best.clone(), m_best.clone()
+        steps = torch.ones(n, dtype=torch.long, device=x.device)  # per point: its next update (1-based)
         # per point: Linf's two window values (the box-clipped x + eps and x - eps); L2's x and eps
         state = [(x + eps4).clamp(0.0, 1.0), (x - eps4).clamp(0.0, 1.0)] if self._linf else [x, eps4]
         update = self._update_linf if self._linf else self._update_l2
-        for it in range(1, self.n_queries):
-            alive = m_best > 0
-            if not bool(alive.all()):  # the one host sync per iteration: drop broken points
-                out[active[~alive]] = x_best[~alive]
-                queries[index[active[~alive]]] += it - 1  # the updates they were queried on
-                active, y, x_best, m_best = (t[alive] for t in (active, y, x_best, m_best))
+        draws = _Draws(gen, n, 4 if self._linf else 5 + c, x.device)
+        sides = _window_sides(self.n_queries, self.p_init, h, w, 1 if self._linf else 3)
+        rows_per_pass = pass_rows(x)
+        ids = torch.arange(n, device=x.device)  # the points still attacked; the tensors below are theirs
+        step = steps.clone()
+        while True:
+            alive = (m_best > 0) & (step < self.n_queries)
+            if not bool(alive.all()):  # the one host sync of a pass: finished points leave
+                gone = ~alive
+                out_x[ids[gone]], out_m[ids[gone]], steps[ids[gone]] = x_best[gone], m_best[gone], step[gone]
+                ids, y, x_best, m_best, step = ids[alive], y[alive], x_best[alive], m_best[alive], step[alive]
                 state = [t[alive] for t in state]
-                if active.numel() == 0:
+                if ids.numel() == 0:
                     break
-            side = window_side(p_schedule(it, self.n_queries, self.p_init), x.shape[2], x.shape[3], 1 if self._linf else 3)
-            x_new = update(*state, x_best, side, gen)
-            with torch.inference_mode():
-                m_new = margin(model(x_new), y)
-            better = m_new < m_best
-            x_best = torch.where(better.view(-1, 1, 1, 1), x_new, x_best)
-            m_best = torch.where(better, m_new, m_best)
-        out[active] = x_best
-        queries[index[active]] += self.n_queries - 1
-        fooled = torch.ones(len(out), dtype=torch.bool, device=x.device)
-        fooled[active] = m_best <= 0
-        return out, fooled
+            k = proposals_per_point(len(ids), rows_per_pass)
+            if k == 1:  # every point at the same update
+                it = int(step[0]) if len(step) else 0
+                x_new = update(*state, x_best, sides[it], draws.take(ids, step))
+                with torch.no_grad():
+                    m_new = margin(model(x_new), y)
+                better = m_new < m_best
+                x_best = torch.where(better.view(-1, 1, 1, 1), x_new, x_best)
+                m_best = torch.where(better, m_new, m_best)
+                step = step + 1
+                continue
+            own = torch.arange(len(ids), device=x.device).repeat_interleave(k)
+            update_no = step[own] + torch.arange(k, device=x.device).repeat(len(ids))
+            valid = update_no < self.n_queries
+            own, update_no = own[valid], update_no[valid]
+            u = draws.take(ids[own], update_no)
+            row_side = torch.tensor(sides, device=x.device)[update_no]
+            x_new = torch.empty((len(own), c, h, w), dtype=x.dtype, device=x.device)
+            for side in row_side.unique().tolist():  # the window side changes at a few updates only
+                rows = (row_side == side).nonzero().flatten()
+                at = own[rows]
+                x_new[rows] = update(*(t[at] for t in state), x_best[at], int(side), u[rows])
+            with torch.no_grad():
+                m_new = margin(model(x_new), y[own])
+            # per point, the first accepted proposal (a point's rows are consecutive, in update order)
+            accepted = m_new < m_best[own]
+            first = torch.full((len(ids),), len(own), dtype=torch.long, device=x.device)
+            first.scatter_reduce_(0, own[accepted], accepted.nonzero().flatten(), reduce="amin")
+            took = first < len(own)
+            rows = first[took]
+            x_best[took], m_best[took] = x_new[rows], m_new[rows]
+            step = torch.where(took, update_no[first.clamp_max(len(own) - 1)] + 1, (step + k).clamp_max(self.n_queries))
+        queries[index] += steps  # the initial query and steps - 1 updates
+        return out_x, out_m <= 0
 
     # --- Linf -------------------------------------------------------------------------------
     @staticmethod
@@ -179,20 +276,18 @@ class Square(FixedBudgetAttack):
         n, c, _, w = x.shape
         return (x + eps4 * self._signs((n, c, 1, w), gen, x)).clamp(0.0, 1.0)
 
-    def _update_linf(self, x_plus: Tensor, x_minus: Tensor, x_best: Tensor, side: int, gen: torch.Generator) -> Tensor:
-        """One random window set to x + eps or x - eps (box-clipped), one sign per channel.
+    def _update_linf(self, x_plus: Tensor, x_minus: Tensor, x_best: Tensor, side: int, u: Tensor) -> Tensor:
+        """One random window set to x + eps or x - eps (box-clipped), one sign per channel; ``u`` holds
+        each point's 4 uniform numbers (window row, window column, signs, flip).
 
         A draw that would leave the window as it is wastes a query: there, the signs of a uniformly
         chosen non-empty set of channels are flipped (the same law as redrawing until something changes).
         """
         m, c, h, w = x_best.shape
-        dev = x_best.device
-        top = torch.randint(0, h - side + 1, (m,), generator=gen, device=dev)
-        left = torch.randint(0, w - side + 1, (m,), generator=gen, device=dev)
+        top, left = _pick(u[:, 0], h - side + 1), _pick(u[:, 1], w - side + 1)
         window = _window(top, left, side, h, w)
-        bits = _sign_bits(c, dev)
-        code = torch.randint(0, 2**c, (m,), generator=gen, device=dev)
-        flip = torch.randint(1, 2**c, (m,), generator=gen, device=dev)
+        bits = _sign_bits(c, x_best.device)
+        code, flip = _pick(u[:, 2], 2**c), 1 + _pick(u[:, 3], 2**c - 1)
         values = torch.where(bits[code].view(m, c, 1, 1), x_plus, x_minus)
         unchanged = ~((values != x_best) & window).flatten(1).any(1)
         code = code ^ (flip * unchanged)
@@ -212,8 +307,9 @@ class Square(FixedBudgetAttack):
         delta = delta * eps4 / _sq_norm(delta, (1, 2, 3)).sqrt().clamp_min(1e-12)
         return (x + delta).clamp(0.0, 1.0)
 
-    def _update_l2(self, x: Tensor, eps4: Tensor, x_best: Tensor, side: int, gen: torch.Generator) -> Tensor:
-        """Move the mass of windows W1 and W2 (and the unused budget) into W1 as a new pattern.
+    def _update_l2(self, x: Tensor, eps4: Tensor, x_best: Tensor, side: int, u: Tensor) -> Tensor:
+        """Move the mass of windows W1 and W2 (and the unused budget) into W1 as a new pattern; ``u`` holds
+        each point's 5 + c uniform numbers (the two windows' rows and columns, the transpose, c signs).
 
         Per channel i: the new content of W1 is  a_i * normalise(rho_i * eta + nu_{W1,i} / ||nu_{W1,i}||)
         with a_i^2 = ||nu_{W1 u W2,i}||^2 + (eps^2 - ||nu||^2) / c, and W2 \\ W1 is emptied, so the
@@ -221,11 +317,10 @@ class Square(FixedBudgetAttack):
         """
         m, c, h, w = x.shape
         nu = x_best - x
-        tops = torch.randint(0, h - side + 1, (2, m), generator=gen, device=x.device)
-        lefts = torch.randint(0, w - side + 1, (2, m), generator=gen, device=x.device)
+        tops, lefts = _pick(u[:, 0:2].T, h - side + 1), _pick(u[:, 2:4].T, w - side + 1)
         w1, w2 = _window(tops[0], lefts[0], side, h, w), _window(tops[1], lefts[1], side, h, w)
-        transpose = torch.randint(0, 2, (m, 1, 1), generator=gen, device=x.device).bool()
-        rho = self._signs((m, c, 1, 1), gen, x)
+        transpose = (u[:, 4] < 0.5).view(m, 1, 1)
+        rho = torch.where(u[:, 5:5 + c] < 0.5, -1.0, 1.0).to(x.dtype).view(m, c, 1, 1)
         # the pattern placed at W1 (optionally transposed), zero outside
         pattern = _l2_pattern(side, x.device, x.dtype)
         rel_r = (torch.arange(h, device=x.device)[None, :] - tops[0][:, None]).clamp(0, side - 1)
