@@ -51,11 +51,11 @@ LINEARITY_PGD: Mapping[str, Any] = MappingProxyType({"n_iter": 10, "step_size": 
 #: the curve's grid: CURVE_STEPS + 1 values from 0 to 2 eps; eps itself is the middle one, exactly
 CURVE_STEPS = 20
 #: the metrics other than noise accuracy use the first METRIC_POINTS points
-METRIC_POINTS = 100
+METRIC_POINTS = 50
 #: noisy copies per point for the noise accuracy
 NOISE_DRAWS = 20
 #: gradient-ascent steps of the Lipschitz lower bound
-LIPSCHITZ_STEPS = 50
+LIPSCHITZ_STEPS = 20
 
 # generator streams, so that no two parts of the analysis (nor the protocol) share random numbers
 _STREAM_PGD, _STREAM_FAB, _STREAM_NOISE, _STREAM_JACOBIAN, _STREAM_LINEARITY, _STREAM_LIPSCHITZ = range(1, 7)

@@ -105,7 +105,9 @@ def test_analyse_linear_model_known_answers(linear_model, tm):
     logit_scale = float(prob.model(prob.x).detach().abs().max())
     assert abs(result.metrics["local_linearity"]) <= 1e-5 * logit_scale
     if isinstance(tm, L2):
-        assert result.metrics["lipschitz_lower_bound"] == pytest.approx(float(torch.linalg.matrix_norm(weight, 2)), rel=2e-3)
+        # the supremum is the spectral norm; LIPSCHITZ_STEPS = 20 ascent steps come within 0.5% of it (a lower bound)
+        spectral = float(torch.linalg.matrix_norm(weight, 2))
+        assert spectral * (1 - 5e-3) <= result.metrics["lipschitz_lower_bound"] <= spectral * (1 + 1e-5)
     assert 0 <= result.metrics["noise_accuracy"] <= 1
     assert result.metrics["noise_gap"] == pytest.approx(result.metrics["noise_accuracy"] - curve[CURVE_STEPS // 2])
     # PGD-CE can only overestimate the true robust accuracy; on a linear model it is nearly exact
