@@ -109,12 +109,32 @@ def _digits_test_indices() -> np.ndarray:
     return np.array(DIGITS_TEST_INDICES.read_text().split(), dtype=np.int64)
 
 
-def _load_digits(split: str) -> tuple[Tensor, Tensor]:
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits (8x8, values 0..16) and their labels, from the file scikit-learn ships
+    (``sklearn/datasets/data/digits.csv.gz``: 64 pixels and the label per row), read without importing
+    scikit-learn, which takes longer than the rest of a small evaluation; through ``load_digits`` if the
+    file is not where it has always been."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in locations:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt") as f:
+                table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    return bunch.images.astype(np.float32), bunch.target.astype(np.int64)
+
+
+def _load_digits(split: str) -> tuple[Tensor, Tensor]:
+    pixels, target = _digits_arrays()
+    images = torch.from_numpy(pixels / np.float32(16.0)).unsqueeze(1)
+    labels = torch.from_numpy(target)
     test = _digits_test_indices()
     if split == "test":
         idx = torch.from_numpy(test)

@@ -248,6 +248,10 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of what produced a record (read from the installed packages' metadata: importing
+    torchvision just for its version took 2 s)."""
+    from importlib import metadata
+
     import numpy
     import torch
 
@@ -255,9 +259,7 @@ def library_versions() -> dict[str, str]:
 
     versions = {"robench": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
     try:
-        import torchvision
-
-        versions["torchvision"] = torchvision.__version__
-    except ImportError:  # pragma: no cover - torchvision is a dependency
+        versions["torchvision"] = metadata.version("torchvision")
+    except metadata.PackageNotFoundError:  # pragma: no cover - torchvision is a dependency
         pass
     return versions

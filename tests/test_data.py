@@ -31,6 +31,27 @@ def test_digits_split_is_the_documented_recipe_and_stratified():
     assert len(y) + len(yt) == 1797
 
 
+def test_digits_are_read_from_scikit_learns_file_as_load_digits_gives_them(monkeypatch):
+    """The bundled file is read directly (importing scikit-learn costs seconds); where it is not found,
+    load_digits gives the same arrays."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    import benchmark.data as data
+
+    bunch = load_digits()
+    pixels, labels = data._digits_arrays()
+    assert np.array_equal(pixels, bunch.images.astype(np.float32)) and np.array_equal(labels, bunch.target)
+    x, y = load_dataset("digits")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real_find_spec(name, *a))
+    pixels2, labels2 = data._digits_arrays()
+    assert np.array_equal(pixels2, pixels) and np.array_equal(labels2, labels)
+    x2, y2 = load_dataset("digits")
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
 def test_n_examples_takes_the_first_points():
     x, y = load_dataset("digits", n_examples=7)
     xa, ya = load_dataset("digits")
