@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from . import metrics as local
 from .attacks.pgd import PGD
-from .attacks._common import first_order_ranking
+from .attacks._common import first_order_distances
 from .progress import Progress
 from .protocol import AttackEntry, broken_before_minimum_norm, get_protocol
 from .record import PointResult
@@ -148,7 +148,7 @@ def curve_from_norms(norms: Tensor, eps: float, steps: int = CURVE_STEPS) -> lis
 
 def first_order_targets(model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel) -> Tensor:
     """Per point, the class whose decision boundary is nearest to first order (exact for a linear model)."""
-    return first_order_ranking(model, x, y, threat_model)[:, 0]
+    return first_order_distances(model, x, y, threat_model).argmin(dim=1)
 
 
 def _searched_norms(
@@ -207,20 +207,36 @@ def _breaks(model: nn.Module, x: Tensor, y: Tensor, target: Tensor, threat_model
 def smallest_breaking_levels(
     model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel, grid: Sequence[float], low: Tensor, high: Tensor,
 ) -> Tensor:
-    """Per point, the smallest grid index in [low, high] at which :func:`_breaks` finds an adversarial example,
-    by bisection (the attack is taken as monotone in e); ``len(grid)`` where none is found up to ``high``.
-    ``high`` is an index already known to break (then it is never attacked) or ``len(grid) - 1``."""
+    """Per point, the smallest grid index in [low, high] at which :func:`_breaks` finds an adversarial example
+    (the attack is taken as monotone in e); ``len(grid)`` where none is found up to ``high``.
+    ``high`` is an index already known to break (then it is never attacked) or ``len(grid) - 1``.
+
+    The search keeps [lo, hi) around the answer and probes, in turn: the grid value nearest the point's
+    first-order distance to the boundary (exact for a linear model), its neighbour on the side still open
+    (so a right guess settles a point in two tries), then the middle, as a bisection would."""
     levels = torch.as_tensor(grid, dtype=x.dtype, device=x.device)
-    target = first_order_targets(model, x, y, threat_model)
+    distance = first_order_distances(model, x, y, threat_model)
+    nearest, target = distance.min(dim=1)
+    guess = torch.searchsorted(levels, nearest.to(levels.dtype).contiguous())  # first value >= the distance
     lo, hi = low.clone().to(x.device), high.clone().to(x.device)
     known = hi < len(grid) - 1  # hi already breaks; else it must be tried too
     hi = torch.where(known, hi, torch.full_like(hi, len(grid)))  # len(grid): not broken up to the last value
+    last_hit = torch.zeros_like(known)
+    tries = 0
     while bool((lo < hi).any()):
         open_ = (lo < hi).nonzero().flatten()
-        mid = torch.div(lo[open_] + hi[open_], 2, rounding_mode="floor").clamp_max(len(grid) - 1)
-        hit = _breaks(model, x[open_], y[open_], target[open_], threat_model, levels[mid])
-        hi[open_[hit]] = mid[hit]
-        lo[open_[~hit]] = mid[~hit] + 1
+        top = (hi[open_] - 1).clamp_max(len(grid) - 1)
+        if tries == 0:
+            probe = torch.minimum(torch.maximum(guess[open_], lo[open_]), top)
+        elif tries == 1:
+            probe = torch.where(last_hit[open_], top, lo[open_])
+        else:
+            probe = torch.div(lo[open_] + hi[open_], 2, rounding_mode="floor").clamp_max(len(grid) - 1)
+        hit = _breaks(model, x[open_], y[open_], target[open_], threat_model, levels[probe])
+        hi[open_[hit]] = probe[hit]
+        lo[open_[~hit]] = probe[~hit] + 1
+        last_hit[open_] = hit
+        tries += 1
     return hi
 
 

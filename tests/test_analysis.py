@@ -184,6 +184,40 @@ def test_first_order_targets_are_the_nearest_class_of_a_linear_model(linear_mode
     assert (logits.argmax(1) != nearest).any()  # the test can tell the two choices apart
 
 
+@pytest.mark.parametrize("wrong_guess", [False, True])
+def test_the_search_finds_the_smallest_breaking_level_whatever_its_first_guess(linear_model, monkeypatch, wrong_guess):
+    """With an attack that breaks a point exactly from its level on (monotone), the search returns that level
+    for every start of the search; a right first-order guess settles a point in two tries, a wrong one costs
+    the tries of a bisection."""
+    import benchmark.analysis as analysis
+
+    prob = linear_model(n=40, num_classes=10, seed=5)
+    grid = analysis.curve_grid(1.0)
+    answer = torch.randint(1, len(grid) + 1, (40,), generator=torch.Generator().manual_seed(0))  # len(grid): never
+    tries = []
+
+    def oracle(model, x, y, target, threat_model, e):
+        rows = [int((prob.x.flatten(1) == xi.flatten()).all(1).nonzero()) for xi in x]
+        level = torch.searchsorted(torch.tensor(grid), e.double())
+        tries.append(len(x))
+        return level >= answer[rows]
+
+    def distances(model, x, y, threat_model):
+        level = answer.clamp_max(len(grid) - 1)
+        at = torch.tensor(grid)[(len(grid) - 1 - level) if wrong_guess else level]  # right: the answer's value
+        return torch.full((len(x), 10), float("inf")).scatter(1, ((y + 1) % 10)[:, None], at[:, None].float())
+
+    monkeypatch.setattr(analysis, "_breaks", oracle)
+    monkeypatch.setattr(analysis, "first_order_distances", distances)
+    got = analysis.smallest_breaking_levels(prob.model, prob.x, prob.y, Linf(), grid, torch.ones(40, dtype=torch.long),
+                                            torch.full((40,), len(grid) - 1))
+    assert torch.equal(got, answer)
+    if not wrong_guess:
+        assert sum(tries) <= 2 * 40
+    else:
+        assert sum(tries) > 2 * 40
+
+
 @pytest.mark.parametrize("tm", [Linf(), L2()], ids=["Linf", "L2"])
 def test_the_bisection_finds_each_points_smallest_breaking_grid_value(linear_model, tm):
     from benchmark.analysis import curve_grid, smallest_breaking_levels

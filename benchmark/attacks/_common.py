@@ -41,12 +41,12 @@ def kth_class(logits: Tensor, k: int) -> Tensor:
     return logits.sort(dim=1, descending=True).indices[:, k - 1]
 
 
-def first_order_ranking(model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel) -> Tensor:
-    """(n, classes - 1): the other classes of each point, nearest decision boundary to first order first.
+def first_order_distances(model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel) -> Tensor:
+    """(n, classes): each point's distance to every other class's decision boundary to first order, inf for y.
 
     The distance to class t's boundary is (z_y - z_t) / ||grad_x (z_y - z_t)||_q, q the dual norm of the
-    threat model's (1 for Linf, 2 for L2): exact for a linear model (MALT, Melamed, Yehudai & Shamir 2024, rank targets so).
-    Costs one forward pass and one backward pass per class."""
+    threat model's (1 for Linf, 2 for L2): exact for a linear model (MALT, Melamed, Yehudai & Shamir 2024,
+    rank targets so). Costs one forward pass and one backward pass per class."""
     xr = x.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(xr)
@@ -57,8 +57,14 @@ def first_order_ranking(model: nn.Module, x: Tensor, y: Tensor, threat_model: Th
     gap = logits.gather(1, y[:, None]) - logits
     diff = grad.gather(1, y[:, None, None].expand(-1, 1, grad.shape[2])) - grad
     dual = diff.abs().sum(2) if threat_model.p == float("inf") else diff.norm(dim=2)
-    distance = (gap / dual.clamp_min(1e-12)).scatter(1, y[:, None], float("inf"))
-    return distance.argsort(1)[:, : classes - 1]
+    return (gap / dual.clamp_min(1e-12)).scatter(1, y[:, None], float("inf"))
+
+
+def first_order_ranking(model: nn.Module, x: Tensor, y: Tensor, threat_model: ThreatModel) -> Tensor:
+    """(n, classes - 1): the other classes of each point, nearest decision boundary to first order first
+    (:func:`first_order_distances`)."""
+    distance = first_order_distances(model, x, y, threat_model)
+    return distance.argsort(1)[:, : distance.shape[1] - 1]
 
 
 #: "auto" cap on the rows of one stacked batch of APGD-T / FAB-T, as input elements per device type.
