@@ -4,8 +4,9 @@ Rules:
 - a record is matched to a model by (dataset, threat model, model id); records that match no
   model are returned in ``Aggregation.unmatched_records``, named in a logged warning and still
   listed in ``all_results.csv`` (nothing is dropped silently);
-- a model evaluated twice with the same protocol version keeps the record created last (imported
-  records have no date, so any robench evaluation supersedes them);
+- a model evaluated twice with the same protocol version keeps the record created last; an imported
+  record (another leaderboard's numbers) is kept beside robench's own, so that a model page shows
+  both, and a board row prefers robench's;
 - a model both in the zoo and imported is shown with its zoo card;
 - a board row shows the model's "standard" record (else its record of the next protocol version);
   its best known robust accuracy is the minimum over that record, the model's other protocol
@@ -127,10 +128,11 @@ def _describe(record: EvaluationResult) -> str:
 
 
 def row_flags(model: Listing | None, record: EvaluationResult) -> list[str]:
-    """The record's flags, and those the leaderboard adds from the card (``reported_not_reproduced``)."""
+    """The record's flags, and those the leaderboard adds from the card (``reported_not_reproduced``, only for
+    robench's own evaluations: an imported record's numbers were not measured here)."""
     flags = list(record.flags)
     reported = model.reported.robust_accuracy if model is not None else None
-    if reported is not None and record.robust_accuracy < reported - REPORTED_TOLERANCE:
+    if reported is not None and not _is_imported(record) and record.robust_accuracy < reported - REPORTED_TOLERANCE:
         flags.append("reported_not_reproduced")
     return flags
 
@@ -184,13 +186,19 @@ def _rank(rows: list[ModelResults]) -> list[ModelResults]:
 
 def _pick_board_record(entry: ModelResults, eps: float) -> None:
     on_board = sorted((r for r in entry.records if _same_eps(r.eps, eps) and r.version in RANKED_VERSIONS),
-                      key=lambda r: _version_rank(r.version))
+                      key=lambda r: (_is_imported(r), _version_rank(r.version)))
     if not on_board:
         return
     entry.board_record = on_board[0]
-    candidates: list[tuple[float, str]] = [(r.robust_accuracy, f"robench '{r.version}' protocol") for r in on_board]
+    candidates: list[tuple[float, str]] = [
+        (r.robust_accuracy, f"imported from {r.model['imported_from']}" if _is_imported(r) else f"robench '{r.version}' protocol")
+        for r in on_board]
     candidates += [(e.robust_accuracy, f"{e.attack} by {e.who}") for e in entry.external if _same_eps(e.eps, eps)]
     entry.best_known, entry.best_known_source = min(candidates, key=lambda c: c[0])
+
+
+def _is_imported(record: EvaluationResult) -> bool:
+    return bool(record.model.get("imported_from"))
 
 
 def aggregate(
@@ -216,17 +224,18 @@ def aggregate(
             raise ValueError(f"model {'/'.join(listed.key)} is listed twice "
                              f"({known.model.source_file} and {listed.source_file})")
 
-    latest: dict[tuple[str, str, str, str], EvaluationResult] = {}
+    latest: dict[tuple[str, str, str, str, bool], EvaluationResult] = {}
     unmatched: list[EvaluationResult] = []
     for record in records:
         key = (record.dataset, record.threat_model, str(record.model.get("id", "")))
         if key not in models:
             unmatched.append(record)
             continue
-        slot = (*key, record.version)
+        slot = (*key, record.version, _is_imported(record))
         if slot not in latest or _created_key(record) >= _created_key(latest[slot]):
             latest[slot] = record
-    for (dataset, threat, model_id, _), record in sorted(latest.items(), key=lambda kv: _version_rank(kv[0][3])):
+    for (dataset, threat, model_id, _, _), record in sorted(latest.items(),
+                                                           key=lambda kv: (_version_rank(kv[0][3]), kv[0][4])):
         models[(dataset, threat, model_id)].records.append(record)
     if unmatched:
         warnings.append(f"{len(unmatched)} result record(s) match no listed model and appear in all_results.csv only: "
@@ -296,6 +305,11 @@ def _spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
     return table.apply(lambda column: column.map(cell))  # Series.map: DataFrame.map needs pandas 2.1
 
 
+#: numbers in the CSVs: at most 8 significant digits, which keeps a fraction's hundredths of a percent (the field's
+#: precision, 0.9368) and a robench record's k/n exactly, and drops float artefacts (0.9368000000000001)
+CSV_FLOAT_FORMAT = "%.8g"
+
+
 def write_csvs(aggregation: Aggregation, out_dir: str | Path) -> list[Path]:
     """Write ``<dataset>_<threat_model>.csv`` per board and ``all_results.csv``; return the paths.
 
@@ -306,9 +320,9 @@ def write_csvs(aggregation: Aggregation, out_dir: str | Path) -> list[Path]:
     written = []
     for board in aggregation.boards.values():
         path = out / f"{board.name}.csv"
-        _spreadsheet_safe(board.table).to_csv(path, index=False)
+        _spreadsheet_safe(board.table).to_csv(path, index=False, float_format=CSV_FLOAT_FORMAT)
         written.append(path)
     path = out / "all_results.csv"
-    _spreadsheet_safe(aggregation.all_results).to_csv(path, index=False)
+    _spreadsheet_safe(aggregation.all_results).to_csv(path, index=False, float_format=CSV_FLOAT_FORMAT)
     written.append(path)
     return written

@@ -23,12 +23,14 @@ def collect(results: str | Path, submissions: str | Path | None) -> tuple[Any, l
     submitted_external, external_problems = load_submitted_external(registry.submissions_dir)
     verified, unverified = verify_claims(submitted_external, registry)  # only checked claims rank
     aggregation = aggregate([*registry.cards(), *loaded.listed], loaded.records, [*verified, *loaded.external])
-    return aggregation, loaded.problems + external_problems + unverified
+    kept = [f"kept, no board yet: {path}" for path in loaded.kept]
+    unread = [f"not read: {line}" for line in loaded.problems + external_problems]
+    return aggregation, unread + unverified + loaded.import_notes + kept
 
 
 def _report(problems: list[str], warnings: list[str]) -> None:
     for line in problems:
-        print(f"warning: not read: {line}", file=sys.stderr)
+        print(f"warning: {line}", file=sys.stderr)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
 
@@ -85,7 +87,10 @@ def _cmd_import(args: argparse.Namespace) -> int:
         return 2
     for line in report.problems:
         print(f"not imported: {line}", file=sys.stderr)
-    print(f"imported {len(report.imported)} model(s) into {args.out}; {len(report.problems)} file(s) not imported")
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    print(f"imported {len(report.imported)} model(s) into {args.out}; {len(report.kept)} kept as they are "
+          f"(no board yet); {len(report.problems)} file(s) not imported; {len(report.warnings)} warning(s)")
     return 1 if report.problems else 0
 
 
@@ -98,7 +103,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"robench leaderboard export: error: {exc}", file=sys.stderr)
         return 2
     _report(problems, [])
-    written = export_dir(aggregation, args.out)
+    written = export_dir(aggregation, args.out, kept_from=args.results)
     print(f"exported {len(written)} model(s) to {args.out}")
     return 0
 

@@ -33,6 +33,10 @@ class ImportedListing(Listing):
     training: StrictStr = Field("not described (imported)", title="Training", description="How the model was trained.")
     imported_from: StrictStr | None = Field(None, title="Imported from",
                                             description="The results file this entry was read from.")
+    source_text: StrictStr | None = Field(None, title="Source text", json_schema_extra={"listed": False},
+                                          description="The imported file's exact text, so that an export gives it back.")
+    warnings: tuple[StrictStr, ...] = Field((), title="Import warnings", json_schema_extra={"listed": False},
+                                            description="What the import noticed and decided (shown in the build notes).")
 
     @property
     def source_file(self) -> str | None:

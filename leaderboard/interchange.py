@@ -6,18 +6,21 @@ percent strings ("44.04"), eps as text ("8/255"), ``additional_data`` a bool,
 stronger attack), ``footnote`` (HTML) and ``unreliable`` (bool).
 
 Import writes, per model, a robench record (``<id>.standard.json``: version "standard", seed
-and number of points unknown, so 0), a listed model (``<id>.card.json``) and, when the file has
-``external``, an external evaluation (``<id>.external.json``). Malformed files are reported one
-by one with the reason; the others are still imported.
+and number of points unknown, so 0), a listed model (``<id>.card.json``, which keeps the file's
+exact text for the export) and, when the file has ``external``, an external evaluation
+(``<id>.external.json``). The folders decide the dataset and the threat model; an eps written as
+a rounded decimal ("0.031" for 8/255) is the board's when it is within the rounding of what is
+written. Files of a threat model robench has no board for yet (corruptions) are kept as they are
+(``<id>.kept.json``) and exported back. Every warning and every refusal is reported by file; a
+malformed file does not stop the others.
 """
 from __future__ import annotations
 
-import html
 import json
 import math
 import re
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -32,50 +35,64 @@ from model_zoo.cards import PaperListing, ReportedListing
 
 from .aggregate import Aggregation
 from .entries import SAFE_ID, ImportedListing
-from .sources import CARD_SUFFIX, EXTERNAL_SUFFIX
+from .sources import CARD_SUFFIX, EXTERNAL_SUFFIX, IMPORT_REPORT, KEPT_SUFFIX
 
 __all__ = ["ImportReport", "ImportedModel", "read_defacto_file", "import_dir", "export_dir", "percent_text",
-           "IMPORTED_ATTACK", "IMPORTED_WHO"]
+           "IMPORTED_ATTACK", "IMPORTED_WHO", "KEPT_SUFFIX", "KEPT_THREAT_MODELS", "IMPORT_REPORT", "eps_matches_board"]
 
 #: how an imported ``external`` value is described (the format does not say who or how)
 IMPORTED_ATTACK = "stronger attack (imported)"
 IMPORTED_WHO = "not named in the imported file"
 _YEAR_IN_ID = re.compile(r"^[A-Za-z]+((?:19|20)\d\d)")
+#: threat-model folders of the format with no robench board yet: their files are kept as they are
+KEPT_THREAT_MODELS = ("corruptions",)
 
 
 @dataclass
 class ImportedModel:
-    model: ImportedListing
-    record: EvaluationResult
+    model: ImportedListing | None
+    record: EvaluationResult | None
     external: dict[str, Any] | None = None
+    #: what the import noticed and decided about this file
+    warnings: list[str] = field(default_factory=list)
+    #: set for a file kept as it is (no board for its threat model yet): why
+    kept: str | None = None
 
 
 @dataclass
 class ImportReport:
     #: source files imported
     imported: list[Path] = field(default_factory=list)
+    #: source files kept as they are (no board for their threat model yet)
+    kept: list[Path] = field(default_factory=list)
     #: "path: reason" for every file that was not imported
     problems: list[str] = field(default_factory=list)
+    #: "path: what was noticed" for files imported or kept all the same
+    warnings: list[str] = field(default_factory=list)
     #: files written under the output folder
     written: list[Path] = field(default_factory=list)
 
 
-class _TextOnly(HTMLParser):
-    """Collects the text of an HTML fragment (tags dropped, entities decoded)."""
+def _written_rounding(written: Any) -> float | None:
+    """Half a unit of the last decimal written ("0.031": 0.0005), or None for a fraction, an integer or a
+    value that is not a plain decimal (then only an exact match counts)."""
+    text = written.strip() if isinstance(written, str) else repr(written) if isinstance(written, float) else ""
+    if not text or "/" in text:
+        return None
+    try:
+        exponent = Decimal(text).as_tuple().exponent
+    except InvalidOperation:
+        return None
+    return 0.5 * 10.0 ** exponent if isinstance(exponent, int) and exponent < 0 else None
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
 
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-
-def _html_to_text(fragment: str) -> str:
-    parser = _TextOnly()
-    parser.feed(fragment)
-    parser.close()
-    return " ".join("".join(parser.parts).split())
+def eps_matches_board(written: Any, board_eps: float) -> tuple[bool, bool]:
+    """(whether the written eps is the board's, whether only within the rounding of what is written)."""
+    value = parse_eps(written)
+    if math.isclose(value, board_eps, rel_tol=1e-9, abs_tol=1e-12):
+        return True, False
+    half_unit = _written_rounding(written)
+    return (half_unit is not None and abs(value - board_eps) <= half_unit * (1 + 1e-9)), True
 
 
 def _percent(data: dict[str, Any], name: str, required: bool) -> float | None:
@@ -130,6 +147,18 @@ def _authors(data: dict[str, Any]) -> tuple[str, ...]:
     raise ValueError(f"'authors' must be a string or a list of strings, got {type(value).__name__}")
 
 
+def _load_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
 def read_defacto_file(path: str | Path, root: str | Path) -> ImportedModel:
     """Read one file of the de facto format under ``root``; a ValueError says what is wrong with it."""
     path, root = Path(path), Path(root)
@@ -141,33 +170,40 @@ def read_defacto_file(path: str | Path, root: str | Path) -> ImportedModel:
         raise ValueError(f"model id {model_id!r} may only use letters, digits, '_', '.', '-'")
     if not SAFE_ID.fullmatch(dataset):
         raise ValueError(f"dataset folder {dataset!r} may only use letters, digits, '_', '.', '-'")
+    warnings = []
+    if threat_folder in KEPT_THREAT_MODELS:
+        data = _load_object(path)
+        if "dataset" in data and data["dataset"] != dataset:
+            warnings.append(f"'dataset' says {data['dataset']!r}, the folder {dataset!r}")
+        return ImportedModel(None, None, warnings=warnings,
+                             kept=f"robench has no {threat_folder} board yet: kept as it is, exported back unchanged")
     try:
         threat = get_threat_model(threat_folder).name
     except ValueError:
-        raise ValueError(f"threat model {threat_folder!r} has no robench board (Linf and L2 only)") from None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc})") from None
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    if "dataset" in data and data["dataset"] != dataset:
-        raise ValueError(f"'dataset' is {data['dataset']!r} but the file lies in the {dataset!r} folder")
+        raise ValueError(f"threat model {threat_folder!r} has no robench board (Linf, L2; corruptions are kept)") from None
+    data = _load_object(path)
+    if "dataset" in data and data["dataset"] != dataset:  # the folder is what the source leaderboard goes by
+        warnings.append(f"'dataset' says {data['dataset']!r}; the folder's {dataset!r} is used")
     if data.get("eps") is None:
-        raise ValueError("'eps' is missing (null eps means corruptions, which robench has no board for)")
+        raise ValueError("'eps' is missing (null eps means corruptions, whose files belong in a 'corruptions' folder)")
     try:
         eps = parse_eps(data["eps"])
     except (ValueError, TypeError) as exc:
         raise ValueError(f"'eps': {exc}") from None
-    if (dataset, threat) in BOARDS and not math.isclose(eps, BOARDS[(dataset, threat)][0], rel_tol=1e-6):
-        raise ValueError(f"eps {data['eps']!r} is not the {dataset}/{threat} board's {BOARDS[(dataset, threat)][1]}")
+    if (dataset, threat) in BOARDS:
+        board_eps, board_text = BOARDS[(dataset, threat)]
+        same, rounded = eps_matches_board(data["eps"], board_eps)
+        if not same:
+            raise ValueError(f"eps {data['eps']!r} is not the {dataset}/{threat} board's {board_text}, "
+                             f"not even within the rounding of what is written")
+        if rounded:
+            warnings.append(f"eps {data['eps']!r} taken as the board's {board_text} (equal within the rounding of what is written)")
+        eps = board_eps
     clean = _percent(data, "clean_acc", required=True)
     robust = _percent(data, "autoattack_acc", required=True)
     reported = _percent(data, "reported", required=False)
     external = _percent(data, "external", required=False)
-    footnote = _html_to_text(_text(data, "footnote")) or None
+    footnote = _text(data, "footnote") or None
     unreliable = _bool(data, "unreliable", False)
     year = _YEAR_IN_ID.match(model_id)
     source = "/".join(parts)
@@ -178,7 +214,8 @@ def read_defacto_file(path: str | Path, root: str | Path) -> ImportedModel:
                                venue=_text(data, "venue"), year=int(year.group(1)) if year else None),
             architecture=_text(data, "architecture"), additional_data=_bool(data, "additional_data", False),
             number_forward_passes=_forward_passes(data), reported=ReportedListing(robust_accuracy=reported),
-            footnote=footnote, imported_from=source,
+            footnote=footnote, imported_from=source, source_text=path.read_text(encoding="utf-8"),
+            warnings=tuple(warnings),
         )
     except ValidationError as exc:
         raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
@@ -192,7 +229,7 @@ def read_defacto_file(path: str | Path, root: str | Path) -> ImportedModel:
         ext = {"model_id": model_id, "dataset": dataset, "threat_model": threat, "eps": eps,
                "robust_accuracy": external, "attack": IMPORTED_ATTACK, "who": IMPORTED_WHO, "link": "",
                "source_file": source}
-    return ImportedModel(model, record, ext)
+    return ImportedModel(model, record, ext, warnings)
 
 
 def import_dir(source: str | Path, out: str | Path) -> ImportReport:
@@ -207,7 +244,17 @@ def import_dir(source: str | Path, out: str | Path) -> ImportReport:
         except (ValueError, OSError) as exc:
             report.problems.append(f"{path}: {exc}")
             continue
+        report.warnings += [f"{path}: {w}" for w in item.warnings]
+        if item.kept is not None:
+            kept = out.joinpath(*path.relative_to(source).parts[:-1], f"{path.stem}{KEPT_SUFFIX}")
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_bytes(path.read_bytes())
+            report.written.append(kept)
+            report.kept.append(path)
+            report.warnings.append(f"{path}: {item.kept}")
+            continue
         m = item.model
+        assert m is not None and item.record is not None
         record_file = record_path(out, m.dataset, m.threat_model, m.id, item.record.version)
         report.written.append(item.record.save(record_file))
         report.written.append(write_json_atomic(record_file.parent / f"{m.id}{CARD_SUFFIX}", m.model_dump(mode="json")))
@@ -217,6 +264,10 @@ def import_dir(source: str | Path, out: str | Path) -> ImportReport:
         else:
             external_file.unlink(missing_ok=True)  # a re-import must not keep a stale one
         report.imported.append(path)
+    lines = [f"not imported: {p}" for p in report.problems] + [f"import warning: {w}" for w in report.warnings]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / IMPORT_REPORT).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    report.written.append(out / IMPORT_REPORT)
     return report
 
 
@@ -227,11 +278,45 @@ def percent_text(fraction: float) -> str:
     return two if math.isclose(float(two), value, rel_tol=0, abs_tol=1e-9) else repr(round(value, 10))
 
 
-def export_dir(aggregation: Aggregation, out: str | Path) -> list[Path]:
+#: fields robench may give a new value to when it exports an imported entry (its evaluations and flags);
+#: every other field of an imported file is written back as it was
+_ROBENCH_FIELDS = ("clean_acc", "autoattack_acc", "external", "unreliable")
+
+
+def _same_value(key: str, old: Any, new: Any) -> bool:
+    if key == "unreliable":
+        return bool(old) == bool(new)
+    try:
+        return math.isclose(float(old), float(new), rel_tol=0, abs_tol=1e-9)
+    except (TypeError, ValueError):
+        return old == new
+
+
+def _merged_with_source(source_text: str, generated: dict[str, Any]) -> str:
+    """An imported file's text with only what robench changed replaced: the file as it was when nothing did."""
+    original = json.loads(source_text)
+    merged = dict(original)
+    for key in _ROBENCH_FIELDS:
+        new = generated.get(key)
+        if key == "external" and new is None:  # not below the row's own result (equal, as some files write it): kept
+            continue
+        if key in original and (new is None or not _same_value(key, original[key], new)):
+            if new is None:
+                del merged[key]
+            else:
+                merged[key] = new
+        elif key not in original and new is not None and not (key == "unreliable" and new is False):
+            merged[key] = new
+    return source_text if merged == original else json.dumps(merged, indent=2, ensure_ascii=False) + "\n"
+
+
+def export_dir(aggregation: Aggregation, out: str | Path, kept_from: str | Path | None = None) -> list[Path]:
     """Write every ranked board row in the de facto format under ``out``; return the files written.
 
     ``external`` is written when the best known robust accuracy is below the row's own result;
-    ``unreliable`` is true when any flag fired.
+    ``unreliable`` is true when any flag fired. An imported entry is written back as its file was,
+    but for those values robench changed. ``kept_from``: a results folder whose kept files
+    (``*.kept.json``, threat models without a board) are written back too, byte for byte.
     """
     out = Path(out)
     written = []
@@ -251,7 +336,24 @@ def export_dir(aggregation: Aggregation, out: str | Path) -> list[Path]:
             if entry.best_known < record.robust_accuracy:
                 data["external"] = percent_text(entry.best_known)
             if m.footnote:
-                data["footnote"] = html.escape(m.footnote)
+                data["footnote"] = m.footnote
             data["unreliable"] = bool(record.flags)
-            written.append(write_json_atomic(out / board.dataset / board.threat_model / f"{m.id}.json", data))
+            target = out / board.dataset / board.threat_model / f"{m.id}.json"
+            source_text = getattr(m, "source_text", None)
+            if source_text is not None:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(_merged_with_source(source_text, data), encoding="utf-8")
+                written.append(target)
+            else:
+                written.append(write_json_atomic(target, data))
+    if kept_from is not None:
+        root = Path(kept_from)
+        for kept in sorted(root.rglob(f"*{KEPT_SUFFIX}")):
+            rel = kept.relative_to(root)
+            if len(rel.parts) < 3:
+                continue
+            target = out.joinpath(*rel.parts[-3:-1], kept.name[: -len(KEPT_SUFFIX)] + ".json")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(kept.read_bytes())
+            written.append(target)
     return written

@@ -8,6 +8,7 @@ become ``<a href>`` only for http and https URLs.
 from __future__ import annotations
 
 import math
+import re
 import shlex
 import shutil
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from .aggregate import STANDARD_ATTACKS, Aggregation, Board, ModelResults, row_f
 from model_zoo.cards import Listing
 
 from .plots import clean_curve, curve_svg, scatter_svg
+from .rich_text import footnote_html, footnote_text
 
 __all__ = ["SiteReport", "build_site", "flag_explanations", "flag_evidence", "http_url", "bibtex_entry", "reproduce_command",
            "model_page_path", "board_page_path"]
@@ -88,21 +90,40 @@ def _bib_value(text: str) -> str:
     return text.replace("{", "").replace("}", "").replace("\n", " ").strip()
 
 
+_ARXIV_ID = re.compile(r"arxiv\.org/(?:abs|pdf)/(\d{4}\.\d{4,5})", re.IGNORECASE)
+_YEAR = re.compile(r"\b(?:19|20)\d\d\b")
+
+
+def venue_and_year(paper: Any) -> str:
+    """The venue with the year once: "NeurIPS 2021", not "NeurIPS 2021 2021"."""
+    venue = paper.venue.strip()
+    if paper.year is None or str(paper.year) in venue:
+        return venue
+    return f"{venue} {paper.year}".strip()
+
+
 def bibtex_entry(model: Listing) -> str:
-    """The card's own BibTeX, else one generated from title, authors, venue, year and link."""
+    """The card's own BibTeX, else one generated: ``@article`` with ``journal = {arXiv preprint arXiv:NNNN.NNNNN}``
+    for a preprint (a venue that is empty or names arXiv), ``@inproceedings`` with the venue (its year dropped,
+    the year has its own field) as ``booktitle`` otherwise."""
     paper = model.paper
     if paper.bibtex and paper.bibtex.strip():
         return paper.bibtex.strip()
     venue = paper.venue.strip()
-    is_preprint = venue.lower() in ("", "arxiv")
+    is_preprint = venue == "" or "arxiv" in venue.lower()
     fields = [("title", paper.title), ("author", " and ".join(paper.authors))]
-    fields.append(("howpublished", venue or "arXiv") if is_preprint else ("booktitle", venue))
-    if paper.year is not None:
-        fields.append(("year", str(paper.year)))
+    if is_preprint:
+        number = _ARXIV_ID.search(paper.link or "")
+        fields.append(("journal", f"arXiv preprint arXiv:{number.group(1)}" if number else "arXiv preprint"))
+    else:
+        fields.append(("booktitle", " ".join(_YEAR.sub("", venue).split()) or venue))
+    year = paper.year if paper.year is not None else next((int(y) for y in _YEAR.findall(venue)), None)
+    if year is not None:
+        fields.append(("year", str(year)))
     if http_url(paper.link):
         fields.append(("url", paper.link))
     body = ",\n".join(f"  {name} = {{{_bib_value(value)}}}" for name, value in fields if value)
-    return f"@{'misc' if is_preprint else 'inproceedings'}{{{model.id},\n{body}\n}}"
+    return f"@{'article' if is_preprint else 'inproceedings'}{{{model.id},\n{body}\n}}"
 
 
 def board_page_path(board: Board) -> str:
@@ -132,6 +153,9 @@ def _environment() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = _pct
     env.filters["data_value"] = _data_value
+    env.filters["footnote"] = footnote_html
+    env.filters["footnote_text"] = footnote_text
+    env.filters["venue_and_year"] = venue_and_year
     env.tests["http_url"] = http_url
     return env
 
@@ -160,14 +184,32 @@ _BOARD_VIEW = (
 _STICKY = ("rank", "model_id")
 
 
-def _grid_css() -> str:
-    widths = " ".join(f"{w}rem" for *_, w in _BOARD_VIEW)
-    lines = ["/* written by robench leaderboard build from the board's column list */",
-             f"table.board tr {{ grid-template-columns: {widths}; }}"]
+def _shown_columns(board: Board, has_curves: bool) -> set[str]:
+    """The columns a board has data for: an attack column, n, the date or the version that no row fills (every row
+    imported, say) is left out, as is the eps box's column when no model has a curve."""
+    table = board.table
+    shown = set()
+    for column, *_ in _BOARD_VIEW:
+        if column == "at_eps":
+            keep = has_curves
+        elif column in table.columns and column not in ("rank", "model_id", "flags"):
+            values = table[column]
+            keep = bool(values.notna().any()) and not bool(((values == "") | (values == 0) | values.isna()).all())
+        else:
+            keep = True
+        if keep or table.empty:
+            shown.add(column)
+    return shown
+
+
+def _grid_css(columns: Iterable[tuple[Any, ...]] = _BOARD_VIEW, selector: str = "table.board") -> str:
+    columns = list(columns)
+    widths = " ".join(f"{w}rem" for *_, w in columns)
+    lines = [f"{selector} tr {{ grid-template-columns: {widths}; }}"]
     left = 0.0
-    for position, (column, *_, width) in enumerate(_BOARD_VIEW, start=1):
+    for position, (column, *_, width) in enumerate(columns, start=1):
         if column in _STICKY:
-            lines.append(f"table.board tr > :nth-child({position}) {{ position: sticky; left: {left:g}rem; z-index: 1; }}")
+            lines.append(f"{selector} tr > :nth-child({position}) {{ position: sticky; left: {left:g}rem; z-index: 1; }}")
             left += width
     return "\n".join(lines) + "\n"
 
@@ -256,7 +298,7 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
     static.mkdir(exist_ok=True)
     for name in _STATIC_FILES:
         shutil.copyfile(_TEMPLATES / name, static / name)
-    _write(static / "board-grid.css", _grid_css())
+    _write(static / "board-grid.css", "/* written by robench leaderboard build from the board's column list */\n" + _grid_css())
 
     env = _environment()
     # boards with results first (the digits ones, on the embedded default), then the empty ones
@@ -281,10 +323,15 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
         ranked = board.table[board.table["rank"].notna()]
         scatter = (scatter_svg(list(zip(ranked["model_id"], ranked["clean_accuracy"], ranked["robust_accuracy"])))
                    if len(ranked) else None)
-        html = board_template.render(root="../", board=board, columns=_BOARD_VIEW, rows=_board_rows(board, aggregation),
+        shown = _shown_columns(board, bool(curves))
+        rows = [{**row, "cells": [c for c in row["cells"] if c["column"] in shown]} for row in _board_rows(board, aggregation)]
+        html = board_template.render(root="../", board=board, columns=[c for c in _BOARD_VIEW if c[0] in shown], rows=rows,
                                      curves=curves, pending=board.pending, model_page_path=model_page_path, flags=flags,
                                      scatter=scatter)
         report.pages.append(_write(out / board_page_path(board), html))
+        # this board's columns (the pages' policy allows no inline style): they override the full list's
+        _write((out / board_page_path(board)).with_suffix(".css"),
+               _grid_css([c for c in _BOARD_VIEW if c[0] in shown], "table.board.this-board"))
 
     model_template = env.get_template("model.html")
     for entry in aggregation.models.values():
@@ -300,7 +347,7 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
         html = model_template.render(
             root="../../../", entry=entry, model=model, board=board, board_url="../../../" + board_page_path(board),
             plot=plot, curve_record=curve_record, flags=flags, bibtex=bibtex_entry(model),
-            results=[(r, reproduce_command(model.id, r)) for r in entry.records],
+            results=[(r, reproduce_command(model.id, r) if model.origin != "imported" else None) for r in entry.records],
             fired=_fired_with_evidence(entry), format_eps=format_eps, analysis=_analysis_rows(entry),
         )
         report.pages.append(_write(page, html))

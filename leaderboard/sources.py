@@ -4,6 +4,8 @@ external evaluations of a submissions folder.
 Under the results folder (searched recursively):
 - ``*.card.json``: an ImportedListing (written by ``robench leaderboard import``);
 - ``*.external.json``: one external evaluation (a dict) or a list of them;
+- ``*.kept.json``: an imported file of a threat model with no board yet, kept as it is;
+- ``import-report.txt``: the import's refusals and warnings, for the build notes;
 - any other ``*.json``: an EvaluationResult record.
 A file that cannot be read is reported with its reason; the others are still loaded.
 """
@@ -21,10 +23,12 @@ from benchmark.external import ExternalEvaluation, read_external
 
 from .entries import ImportedListing, external_from_dict, read_listing
 
-__all__ = ["CARD_SUFFIX", "EXTERNAL_SUFFIX", "LoadedResults", "load_results", "read_record", "load_submitted_external"]
+__all__ = ["CARD_SUFFIX", "EXTERNAL_SUFFIX", "KEPT_SUFFIX", "IMPORT_REPORT", "LoadedResults", "load_results", "read_record", "load_submitted_external"]
 
 CARD_SUFFIX = ".card.json"
 EXTERNAL_SUFFIX = ".external.json"
+KEPT_SUFFIX = ".kept.json"
+IMPORT_REPORT = "import-report.txt"
 
 
 @dataclass
@@ -34,6 +38,10 @@ class LoadedResults:
     external: list[ExternalEvaluation] = field(default_factory=list)
     #: "path: reason" for every file that could not be read
     problems: list[str] = field(default_factory=list)
+    #: imported files kept as they are (no board for their threat model yet)
+    kept: list[Path] = field(default_factory=list)
+    #: what imports reported (refusals, warnings), one line each
+    import_notes: list[str] = field(default_factory=list)
 
 
 def _number(data: dict[str, Any], name: str, low: float, high: float) -> None:
@@ -79,9 +87,13 @@ def load_results(results_dir: str | Path) -> LoadedResults:
     if not root.is_dir():
         raise FileNotFoundError(f"results folder {root} does not exist")
     loaded = LoadedResults()
+    for report in sorted(root.rglob(IMPORT_REPORT)):
+        loaded.import_notes += [line for line in report.read_text(encoding="utf-8").splitlines() if line.strip()]
     for path in sorted(root.rglob("*.json")):
         try:
-            if path.name.endswith(CARD_SUFFIX):
+            if path.name.endswith(KEPT_SUFFIX):
+                loaded.kept.append(path)
+            elif path.name.endswith(CARD_SUFFIX):
                 loaded.listed.append(read_listing(_read_json(path)))
             elif path.name.endswith(EXTERNAL_SUFFIX):
                 data = _read_json(path)

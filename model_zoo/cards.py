@@ -431,7 +431,7 @@ def _rows(part: BaseModel) -> list[tuple[str, str]]:
     rows = []
     for name, info in type(part).model_fields.items():
         value = getattr(part, name)
-        if value is None or value == "" or value == ():
+        if value is None or value == "" or value == () or (info.json_schema_extra or {}).get("listed") is False:
             continue
         if isinstance(value, BaseModel) and type(value).__str__ is BaseModel.__str__:
             rows += _rows(value)

@@ -141,7 +141,11 @@ def test_generated_bibtex_and_reproduce_command():
     assert "title = {Towards Deep Learning}" in text and "author = {A. Madry and D. Tsipras}" in text
     assert "booktitle = {ICLR}" in text and "year = {2018}" in text and "url = {https://arxiv.org/abs/1706.06083}" in text
     preprint = bibtex_entry(make_card("Pre2021Print", venue="arXiv", link="javascript:x"))
-    assert preprint.startswith("@misc{") and "howpublished = {arXiv}" in preprint and "javascript" not in preprint
+    assert preprint.startswith("@article{") and "journal = {arXiv preprint}" in preprint and "javascript" not in preprint
+    numbered = bibtex_entry(make_card("Pre2020Print", venue="arXiv, Oct 2020", link="https://arxiv.org/abs/2010.03593"))
+    assert numbered.startswith("@article{") and "journal = {arXiv preprint arXiv:2010.03593}" in numbered
+    conference = bibtex_entry(make_card("Conf2021Paper", venue="NeurIPS 2021", link="https://x.org"))
+    assert conference.startswith("@inproceedings{") and "booktitle = {NeurIPS}" in conference and "year = {" in conference
     record = make_record(card, 0.9, 0.5, version="plus", n_examples=100)
     assert reproduce_command("Odd id;rm", record) == (
         "robench evaluate --model 'Odd id;rm' --dataset digits --threat-model Linf --version plus --seed 0 --n-examples 100")

@@ -26,6 +26,15 @@ pytestmark = [
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 XSS_TITLE = "<script>alert(1)</script>"
+#: a footnote with one of each way in: an image's error handler, a javascript: link, an event handler on a
+#: good link, SVG and MathML carrying handlers, a script inside LaTeX, a style; and one good link, and LaTeX
+EVIL_FOOTNOTE = ('<img src=x onerror="alert(2)">'
+                 '<a href="javascript:alert(3)">bad link</a> '
+                 '<a href="https://example.org/ok" onclick="alert(4)" style="color:red">good link</a> '
+                 '<svg onload="alert(5)"><circle r="5"/></svg>'
+                 '\\(\\text{<script>alert(6)</script>}\\) '
+                 '<math><mtext><img src=x onerror="alert(7)"></mtext></math>'
+                 '<p onmouseover="alert(8)">radius \\(\\ell_\\infty\\)</p>')
 #: records every alert() before any page script runs (the page itself is never modified)
 ALERT_PROBE = "window.__alerts = []; window.alert = function (m) { window.__alerts.push(String(m)); };"
 
@@ -34,7 +43,7 @@ ALERT_PROBE = "window.__alerts = []; window.alert = function (m) { window.__aler
 def site(tmp_path_factory) -> Path:
     cards, records = synthetic_board(300)
     evil = make_card("Evil2020Script", "digits", "L2", title=XSS_TITLE, link="javascript:alert(1)",
-                     footnote='<img src=x onerror="alert(2)">')
+                     footnote=EVIL_FOOTNOTE)
     safe = make_card("Safe2019Model", "digits", "L2", title="A safe model", link="https://example.org/safe")
     cards += [evil, safe]
     records += [make_record(evil, 0.9, 0.4), make_record(safe, 0.8, 0.5)]
@@ -168,7 +177,18 @@ def test_script_in_title_and_javascript_link_render_as_text_and_run_nothing(driv
         assert link.tag_name == "span" and link.text == "javascript:alert(1)"
         link.click()  # not a link: nothing happens
         assert driver.execute_script("return window.__alerts") == []
-        assert driver.find_element("css selector", ".footnote").text == '<img src=x onerror="alert(2)">'
+        footnote = driver.find_element("css selector", ".footnote")
+        links = footnote.find_elements("tag name", "a")
+        hrefs = [a.get_attribute("href") for a in links]
+        assert hrefs == [None, "https://example.org/ok"]  # the javascript: one lost its address
+        assert links[1].get_attribute("rel") == "nofollow noopener noreferrer" and links[1].get_attribute("onclick") is None
+        assert footnote.find_elements("tag name", "img") == [] and footnote.find_elements("tag name", "svg") == []
+        assert len(footnote.find_elements("tag name", "math")) == 3  # the two LaTeX spans as MathML, the written one without its image
+        for element in footnote.find_elements("css selector", "*"):
+            element.click() if element.tag_name == "p" else None
+        assert driver.execute_script(
+            "return Array.prototype.some.call(document.querySelectorAll('.footnote *'), function (e) {"
+            "  return Array.prototype.some.call(e.attributes, function (a) { return /^on|^style$/i.test(a.name); }); })") is False
         anchors = driver.execute_script("return Array.prototype.map.call(document.links, function (a) { return a.href; })")
         assert not any(h.lower().startswith("javascript:") for h in anchors)
 
