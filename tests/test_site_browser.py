@@ -43,7 +43,7 @@ ALERT_PROBE = "window.__alerts = []; window.alert = function (m) { window.__aler
 def site(tmp_path_factory) -> Path:
     cards, records = synthetic_board(300)
     evil = make_card("Evil2020Script", "digits", "L2", title=XSS_TITLE, link="javascript:alert(1)",
-                     footnote=EVIL_FOOTNOTE)
+                     footnote=EVIL_FOOTNOTE, authors=('<img src=x onerror="alert(9)">', "Mallory"))
     safe = make_card("Safe2019Model", "digits", "L2", title="A safe model", link="https://example.org/safe")
     cards += [evil, safe]
     records += [make_record(evil, 0.9, 0.4), make_record(safe, 0.8, 0.5)]
@@ -173,6 +173,7 @@ def test_script_in_title_and_javascript_link_render_as_text_and_run_nothing(driv
     try:
         _open(driver, (site / "models/digits/L2/Evil2020Script.html").as_uri())
         assert driver.find_element("id", "paper-title").text == XSS_TITLE
+        assert driver.find_element("css selector", ".authors").text.startswith('<img src=x onerror="alert(9)">, Mallory')
         link = driver.find_element("id", "paper-link")
         assert link.tag_name == "span" and link.text == "javascript:alert(1)"
         link.click()  # not a link: nothing happens
