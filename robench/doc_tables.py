@@ -8,7 +8,9 @@
 - ``architectures`` (docs/model_zoo.md): robench's architectures, their keyword arguments with
   defaults and their parameter counts, built on the meta device (no memory, no time);
 - ``recipes`` (docs/training.md): the training recipes, their own settings and their papers, and
-  the settings every recipe shares, from ``model_zoo.training.recipes``.
+  the settings every recipe shares, from ``model_zoo.training.recipes``;
+- ``corruptions`` (docs/corruptions.md): digits-C's corruptions and what each severity means, from
+  ``benchmark.corruptions.SEVERITIES``.
 """
 from __future__ import annotations
 
@@ -66,11 +68,20 @@ def _recipes() -> str:
                       "|---|---|---|---|---|", *rows])
 
 
+def _corruptions() -> str:
+    from benchmark.corruptions import SEVERITIES
+
+    rows = [f"| `{name}` | {_cell(meaning)} | {' / '.join(f'{v:g}' for v in values)} |"
+            for name, (meaning, values) in SEVERITIES.items()]
+    return "\n".join(["| corruption | the parameter | severities 1 / 2 / 3 / 4 / 5 |", "|---|---|---|", *rows])
+
+
 #: name -> (the doc holding it, what writes it)
 TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "boards": ("datasets.md", _boards),
     "architectures": ("model_zoo.md", _architectures),
     "recipes": ("training.md", _recipes),
+    "corruptions": ("corruptions.md", _corruptions),
 }
 
 
