@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from . import metrics as local
 from .attacks.pgd import PGD
+from .analysis_values import METRIC_POINTS, NOISE_DRAWS, PGD_CE_STEPS
 from .attacks._common import first_order_distances
 from .progress import Progress
 from .protocol import AttackEntry, broken_before_minimum_norm, get_protocol
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: the PGD-CE baseline: 50 steps of 0.1 eps from a random start, 1 restart (Madry et al. 2018 style)
-PGD_CE: Mapping[str, Any] = MappingProxyType({"n_iter": 50, "step_size": 0.1, "loss": "ce", "random_start": True})
+PGD_CE: Mapping[str, Any] = MappingProxyType({"n_iter": PGD_CE_STEPS, "step_size": 0.1, "loss": "ce", "random_start": True})
 #: the curve's search on the points whose minimal norm the protocol does not know (broken before FAB
 #: ran): at each grid value a bisection tries, projected ascent of the margin towards the class
 #: nearest to first order (exact for a linear model), this many steps of 0.25 e, stopping at the
@@ -50,10 +51,6 @@ CURVE_SEARCH_STEPS = 10
 LINEARITY_PGD: Mapping[str, Any] = MappingProxyType({"n_iter": 10, "step_size": 0.25, "loss": "ce", "early_stop": False})
 #: the curve's grid: CURVE_STEPS + 1 values from 0 to 2 eps; eps itself is the middle one, exactly
 CURVE_STEPS = 20
-#: the metrics other than noise accuracy use the first METRIC_POINTS points
-METRIC_POINTS = 50
-#: noisy copies per point for the noise accuracy
-NOISE_DRAWS = 20
 #: gradient-ascent steps of the Lipschitz lower bound
 LIPSCHITZ_STEPS = 20
 

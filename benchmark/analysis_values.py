@@ -8,7 +8,14 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping, NamedTuple
 
-__all__ = ["AnalysisValue", "ANALYSIS_VALUES"]
+__all__ = ["AnalysisValue", "ANALYSIS_VALUES", "METRIC_POINTS", "NOISE_DRAWS", "PGD_CE_STEPS"]
+
+#: the metrics other than noise accuracy use the first METRIC_POINTS points
+METRIC_POINTS = 50
+#: noisy copies per point for the noise accuracy
+NOISE_DRAWS = 20
+#: steps of the PGD-CE baseline
+PGD_CE_STEPS = 50
 
 
 class AnalysisValue(NamedTuple):
@@ -22,25 +29,25 @@ class AnalysisValue(NamedTuple):
 ANALYSIS_VALUES: Mapping[str, AnalysisValue] = MappingProxyType({
     "pgd-ce": AnalysisValue(
         "PGD-CE baseline", True,
-        "Robust accuracy under 50 steps of PGD on the cross-entropy alone, the attack most papers report. "
+        f"Robust accuracy under {PGD_CE_STEPS} steps of PGD on the cross-entropy alone, the attack most papers report. "
         "Well above the protocol's number means that attack alone overestimates this model's robustness."),
     "noise_accuracy": AnalysisValue(
         "Accuracy under random noise", True,
-        "Accuracy when each point is perturbed by random noise of the same budget (20 draws per point)."),
+        f"Accuracy when each point is perturbed by random noise of the same budget ({NOISE_DRAWS} draws per point)."),
     "noise_gap": AnalysisValue(
         "Noise gap", True,
         "Accuracy under random noise minus robust accuracy: how much worse the worst case in the ball is "
         "than a random one."),
     "jacobian_norm": AnalysisValue(
         "Jacobian norm", False,
-        "Mean Frobenius norm of the derivative of the logits with respect to the input (first 100 points); "
+        f"Mean Frobenius norm of the derivative of the logits with respect to the input (first {METRIC_POINTS} points); "
         "smaller is smoother."),
     "local_linearity": AnalysisValue(
         "Local linearity gap", False,
         "Mean gap between the logit margin at a PGD point of the ball and its first-order prediction from "
-        "the clean point; 0 for a linear model, large for a curved (often gradient-masking) one."),
+        f"the clean point (first {METRIC_POINTS} points); 0 for a linear model, large for a curved (often gradient-masking) one."),
     "lipschitz_lower_bound": AnalysisValue(
         "Lipschitz lower bound", False,
         "Mean of the largest ratio of output change (L2) to input change found in the ball: a lower bound on "
-        "the model's local Lipschitz constant."),
+        f"the model's local Lipschitz constant (first {METRIC_POINTS} points)."),
 })
