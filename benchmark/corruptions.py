@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -269,14 +270,19 @@ def corrupt(images: np.ndarray, corruption: str, severity: int, seed: int = DIGI
     return _to_uint8(_FUNCTIONS[corruption](np.asarray(images, dtype=np.float64), parameter, rng))
 
 
+@lru_cache(maxsize=2)
 def digits_c(seed: int = DIGITS_C_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """digits-C: (75, 500, 8, 8) uint8 (CORRUPTIONS x severities 1..5, the 500 test images each) and the labels."""
+    """digits-C: (75, 500, 8, 8) uint8 (CORRUPTIONS x severities 1..5, the 500 test images each) and the labels.
+
+    Made once per process (about 2 s) and kept: the arrays are read-only."""
     from .data import load_dataset
 
     x, y = load_dataset("digits", "test")
     clean = x[:, 0].double().numpy()
     sets = np.stack([corrupt(clean, name, severity, seed) for name in CORRUPTIONS for severity in range(1, 6)])
-    return sets, y.numpy()
+    labels = y.numpy().copy()
+    sets.flags.writeable = labels.flags.writeable = False
+    return sets, labels
 
 
 def digits_c_sha256(sets: np.ndarray, labels: np.ndarray) -> str:

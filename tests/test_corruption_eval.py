@@ -1,0 +1,83 @@
+"""Accuracy under corruptions against hand-computed answers: an unchanged set, a set that flips every
+prediction, the mean and the mCE; digits-C end to end on a zoo model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmark.corruption_eval import CorruptionResult, correct_bits, evaluate_corruptions, mean_corruption_error
+
+
+class MeanThreshold(nn.Module):
+    """Class 1 when the image's mean intensity is above 0.5, else class 0 (two logits)."""
+
+    def forward(self, x):
+        m = x.flatten(1).mean(1)
+        return torch.stack([0.5 - m, m - 0.5], dim=1)
+
+
+def _tiny():
+    means = np.array([40, 100, 160, 220, 60, 200], dtype=np.uint8)  # predictions 0 0 1 1 0 1
+    clean = np.repeat(means[:, None, None], 8, 1).repeat(8, 2)
+    labels = np.array([0, 0, 1, 0, 1, 1])  # clean accuracy 4/6
+    return clean, labels
+
+
+def test_an_unchanged_set_scores_the_clean_accuracy_and_the_means_are_the_hand_computed_ones():
+    clean, labels = _tiny()
+    bright = np.full_like(clean, 250)  # every prediction 1: accuracy 3/6
+    sets = {("same", s): clean for s in range(1, 6)}
+    sets.update({("bright", s): (clean if s < 3 else bright) for s in range(1, 6)})
+    result = evaluate_corruptions(MeanThreshold(), "tiny", sets=sets, clean=clean, labels=labels)
+    assert result.clean_accuracy == pytest.approx(4 / 6)
+    assert result.accuracy["same"] == [pytest.approx(4 / 6)] * 5  # a model invariant to the corruption
+    assert result.accuracy["bright"] == [pytest.approx(v) for v in (4 / 6, 4 / 6, 0.5, 0.5, 0.5)]
+    assert result.per_corruption["bright"] == pytest.approx((2 * 4 / 6 + 3 * 0.5) / 5)
+    assert result.mean_accuracy == pytest.approx((4 / 6 + (2 * 4 / 6 + 3 * 0.5) / 5) / 2)
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(result.correct["bright/5"]), dtype=np.uint8), bitorder="little")
+    assert list(bits[:6]) == [0, 0, 1, 0, 1, 1]  # correct exactly where the label is 1
+    assert result.sets_sha256["same/1"] == result.sets_sha256["bright/1"] != result.sets_sha256["bright/3"]
+
+
+def test_mean_corruption_error_against_hand_computed_values():
+    reference = {"a": [0.2] * 5, "b": [0.5] * 5}
+    errors = {"a": [0.1, 0.2, 0.3, 0.4, 0.5], "b": [0.5] * 5}
+    assert mean_corruption_error(errors, reference) == pytest.approx(100 * (1.5 + 1.0) / 2)
+    assert mean_corruption_error(reference, reference) == pytest.approx(100.0)  # AlexNet's own row reads 100
+    with pytest.raises(ValueError, match="no errors for c"):
+        mean_corruption_error({"c": [0.1] * 5}, reference)
+    clean, labels = _tiny()
+    sets = {("a", s): clean for s in range(1, 6)}
+    result = evaluate_corruptions(MeanThreshold(), "tiny", sets=sets, clean=clean, labels=labels,
+                                  reference_errors={"a": [0.5] * 5})
+    assert result.mce == pytest.approx(100 * (5 * (2 / 6)) / 2.5)
+
+
+def test_bad_sets_are_refused_with_what_is_wrong():
+    clean, labels = _tiny()
+    with pytest.raises(ValueError, match=r"fog: severities \[5\] missing"):
+        evaluate_corruptions(MeanThreshold(), "tiny", sets={("fog", s): clean for s in range(1, 5)}, clean=clean, labels=labels)
+    with pytest.raises(ValueError, match="fog/2: 5 images for 6 labels"):
+        evaluate_corruptions(MeanThreshold(), "tiny", sets={("fog", s): clean[: 6 if s != 2 else 5] for s in range(1, 6)},
+                             clean=clean, labels=labels)
+    with pytest.raises(ValueError, match="give the corrupted sets of cifar10"):
+        evaluate_corruptions(MeanThreshold(), "cifar10")
+
+
+def test_correct_bits_put_point_i_at_bit_i():
+    assert correct_bits(np.array([True, False, False, False, False, False, False, False, True])) == "0101"
+
+
+def test_digits_c_end_to_end_on_a_zoo_model(tmp_path):
+    from model_zoo import load_model
+
+    model = load_model("LeCun1998Gradient", dataset="digits", threat_model="Linf")
+    result = evaluate_corruptions(model, "digits")
+    assert result.n_examples == 500 and len(result.accuracy) == 15 and len(result.sets_sha256) == 75
+    assert result.clean_accuracy == pytest.approx(0.988)
+    assert 0.3 < result.mean_accuracy < result.clean_accuracy
+    assert result.accuracy["brightness"][0] > result.accuracy["brightness"][4]  # severity costs accuracy
+    again = CorruptionResult.load(result.save(tmp_path / "r.json"))
+    assert again == result
