@@ -10,8 +10,9 @@ and number of points unknown, so 0), a listed model (``<id>.card.json``, which k
 exact text for the export) and, when the file has ``external``, an external evaluation
 (``<id>.external.json``). The folders decide the dataset and the threat model; an eps written as
 a rounded decimal ("0.031" for 8/255) is the board's when it is within the rounding of what is
-written. Files of a threat model robench has no board for yet (corruptions) are kept as they are
-(``<id>.kept.json``) and exported back. Every warning and every refusal is reported by file; a
+written. Files of a threat model robench has no board for yet (corruptions: the per-model files and
+the ``unaggregated_results*.csv`` tables beside them) are kept as they are (``<name>.kept.json``,
+``<name>.kept.csv``) and exported back. Every warning and every refusal is reported by file; a
 malformed file does not stop the others.
 """
 from __future__ import annotations
@@ -159,6 +160,32 @@ def _load_object(path: Path) -> dict[str, Any]:
     return data
 
 
+def _kept_name(name: str) -> str:
+    """``x.json`` -> ``x.kept.json``, ``x.csv`` -> ``x.kept.csv``: what a kept file is stored as."""
+    stem, _, suffix = name.rpartition(".")
+    return f"{stem}.kept.{suffix}"
+
+
+def _check_unaggregated(path: Path, root: Path) -> None:
+    """An ``unaggregated_results*.csv`` in a corruptions folder: two header rows (corruption names, then
+    severities 1..5 under each), then one row per model with a value per (corruption, severity)."""
+    import csv
+
+    parts = path.relative_to(root).parts
+    if len(parts) != 3 or parts[1] not in KEPT_THREAT_MODELS:
+        raise ValueError("an unaggregated_results table belongs at <dataset>/corruptions/")
+    rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    if len(rows) < 2:
+        raise ValueError("expected two header rows (corruptions, then severities 1..5) and one row per model")
+    width = len(rows[0])
+    bad = [i + 1 for i, row in enumerate(rows) if len(row) != width]
+    if bad:
+        raise ValueError(f"rows {bad[:5]} do not have the header's {width} columns")
+    severities = {cell.strip() for cell in rows[1][1:] if cell.strip()}
+    if not severities <= {"1", "2", "3", "4", "5"}:
+        raise ValueError(f"the second header row must give severities 1..5, got {sorted(severities)[:5]}")
+
+
 def read_defacto_file(path: str | Path, root: str | Path) -> ImportedModel:
     """Read one file of the de facto format under ``root``; a ValueError says what is wrong with it."""
     path, root = Path(path), Path(root)
@@ -246,7 +273,7 @@ def import_dir(source: str | Path, out: str | Path) -> ImportReport:
             continue
         report.warnings += [f"{path}: {w}" for w in item.warnings]
         if item.kept is not None:
-            kept = out.joinpath(*path.relative_to(source).parts[:-1], f"{path.stem}{KEPT_SUFFIX}")
+            kept = out.joinpath(*path.relative_to(source).parts[:-1], _kept_name(path.name))
             kept.parent.mkdir(parents=True, exist_ok=True)
             kept.write_bytes(path.read_bytes())
             report.written.append(kept)
@@ -264,6 +291,18 @@ def import_dir(source: str | Path, out: str | Path) -> ImportReport:
         else:
             external_file.unlink(missing_ok=True)  # a re-import must not keep a stale one
         report.imported.append(path)
+    for path in sorted(source.rglob("unaggregated_results*.csv")):
+        try:
+            _check_unaggregated(path, source)
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            report.problems.append(f"{path}: {exc}")
+            continue
+        kept = out / path.relative_to(source).parent / _kept_name(path.name)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_bytes(path.read_bytes())
+        report.written.append(kept)
+        report.kept.append(path)
+        report.warnings.append(f"{path}: robench has no corruptions board yet: kept as it is, exported back unchanged")
     lines = [f"not imported: {p}" for p in report.problems] + [f"import warning: {w}" for w in report.warnings]
     out.mkdir(parents=True, exist_ok=True)
     (out / IMPORT_REPORT).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
@@ -316,7 +355,7 @@ def export_dir(aggregation: Aggregation, out: str | Path, kept_from: str | Path 
     ``external`` is written when the best known robust accuracy is below the row's own result;
     ``unreliable`` is true when any flag fired. An imported entry is written back as its file was,
     but for those values robench changed. ``kept_from``: a results folder whose kept files
-    (``*.kept.json``, threat models without a board) are written back too, byte for byte.
+    (``*.kept.json``, ``*.kept.csv``: threat models without a board) are written back too, byte for byte.
     """
     out = Path(out)
     written = []
@@ -348,11 +387,11 @@ def export_dir(aggregation: Aggregation, out: str | Path, kept_from: str | Path 
                 written.append(write_json_atomic(target, data))
     if kept_from is not None:
         root = Path(kept_from)
-        for kept in sorted(root.rglob(f"*{KEPT_SUFFIX}")):
+        for kept in sorted([*root.rglob(f"*{KEPT_SUFFIX}"), *root.rglob("*.kept.csv")]):
             rel = kept.relative_to(root)
             if len(rel.parts) < 3:
                 continue
-            target = out.joinpath(*rel.parts[-3:-1], kept.name[: -len(KEPT_SUFFIX)] + ".json")
+            target = out.joinpath(*rel.parts[-3:-1], kept.name.replace(".kept.", ".", 1))
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(kept.read_bytes())
             written.append(target)

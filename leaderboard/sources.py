@@ -4,7 +4,7 @@ external evaluations of a submissions folder.
 Under the results folder (searched recursively):
 - ``*.card.json``: an ImportedListing (written by ``robench leaderboard import``);
 - ``*.external.json``: one external evaluation (a dict) or a list of them;
-- ``*.kept.json``: an imported file of a threat model with no board yet, kept as it is;
+- ``*.kept.json``, ``*.kept.csv``: imported files of a threat model with no board yet, kept as they are;
 - ``import-report.txt``: the import's refusals and warnings, for the build notes;
 - any other ``*.json``: an EvaluationResult record.
 A file that cannot be read is reported with its reason; the others are still loaded.
@@ -87,6 +87,7 @@ def load_results(results_dir: str | Path) -> LoadedResults:
     if not root.is_dir():
         raise FileNotFoundError(f"results folder {root} does not exist")
     loaded = LoadedResults()
+    loaded.kept += sorted(root.rglob("*.kept.csv"))
     for report in sorted(root.rglob(IMPORT_REPORT)):
         loaded.import_notes += [line for line in report.read_text(encoding="utf-8").splitlines() if line.strip()]
     for path in sorted(root.rglob("*.json")):

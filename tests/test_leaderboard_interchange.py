@@ -182,6 +182,10 @@ def _quirk_corpus(root: Path) -> dict[str, str]:
                                                           "corruptions_acc_3d": "", "corruptions_mce_3d": ""},
     }
     written = {}
+    table = ("model_id,gaussian_noise,gaussian_noise,shot_noise,shot_noise\n,1,2,1,2\n"
+             "Hendrycks2020AugMix,0.93,0.9012,0.95,0.91\n")  # (two corruptions shown of 15, as the format allows)
+    _write(root, "cifar10/corruptions/unaggregated_results.csv", table)
+    written["cifar10/corruptions/unaggregated_results.csv"] = table
     for i, (rel, data) in enumerate(sorted(files.items())):
         data.pop("autoattack_acc", None) if "corruptions" in rel else None
         text = json.dumps(data, indent=2 if i % 2 else None, ensure_ascii=bool(i % 3)) + ("\n" if i % 2 else "")
@@ -193,18 +197,18 @@ def _quirk_corpus(root: Path) -> dict[str, str]:
 def test_every_quirk_of_the_published_files_imports_and_exports_back_unchanged(tmp_path):
     corpus = _quirk_corpus(tmp_path / "src")
     report = import_dir(tmp_path / "src", tmp_path / "results")
-    assert report.problems == [] and len(report.imported) == len(corpus) - 2 and len(report.kept) == 2
+    assert report.problems == [] and len(report.imported) == len(corpus) - 3 and len(report.kept) == 3
     notes = "\n".join(report.warnings)
     assert "Rounded2020Eps.json: eps '0.031' taken as the board's 8/255" in notes
     assert "Typo2022Dataset.json: 'dataset' says 'cifar10'; the folder's 'cifar100' is used" in notes
-    assert notes.count("robench has no corruptions board yet") == 2
+    assert notes.count("robench has no corruptions board yet") == 3
     loaded = load_results(tmp_path / "results")
-    assert loaded.problems == [] and len(loaded.kept) == 2 and len(loaded.import_notes) == len(report.warnings)
+    assert loaded.problems == [] and len(loaded.kept) == 3 and len(loaded.import_notes) == len(report.warnings)
     typo = next(m for m in loaded.listed if m.id == "Typo2022Dataset")
     assert typo.dataset == "cifar100"
     aggregation = aggregate(loaded.listed, loaded.records, loaded.external)
     export_dir(aggregation, tmp_path / "back", kept_from=tmp_path / "results")
-    back = {str(p.relative_to(tmp_path / "back")): p.read_text(encoding="utf-8") for p in (tmp_path / "back").rglob("*.json")}
+    back = {str(p.relative_to(tmp_path / "back")): p.read_text(encoding="utf-8") for p in (tmp_path / "back").rglob("*.*")}
     assert back == corpus
 
 
@@ -226,6 +230,17 @@ def test_an_export_changes_only_what_robench_changed(tmp_path):
     before = json.loads(corpus["cifar10/Linf/Absent2021Unreliable.json"])
     after = json.loads((tmp_path / "back2/cifar10/Linf/Absent2021Unreliable.json").read_text())
     assert after == {**before, "external": "50.00"} and "unreliable" not in after
+
+
+@pytest.mark.parametrize("table, reason", [
+    ("model_id,fog\n", "two header rows"),
+    ("model_id,fog,fog\n,1,2\nA2020a,0.9\n", "rows [3] do not have the header's 3 columns"),
+    ("model_id,fog\n,severe\nA2020a,0.9\n", "severities 1..5"),
+])
+def test_a_malformed_unaggregated_table_is_refused_with_its_reason(tmp_path, table, reason):
+    _write(tmp_path / "src", "cifar10/corruptions/unaggregated_results.csv", table)
+    report = import_dir(tmp_path / "src", tmp_path / "out")
+    assert len(report.problems) == 1 and reason in report.problems[0] and report.kept == []
 
 
 def test_cli_import_build_export(tmp_path, capsys):
