@@ -12,6 +12,9 @@ CIFAR-10-C / CIFAR-100-C: ``<corruption>.npy`` (uint8, (50000, 32, 32, 3), sever
 images each in the test set's order) and ``labels.npy`` (50000,), read memory-mapped with
 ``allow_pickle=False``; every file is checked (present, shape, dtype, labels' length) before anything
 is used, and a problem names the file and what was expected.
+
+ImageNet-C: ``<corruption>/<severity>/<wnid>/<file>.JPEG``, already 224x224, one set at a time, the
+board's fixed list of 5,000 validation images.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["CORRUPTIONS", "SEVERITIES", "DIGITS_C_SEED", "DIGITS_C_SHA256", "corrupt", "digits_c", "digits_c_sha256",
-           "read_cifar_c", "CorruptionDataError"]
+           "read_cifar_c", "read_imagenet_c", "CorruptionDataError"]
 
 #: the 15 corruptions of CIFAR-10-C, in the published order (noise, blur, weather, digital)
 CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
@@ -333,3 +336,52 @@ def read_cifar_c(folder: str | Path, corruptions: tuple[str, ...] = CORRUPTIONS)
         raise CorruptionDataError("; ".join(problems))
     assert labels is not None
     return sets, np.asarray(labels, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------- ImageNet-C
+
+#: the side of ImageNet-C's images (distributed already resized and cropped)
+IMAGENET_C_SIDE = 224
+
+
+def read_imagenet_c(folder: str | Path, corruption: str, severity: int, n_examples: int | None = None,
+                    file_names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One set of ImageNet-C from its folder layout ``<corruption>/<severity>/<wnid>/<file>.JPEG``: the board's
+    fixed images (``benchmark.data.imagenet_file_names``, the first ``n_examples``) as uint8 (n, 224, 224, 3)
+    and their labels (the wnid folders' sorted order, as ImageNet's). A missing folder, class folders that
+    the corruption's other severities have and this one lacks, missing images or an image of another size
+    raise CorruptionDataError naming the folder or file."""
+    from PIL import Image
+
+    from .data import imagenet_file_names
+
+    folder = Path(folder)
+    if corruption not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {corruption!r}; known: {', '.join(CORRUPTIONS)}")
+    base = folder / corruption / str(severity)
+    if not base.is_dir():
+        raise CorruptionDataError(f"{base}: missing (expected the layout <corruption>/<severity>/<wnid>/<file>.JPEG)")
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+    reference = [folder / corruption / str(s) for s in range(1, 6) if s != severity and (folder / corruption / str(s)).is_dir()]
+    expected = set(classes).union(*({d.name for d in r.iterdir() if d.is_dir()} for r in reference))
+    missing_classes = sorted(expected - set(classes))
+    if missing_classes or not classes:
+        shown = ", ".join(missing_classes[:5]) or "all"
+        raise CorruptionDataError(f"{base}: class folders missing ({shown}; {len(missing_classes)} in all, "
+                                  f"the other severities have {len(expected)})")
+    where = {f.name: (f, label) for label, wnid in enumerate(classes) for f in (base / wnid).iterdir()}
+    wanted = (file_names if file_names is not None else imagenet_file_names())[: n_examples or None]
+    absent = [name for name in wanted if name not in where]
+    if absent:
+        raise CorruptionDataError(f"{base}: {len(absent)} of the board's {len(wanted)} images missing, "
+                                  f"for example {', '.join(absent[:3])}")
+    images = np.empty((len(wanted), IMAGENET_C_SIDE, IMAGENET_C_SIDE, 3), dtype=np.uint8)
+    labels = np.empty(len(wanted), dtype=np.int64)
+    for k, name in enumerate(wanted):
+        path, labels[k] = where[name]
+        with Image.open(path) as image:
+            if image.size != (IMAGENET_C_SIDE, IMAGENET_C_SIDE):
+                raise CorruptionDataError(f"{path}: {image.size[0]}x{image.size[1]} pixels, expected "
+                                          f"{IMAGENET_C_SIDE}x{IMAGENET_C_SIDE} (ImageNet-C's images are cropped)")
+            images[k] = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return images, labels

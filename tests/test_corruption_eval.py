@@ -66,6 +66,14 @@ def test_bad_sets_are_refused_with_what_is_wrong():
         evaluate_corruptions(MeanThreshold(), "cifar10")
 
 
+def test_colour_sets_in_the_published_layout_are_read_as_nhwc():
+    clean, labels = _tiny()
+    colour = np.repeat(clean[..., None], 3, axis=3)  # (n, 8, 8, 3), as CIFAR-C and ImageNet-C store them
+    result = evaluate_corruptions(MeanThreshold(), "tiny", sets={("same", s): colour for s in range(1, 6)},
+                                  clean=colour, labels=labels)
+    assert result.clean_accuracy == pytest.approx(4 / 6) and result.mean_accuracy == pytest.approx(4 / 6)
+
+
 def test_correct_bits_put_point_i_at_bit_i():
     assert correct_bits(np.array([True, False, False, False, False, False, False, False, True])) == "0101"
 

@@ -92,3 +92,46 @@ def test_a_labels_file_of_the_wrong_shape_is_refused(tmp_path):
     np.save(folder / "labels.npy", np.zeros((10, 2), dtype=np.int64))
     with pytest.raises(CorruptionDataError, match="labels.npy: expected integer labels"):
         read_cifar_c(folder, corruptions=("fog",))
+
+
+def _imagenet_c(root, files, classes=("n01", "n02"), severities=(1, 2), size=224):
+    from PIL import Image
+
+    for s in severities:
+        for label, wnid in enumerate(classes):
+            folder = root / "fog" / str(s) / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in files[label::len(classes)]:
+                Image.new("RGB", (size, size), (10 * s, 20 * label, 30)).save(folder / name, format="JPEG")
+    return root
+
+
+def test_an_imagenet_c_set_gives_the_boards_images_in_order_with_their_labels(tmp_path):
+    from benchmark.corruptions import read_imagenet_c
+
+    files = ["b.JPEG", "a.JPEG", "d.JPEG", "c.JPEG"]  # b, d in n01; a, c in n02
+    root = _imagenet_c(tmp_path, files)
+    images, labels = read_imagenet_c(root, "fog", 2, file_names=["a.JPEG", "b.JPEG", "c.JPEG"])
+    assert images.shape == (3, 224, 224, 3) and images.dtype == np.uint8 and labels.tolist() == [1, 0, 1]
+    assert abs(int(images[0, 0, 0, 1]) - 20) <= 2  # n02's green value (JPEG rounds a little)
+
+
+def test_imagenet_c_problems_name_the_folder(tmp_path):
+    import shutil
+
+    from benchmark.corruptions import read_imagenet_c
+
+    files = ["b.JPEG", "a.JPEG"]
+    root = _imagenet_c(tmp_path / "c", files)
+    with pytest.raises(CorruptionDataError, match=r"fog/3: missing"):
+        read_imagenet_c(root, "fog", 3, file_names=files)
+    shutil.rmtree(root / "fog" / "2" / "n02")
+    with pytest.raises(CorruptionDataError, match=r"fog/2: class folders missing \(n02; 1 in all"):
+        read_imagenet_c(root, "fog", 2, file_names=files)
+    with pytest.raises(CorruptionDataError, match=r"1 of the board's 3 images missing, for example z.JPEG"):
+        read_imagenet_c(root, "fog", 1, file_names=files + ["z.JPEG"])
+    other = _imagenet_c(tmp_path / "small", files, severities=(1,), size=32)
+    with pytest.raises(CorruptionDataError, match="32x32 pixels, expected 224x224"):
+        read_imagenet_c(other, "fog", 1, file_names=files)
+    with pytest.raises(ValueError, match="unknown corruption 'haze'"):
+        read_imagenet_c(root, "haze", 1)
