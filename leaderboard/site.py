@@ -184,17 +184,24 @@ _BOARD_VIEW = (
 _STICKY = ("rank", "model_id")
 
 
+#: the columns a board may leave out when no row fills them, and the values that count as unfilled there
+#: (an attack column's 0.00 is a result; an n of 0 is "not given", as imported records have it)
+_OPTIONAL_COLUMNS = {**{name: (None,) for name in STANDARD_ATTACKS}, "n_examples": (None, 0), "date": (None, "")}
+
+
 def _shown_columns(board: Board, has_curves: bool) -> set[str]:
-    """The columns a board has data for: an attack column, n, the date or the version that no row fills (every row
-    imported, say) is left out, as is the eps box's column when no model has a curve."""
+    """The columns a board has data for: an attack column, n or the date that no row fills (every row
+    imported, say) is left out, as is the eps box's column when no model has a curve. Every other column
+    stays, whatever its values (a board where every robust accuracy is 0.00 still shows it)."""
     table = board.table
     shown = set()
     for column, *_ in _BOARD_VIEW:
         if column == "at_eps":
             keep = has_curves
-        elif column in table.columns and column not in ("rank", "model_id", "flags"):
+        elif column in _OPTIONAL_COLUMNS and column in table.columns:
+            unfilled = _OPTIONAL_COLUMNS[column]
             values = table[column]
-            keep = bool(values.notna().any()) and not bool(((values == "") | (values == 0) | values.isna()).all())
+            keep = not bool((values.isna() | values.isin([v for v in unfilled if v is not None])).all())
         else:
             keep = True
         if keep or table.empty:
