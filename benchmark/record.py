@@ -18,7 +18,7 @@ from typing import Any
 
 import pydantic
 
-__all__ = ["PointResult", "StageResult", "EvaluationResult", "RecordError", "write_json_atomic", "library_versions",
+__all__ = ["PointResult", "StageResult", "CorruptionDetails", "EvaluationResult", "RecordError", "write_json_atomic", "library_versions",
            "record_path", "SCHEMA_VERSION", "SAFE_NAME", "record_problems"]
 
 SCHEMA_VERSION = 1
@@ -33,9 +33,9 @@ def record_path(out: str | Path, dataset: str, threat_model: str, model_id: str,
     that the command line, the runner, the journal beside the record and the interchange importer,
     which all call this, agree on one file. Unknown names raise ValueError.
     """
-    from .threat_models import get_threat_model
+    from .budgets import board_threat_model
 
-    return Path(out) / dataset / get_threat_model(threat_model).name / f"{model_id}.{version}.json"
+    return Path(out) / dataset / board_threat_model(threat_model) / f"{model_id}.{version}.json"
 
 @dataclass
 class PointResult:
@@ -74,10 +74,34 @@ class StageResult:
 
 
 @dataclass
+class CorruptionDetails:
+    """What a corruptions record holds beyond its mean (benchmark.corruption_eval). Every part may be empty
+    in an imported record, which has only what the other leaderboard published."""
+
+    #: corruption -> accuracy at severities 1..5
+    accuracy: dict[str, list[float]] = field(default_factory=dict)
+    #: corruption -> mean over its five severities
+    per_corruption: dict[str, float] = field(default_factory=dict)
+    #: "corruption/severity" -> sha256 of the set's uint8 images
+    sets_sha256: dict[str, str] = field(default_factory=dict)
+    #: "clean" and "corruption/severity" -> each point's correctness, a hex bit string (point i at bit i)
+    correct: dict[str, str] = field(default_factory=dict)
+    #: mean corruption error in percent against a reference model (AlexNet on ImageNet-C), if computed
+    mce: float | None = None
+    #: the 3D common corruptions (ImageNet-3DCC): mean accuracy and mCE, when given
+    accuracy_3d: float | None = None
+    mce_3d: float | None = None
+
+
+@dataclass
 class EvaluationResult:
+    """One evaluation. Under the Lp threat models, ``robust_accuracy`` is what the attacks left; under
+    ``corruptions`` it is the mean accuracy over every (corruption, severity) set (the board's number),
+    ``eps`` is None, ``stages`` and ``points`` are empty and ``corruptions`` holds the rest."""
+
     dataset: str
     threat_model: str
-    eps: float
+    eps: float | None
     version: str
     seed: int
     n_examples: int
@@ -101,6 +125,7 @@ class EvaluationResult:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     points: list[PointResult] = field(default_factory=list)
+    corruptions: CorruptionDetails | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -115,6 +140,8 @@ class EvaluationResult:
         data = dict(data)
         data["stages"] = [StageResult(**s) for s in data.get("stages", [])]
         data["points"] = [PointResult(**p) for p in data.get("points", [])]
+        if isinstance(data.get("corruptions"), dict):
+            data["corruptions"] = CorruptionDetails(**data["corruptions"])
         return cls(**data)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -144,11 +171,20 @@ class EvaluationResult:
         return record
 
     def summary(self) -> str:
+        budget = f" eps={self.eps:.4g}" if self.eps is not None else ""
         lines = [
-            f"{self.model.get('id', 'model')} on {self.dataset} {self.threat_model} eps={self.eps:.4g} "
+            f"{self.model.get('id', 'model')} on {self.dataset} {self.threat_model}{budget} "
             f"({self.version}, {self.n_examples} points, seed {self.seed})",
             f"  clean accuracy:  {100 * self.clean_accuracy:6.2f}%",
         ]
+        if self.corruptions is not None:
+            for name, mean in self.corruptions.per_corruption.items():
+                lines.append(f"  {name:<18} {100 * mean:6.2f}%   (severities 1-5: "
+                             + " ".join(f"{100 * a:.1f}" for a in self.corruptions.accuracy.get(name, [])) + ")")
+            lines.append(f"  mean corruption accuracy: {100 * self.robust_accuracy:6.2f}%")
+            if self.corruptions.mce is not None:
+                lines.append(f"  mCE: {self.corruptions.mce:.2f}")
+            return "\n".join(lines)
         for s in self.stages:
             lines.append(f"  after {s.attack:<9} {100 * s.robust_accuracy:6.2f}%   ({s.time_s:.1f}s, broke {s.broken})")
         lines.append(f"  robust accuracy: {100 * self.robust_accuracy:6.2f}%")
@@ -173,15 +209,28 @@ def record_problems(record: EvaluationResult) -> list[str]:
     model_id = record.model.get("id")
     if not (isinstance(model_id, str) and SAFE_NAME.fullmatch(model_id)):
         problems.append(f"model.id: {model_id!r} may only use letters, digits, '_', '.', '-'")
-    if not (math.isfinite(record.eps) and record.eps > 0):
-        problems.append(f"eps: {record.eps!r} is not a positive number")
+    if record.threat_model == "corruptions":
+        if record.eps is not None:
+            problems.append(f"eps: {record.eps!r}, but a corruptions record has no eps (null)")
+        if record.corruptions is None:
+            problems.append("corruptions: missing (a corruptions record keeps its per-set results there)")
+        if record.stages or record.points:
+            problems.append("stages/points: a corruptions record has no attack stages or attacked points")
+        if record.corruptions is not None:
+            problems += corruption_problems(record.corruptions, record.robust_accuracy, record.clean_accuracy,
+                                            record.n_examples)
+    else:
+        if record.eps is None or not (math.isfinite(record.eps) and record.eps > 0):
+            problems.append(f"eps: {record.eps!r} is not a positive number")
+        if record.corruptions is not None:
+            problems.append(f"corruptions: only a corruptions record has them, not a {record.threat_model} one")
     for name in ("n_examples", "batch_size", "seed"):
         if getattr(record, name) < 0:
             problems.append(f"{name}: {getattr(record, name)} is negative")
     for name in ("clean_accuracy", "robust_accuracy"):
         if not 0.0 <= getattr(record, name) <= 1.0:
             problems.append(f"{name}: {getattr(record, name)!r} is not a fraction in [0, 1]")
-    if record.robust_accuracy > record.clean_accuracy + 1e-9:
+    if record.threat_model != "corruptions" and record.robust_accuracy > record.clean_accuracy + 1e-9:
         problems.append(f"robust_accuracy: {record.robust_accuracy} exceeds the clean accuracy {record.clean_accuracy}")
     points = record.points
     if points:
@@ -195,6 +244,40 @@ def record_problems(record: EvaluationResult) -> list[str]:
                                   ("robust_accuracy", sum(p.robust for p in points))):
                 if abs(getattr(record, name) - counted / len(points)) > 1e-9:
                     problems.append(f"{name}: {getattr(record, name)} but the points say {counted}/{len(points)}")
+    return problems
+
+
+def _ones(hex_bits: str) -> int | None:
+    try:
+        return sum(bin(byte).count("1") for byte in bytes.fromhex(hex_bits))
+    except ValueError:
+        return None
+
+
+def corruption_problems(details: CorruptionDetails, mean: float, clean: float, n: int) -> list[str]:
+    """Numbers of a corruptions record that contradict each other: five severities per corruption, fractions,
+    per-corruption means and the board's mean that are not the means of the accuracies, per-point bits that
+    count another accuracy."""
+    problems = []
+    for name, values in details.accuracy.items():
+        if len(values) != 5 or not all(0.0 <= v <= 1.0 for v in values):
+            problems.append(f"corruptions.accuracy.{name}: expected five fractions (severities 1-5), got {values!r}")
+        elif name in details.per_corruption and abs(details.per_corruption[name] - sum(values) / 5) > 1e-9:
+            problems.append(f"corruptions.per_corruption.{name}: {details.per_corruption[name]} is not the mean of "
+                            f"its severities ({sum(values) / 5})")
+    if details.per_corruption and abs(mean - sum(details.per_corruption.values()) / len(details.per_corruption)) > 1e-9:
+        problems.append(f"robust_accuracy: {mean} is not the mean over the corruptions "
+                        f"({sum(details.per_corruption.values()) / len(details.per_corruption)})")
+    for key, bits in details.correct.items():
+        name, _, severity = key.partition("/")
+        values = details.accuracy.get(name, [])
+        expected = clean if key == "clean" else (values[int(severity) - 1]
+                                                 if severity in ("1", "2", "3", "4", "5") and len(values) == 5 else None)
+        ones = _ones(bits)
+        if ones is None or len(bits) != 2 * ((n + 7) // 8):
+            problems.append(f"corruptions.correct.{key}: not a bit string of {n} points")
+        elif expected is not None and n and abs(ones / n - expected) > 1e-9:
+            problems.append(f"corruptions.correct.{key}: {ones}/{n} points correct, but the accuracy says {expected}")
     return problems
 
 

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from . import distributed as dist_utils
 from .attacks.base import Attack
-from .budgets import default_eps, format_eps
+from .budgets import default_eps, format_eps, is_corruptions
+from .corruptions import CorruptionDataError
 from .checks import CheckResult, black_box_check, non_finite_check, run_checks
 from .analysis import ANALYSIS_STAGES, analyse
 from .data import DATASETS, load_dataset
@@ -212,6 +213,25 @@ def _stages(entries: Iterable[AttackEntry], points: list[PointResult], stats: li
     return stages
 
 
+def _evaluate_corruptions(model: nn.Module, dataset: str, eps: float | None, *, version: str, x: Tensor | None,
+                          n_examples: int | None, device: str | torch.device | None, **kwargs: Any) -> EvaluationResult:
+    from .corruption_eval import evaluate_corruptions
+
+    if eps is not None:
+        raise EvaluationError("the corruptions threat model has no eps; leave it out")
+    if version != "standard":
+        raise EvaluationError(f"the corruptions threat model has one version, 'standard', not {version!r}")
+    if x is not None:
+        raise EvaluationError("the corruptions threat model reads the dataset's corrupted sets; x and y cannot replace them")
+    if n_examples is not None and (isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1):
+        raise EvaluationError(f"n_examples must be a positive integer, got {n_examples!r}")
+    try:
+        return evaluate_corruptions(model, dataset, n_examples=n_examples, device=resolve_device(device), version=version,
+                                    **kwargs)
+    except CorruptionDataError as exc:
+        raise EvaluationError(str(exc)) from None
+
+
 def evaluate(
     model: nn.Module,
     dataset: str = "digits",
@@ -245,9 +265,16 @@ def evaluate(
     bit-identical to a run without them; they are part of a journal's configuration.
     ``channels_last=None`` (the default) turns it on for models with 2-d convolutions
     (:func:`uses_channels_last`); the model's 4-d weights are then converted in place.
+
+    ``threat_model="corruptions"`` measures the accuracy under the dataset's common corruptions instead
+    (:func:`benchmark.corruption_eval.evaluate_corruptions`): no eps, no attacks, version "standard" only.
     """
     if dataset not in DATASETS:
         raise EvaluationError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    if is_corruptions(threat_model):
+        return _evaluate_corruptions(model, dataset, eps, n_examples=n_examples, version=version, batch_size=batch_size,
+                                     device=device, out=out, data_dir=data_dir, x=x, model_info=model_info,
+                                     journal=journal, channels_last=channels_last)
     try:
         tm = get_threat_model(threat_model)
     except ValueError as exc:

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from benchmark.budgets import BOARDS, format_eps
+from benchmark.budgets import BOARDS, CORRUPTED_SETS, format_eps, is_corruptions
 from benchmark.external import ExternalEvaluation
 from benchmark.flags import REPORTED_TOLERANCE
 from benchmark.protocol import PROTOCOLS, RANKED_VERSIONS
@@ -33,17 +33,20 @@ from model_zoo.cards import Listing
 from .entries import external_from_dict, external_key
 
 __all__ = [
-    "STANDARD_ATTACKS", "BOARD_COLUMNS", "ALL_RESULTS_COLUMNS", "SHA_PREFIX", "VERSION_PREFERENCE",
+    "STANDARD_ATTACKS", "CORRUPTION_COLUMNS", "BOARD_COLUMNS", "ALL_RESULTS_COLUMNS", "SHA_PREFIX", "VERSION_PREFERENCE",
     "ModelResults", "Board", "Aggregation", "aggregate", "write_csvs", "board_file_name",
 ]
 
 log = logging.getLogger(__name__)
 
+#: a corruptions board's figures beside its mean accuracy (in robust_accuracy): mCE, and the 3D corruptions'
+#: mean accuracy and mCE where given (empty on the Lp boards)
+CORRUPTION_COLUMNS: tuple[str, ...] = ("corruptions_mce", "corruptions_accuracy_3d", "corruptions_mce_3d")
 #: one column per attack of the standard protocol (robust accuracy after that attack)
 STANDARD_ATTACKS: tuple[str, ...] = tuple(entry.name for entry in PROTOCOLS["standard"])
 BOARD_COLUMNS: tuple[str, ...] = (
     "rank", "model_id", "paper", "venue", "architecture", "additional_data",
-    "clean_accuracy", "robust_accuracy", "best_known_robust_accuracy", *STANDARD_ATTACKS,
+    "clean_accuracy", "robust_accuracy", "best_known_robust_accuracy", *STANDARD_ATTACKS, *CORRUPTION_COLUMNS,
     "flags", "eps", "n_examples", "version", "date", "checkpoint_sha256",
 )
 ALL_RESULTS_COLUMNS: tuple[str, ...] = ("dataset", "threat_model", *BOARD_COLUMNS)
@@ -71,7 +74,8 @@ class ModelResults:
 class Board:
     dataset: str
     threat_model: str
-    eps: float
+    #: None on a corruptions board
+    eps: float | None
     #: rows in rank order, columns BOARD_COLUMNS
     table: pd.DataFrame
     #: listed models with no record at the board's eps yet
@@ -84,6 +88,15 @@ class Board:
     @property
     def eps_text(self) -> str:
         return format_eps(self.dataset, self.threat_model, self.eps)
+
+    @property
+    def is_corruptions(self) -> bool:
+        return is_corruptions(self.threat_model)
+
+    @property
+    def budget_text(self) -> str:
+        """What the board measures against: "eps 8/255", or the corrupted sets' name ("digits-C")."""
+        return CORRUPTED_SETS.get(self.dataset, "corrupted sets") if self.is_corruptions else f"eps {self.eps_text}"
 
 
 @dataclass
@@ -118,8 +131,15 @@ def _version_rank(version: str) -> tuple[int, str]:
     return (order, version)
 
 
-def _same_eps(a: float, b: float) -> bool:
+def _same_eps(a: float | None, b: float | None) -> bool:
+    """Equal budgets; None (a corruptions board's) equals only None."""
+    if a is None or b is None:
+        return a is None and b is None
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
+
+
+def _eps_text(eps: float | None) -> str:
+    return "no eps" if eps is None else f"eps {eps:.6g}"
 
 
 def _describe(record: EvaluationResult) -> str:
@@ -139,6 +159,7 @@ def row_flags(model: Listing | None, record: EvaluationResult) -> list[str]:
 
 def _row(model: Listing | None, record: EvaluationResult, best_known: float | None, rank: int | None) -> dict[str, Any]:
     per_attack = record.per_attack_accuracy
+    details = record.corruptions
     sha = record.model.get("checkpoint_sha256") or (model.checkpoint_sha256 if model else None) or ""
     return {
         "dataset": record.dataset,
@@ -153,8 +174,11 @@ def _row(model: Listing | None, record: EvaluationResult, best_known: float | No
         "robust_accuracy": float(record.robust_accuracy),
         "best_known_robust_accuracy": best_known,
         **{name: per_attack.get(name, math.nan) for name in STANDARD_ATTACKS},
+        "corruptions_mce": details.mce if details else None,
+        "corruptions_accuracy_3d": details.accuracy_3d if details else None,
+        "corruptions_mce_3d": details.mce_3d if details else None,
         "flags": ";".join(row_flags(model, record)),
-        "eps": float(record.eps),
+        "eps": None if record.eps is None else float(record.eps),
         "n_examples": int(record.n_examples),
         "version": record.version,
         "date": record.created[:10],
@@ -162,14 +186,14 @@ def _row(model: Listing | None, record: EvaluationResult, best_known: float | No
     }
 
 
-def _board_eps(key: tuple[str, str], models: list[Listing], warnings: list[str]) -> float:
+def _board_eps(key: tuple[str, str], models: list[Listing], warnings: list[str]) -> float | None:
     if key in BOARDS:
         eps = BOARDS[key][0]
     else:
         eps = models[0].eps
     for m in models:
         if not _same_eps(m.eps, eps):
-            warnings.append(f"{'/'.join(m.key)} is listed at eps {m.eps:.6g} but its board uses {eps:.6g}")
+            warnings.append(f"{'/'.join(m.key)} is listed at {_eps_text(m.eps)} but its board uses {_eps_text(eps)}")
     return eps
 
 
@@ -184,7 +208,7 @@ def _rank(rows: list[ModelResults]) -> list[ModelResults]:
     return rows
 
 
-def _pick_board_record(entry: ModelResults, eps: float) -> None:
+def _pick_board_record(entry: ModelResults, eps: float | None) -> None:
     on_board = sorted((r for r in entry.records if _same_eps(r.eps, eps) and r.version in RANKED_VERSIONS),
                       key=lambda r: (_is_imported(r), _version_rank(r.version)))
     if not on_board:
@@ -263,7 +287,7 @@ def aggregate(
             _pick_board_record(entry, eps)
             for r in entry.records:
                 if not _same_eps(r.eps, eps):
-                    warnings.append(f"{_describe(r)} is at eps {r.eps:.6g}, not the board's {eps:.6g}: "
+                    warnings.append(f"{_describe(r)} is at {_eps_text(r.eps)}, not the board's {_eps_text(eps)}: "
                                     "shown on the model page and in all_results.csv only")
         with_record = [e for e in entries if e.board_record is not None]
         # a quick run on fewer points than the board's others (submit evaluate --n-examples 200) is shown

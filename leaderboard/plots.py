@@ -1,4 +1,4 @@
-"""Robustness curves and the boards' clean-vs-robust scatters, drawn at build time as small hand-written SVG files.
+"""Robustness curves, the boards' clean-vs-robust scatters and the corruption x severity heat maps, drawn at build time as small hand-written SVG files.
 
 Hand-written rather than matplotlib: a matplotlib SVG costs 20-35 ms per figure on the CI
 machine (benchmarks/leaderboard_scale.py), which alone would take a 300-model board past
@@ -11,7 +11,7 @@ import math
 from html import escape
 from typing import Callable, Sequence
 
-__all__ = ["curve_svg", "scatter_svg", "nice_ticks", "clean_curve"]
+__all__ = ["curve_svg", "scatter_svg", "heatmap_svg", "nice_ticks", "clean_curve", "HEATMAP_FULL_ERROR"]
 
 _W, _H = 520, 320
 _LEFT, _RIGHT, _TOP, _BOTTOM = 62, 18, 20, 48
@@ -96,7 +96,8 @@ def curve_svg(curve: Sequence[Sequence[float]], board_eps: float | None = None, 
     return "\n".join(parts) + "\n"
 
 
-def scatter_svg(points: Sequence[tuple[str, float, float]], *, labels: bool | None = None) -> str:
+def scatter_svg(points: Sequence[tuple[str, float, float]], *, labels: bool | None = None,
+                y_label: str = "robust accuracy (%)") -> str:
     """An SVG scatter of robust accuracy (%) against clean accuracy (%), one dot per (model id, clean, robust).
 
     Each dot carries its model id as a tooltip; with ``labels`` (default: 12 models or fewer) the ids
@@ -133,6 +134,55 @@ def scatter_svg(points: Sequence[tuple[str, float, float]], *, labels: bool | No
             parts.append(f'<text x="{right:.2f}" y="{base:.2f}" text-anchor="end" font-size="11">{escape(name)}</text>')
     parts.append(f'<text x="{_LEFT + plot_w / 2:.2f}" y="{_H - 10}" text-anchor="middle">clean accuracy (%)</text>')
     parts.append(f'<text transform="translate(16,{_TOP + plot_h / 2:.2f}) rotate(-90)" text-anchor="middle">'
-                 'robust accuracy (%)</text>')
+                 f'{escape(y_label)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+#: the error rate at which a heat map cell reaches its full colour (the cells in between are shaded linearly)
+HEATMAP_FULL_ERROR = 0.5
+
+
+def _heat_colour(accuracy: float) -> tuple[str, str]:
+    """(fill, text colour) of a heat map cell: white at no error, full red at HEATMAP_FULL_ERROR or more."""
+    share = min(1.0, max(0.0, (1.0 - accuracy) / HEATMAP_FULL_ERROR))
+    low, high = (255, 255, 255), (178, 34, 34)
+    rgb = tuple(round(a + (b - a) * share) for a, b in zip(low, high))
+    return "#%02x%02x%02x" % rgb, "#ffffff" if share > 0.55 else "#111111"
+
+
+def heatmap_svg(accuracy: dict[str, Sequence[float]], clean: float | None = None) -> str:
+    """An SVG table of accuracy (%) per corruption (rows) and severity (columns 1..5), each cell shaded by its
+    error, with the per-corruption mean in a last column; ``clean`` is written in the title line."""
+    rows = [(name, [float(v) for v in values]) for name, values in accuracy.items()]
+    if not rows:
+        raise ValueError("no corruption to draw")
+    for name, values in rows:
+        if len(values) != 5 or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
+            raise ValueError(f"{name}: expected five accuracies in [0, 1], got {values!r}")
+    label_w, cell_w, cell_h, top = 150, 62, 22, 44
+    width, height = label_w + 6 * cell_w + 10, top + cell_h * len(rows) + 30
+    title = "Accuracy (%) per corruption and severity" + (f"; clean {100 * clean:.1f}%" if clean is not None else "")
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+             'font-family="sans-serif" font-size="12" role="img">',
+             f"<title>{escape(title)}</title>",
+             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+             f'<text x="{label_w}" y="16">{escape(title)}</text>']
+    for column, head in enumerate(["1", "2", "3", "4", "5", "mean"]):
+        x = label_w + column * cell_w + cell_w / 2
+        parts.append(f'<text x="{x:.1f}" y="{top - 8}" text-anchor="middle" font-weight="bold">{head}</text>')
+    for row, (name, values) in enumerate(rows):
+        y = top + row * cell_h
+        parts.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{escape(name)}</text>')
+        for column, value in enumerate([*values, sum(values) / 5]):
+            fill, ink = _heat_colour(value)
+            x = label_w + column * cell_w
+            gap = 4 if column == 5 else 0  # the mean column stands a little apart
+            parts.append(f'<rect x="{x + gap}" y="{y}" width="{cell_w - 1 - gap}" height="{cell_h - 1}" fill="{fill}">'
+                         f"<title>{escape(name)}, {'mean' if column == 5 else f'severity {column + 1}'}: "
+                         f"{100 * value:.2f}%</title></rect>")
+            parts.append(f'<text x="{x + gap / 2 + cell_w / 2:.1f}" y="{y + 15}" text-anchor="middle" fill="{ink}">'
+                         f"{100 * value:.1f}</text>")
+    parts.append(f'<text x="{label_w + 2.5 * cell_w:.1f}" y="{height - 8}" text-anchor="middle">severity</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

@@ -24,10 +24,10 @@ from benchmark.flags import FLAG_EXPLANATIONS
 from benchmark.protocol import PROTOCOLS
 from benchmark.record import EvaluationResult
 
-from .aggregate import STANDARD_ATTACKS, Aggregation, Board, ModelResults, row_flags, write_csvs
+from .aggregate import CORRUPTION_COLUMNS, STANDARD_ATTACKS, Aggregation, Board, ModelResults, row_flags, write_csvs
 from model_zoo.cards import Listing
 
-from .plots import clean_curve, curve_svg, scatter_svg
+from .plots import HEATMAP_FULL_ERROR, clean_curve, curve_svg, heatmap_svg, scatter_svg
 from .rich_text import footnote_html, footnote_text
 
 __all__ = ["SiteReport", "build_site", "flag_explanations", "flag_evidence", "http_url", "bibtex_entry", "reproduce_command",
@@ -178,6 +178,8 @@ _BOARD_VIEW = (
     ("paper", "Paper", "text", "asc", 18), ("venue", "Venue", "text", "asc", 8),
     ("architecture", "Architecture", "text", "asc", 11), ("additional_data", "Extra data", "text", "asc", 6),
     *((name, f"{name} %", "num", "desc", 6.5) for name in STANDARD_ATTACKS),
+    ("corruptions_mce", "mCE", "num", "asc", 5), ("corruptions_accuracy_3d", "3D corr. %", "num", "desc", 6.5),
+    ("corruptions_mce_3d", "3D mCE", "num", "asc", 5.5),
     ("n_examples", "n", "num", "desc", 4), ("version", "Version", "text", "asc", 6), ("date", "Date", "text", "desc", 6.6),
 )
 #: the columns that stay in view when the table scrolls sideways
@@ -186,7 +188,10 @@ _STICKY = ("rank", "model_id")
 
 #: the columns a board may leave out when no row fills them, and the values that count as unfilled there
 #: (an attack column's 0.00 is a result; an n of 0 is "not given", as imported records have it)
-_OPTIONAL_COLUMNS = {**{name: (None,) for name in STANDARD_ATTACKS}, "n_examples": (None, 0), "date": (None, "")}
+_OPTIONAL_COLUMNS = {**{name: (None,) for name in (*STANDARD_ATTACKS, *CORRUPTION_COLUMNS)}, "n_examples": (None, 0),
+                     "date": (None, "")}
+#: a corruptions board's robust accuracy column: the mean accuracy over its corrupted sets
+_CORRUPTIONS_VIEW = {"robust_accuracy": ("robust_accuracy", "Corruptions %", "num", "desc", 8)}
 
 
 def _shown_columns(board: Board, has_curves: bool) -> set[str]:
@@ -221,7 +226,8 @@ def _grid_css(columns: Iterable[tuple[Any, ...]] = _BOARD_VIEW, selector: str = 
     return "\n".join(lines) + "\n"
 
 
-_PERCENT_COLUMNS = {"clean_accuracy", "robust_accuracy", "best_known_robust_accuracy", *STANDARD_ATTACKS}
+_PERCENT_COLUMNS = {"clean_accuracy", "robust_accuracy", "best_known_robust_accuracy", *STANDARD_ATTACKS,
+                    "corruptions_accuracy_3d"}
 
 
 def _board_rows(board: Board, aggregation: Aggregation) -> list[dict[str, Any]]:
@@ -235,6 +241,8 @@ def _board_rows(board: Board, aggregation: Aggregation) -> list[dict[str, Any]]:
                 text = "–"
             elif column in _PERCENT_COLUMNS:
                 text = _pct(value)
+            elif column in ("corruptions_mce", "corruptions_mce_3d"):
+                text = "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.2f}"
             elif column == "additional_data":
                 text = "yes" if value else "no"
             else:
@@ -268,6 +276,12 @@ def _curve_for(entry: ModelResults) -> tuple[EvaluationResult | None, list[tuple
             except ValueError:
                 continue
     return None, []
+
+
+def _heatmap_record(entry: ModelResults) -> EvaluationResult | None:
+    """The corruptions record whose per-set accuracies the model page draws (the board's, else the newest with them)."""
+    ordered = ([entry.board_record] if entry.board_record is not None else []) + entry.records
+    return next((r for r in ordered if r.corruptions is not None and r.corruptions.accuracy), None)
 
 
 def _analysis_rows(entry: ModelResults) -> tuple[EvaluationResult | None, list[tuple[str, str, str]]]:
@@ -328,17 +342,21 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
             if points:
                 curves[model_id] = [[round(e, 9), round(a, 6)] for e, a in points]
         ranked = board.table[board.table["rank"].notna()]
-        scatter = (scatter_svg(list(zip(ranked["model_id"], ranked["clean_accuracy"], ranked["robust_accuracy"])))
+        scatter = (scatter_svg(list(zip(ranked["model_id"], ranked["clean_accuracy"], ranked["robust_accuracy"])),
+                               y_label="corruption accuracy (%)" if board.is_corruptions else "robust accuracy (%)")
                    if len(ranked) else None)
         shown = _shown_columns(board, bool(curves))
+        if board.is_corruptions:  # no attacks, no other evaluations: the best known accuracy is the mean itself
+            shown.discard("best_known_robust_accuracy")
         rows = [{**row, "cells": [c for c in row["cells"] if c["column"] in shown]} for row in _board_rows(board, aggregation)]
-        html = board_template.render(root="../", board=board, columns=[c for c in _BOARD_VIEW if c[0] in shown], rows=rows,
+        columns = [_CORRUPTIONS_VIEW.get(c[0], c) if board.is_corruptions else c for c in _BOARD_VIEW if c[0] in shown]
+        html = board_template.render(root="../", board=board, columns=columns, rows=rows,
                                      curves=curves, pending=board.pending, model_page_path=model_page_path, flags=flags,
                                      scatter=scatter)
         report.pages.append(_write(out / board_page_path(board), html))
         # this board's columns (the pages' policy allows no inline style): they override the full list's
         _write((out / board_page_path(board)).with_suffix(".css"),
-               _grid_css([c for c in _BOARD_VIEW if c[0] in shown], "table.board.this-board"))
+               _grid_css(columns, "table.board.this-board"))
 
     model_template = env.get_template("model.html")
     for entry in aggregation.models.values():
@@ -351,11 +369,19 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
             report.plots.append(_write(page.with_suffix(".svg"), curve_svg(points, board_eps)))
             plot = page.with_suffix(".svg").name
         board = aggregation.boards[(model.dataset, model.threat_model)]
+        heat_record = _heatmap_record(entry)
+        heatmap = None
+        if heat_record is not None:
+            details = heat_record.corruptions
+            report.plots.append(_write(page.with_name(page.stem + ".corruptions.svg"),
+                                       heatmap_svg(details.accuracy, heat_record.clean_accuracy)))  # type: ignore[union-attr]
+            heatmap = page.stem + ".corruptions.svg"
         html = model_template.render(
             root="../../../", entry=entry, model=model, board=board, board_url="../../../" + board_page_path(board),
             plot=plot, curve_record=curve_record, flags=flags, bibtex=bibtex_entry(model),
             results=[(r, reproduce_command(model.id, r) if model.origin != "imported" else None) for r in entry.records],
             fired=_fired_with_evidence(entry), format_eps=format_eps, analysis=_analysis_rows(entry),
+            heatmap=heatmap, heat_record=heat_record, heat_full_error=HEATMAP_FULL_ERROR,
         )
         report.pages.append(_write(page, html))
     return report

@@ -6,7 +6,7 @@ Under the results folder (searched recursively):
 - ``*.external.json``: one external evaluation (a dict) or a list of them;
 - ``*.kept.json``, ``*.kept.csv``: imported files of a threat model with no board yet, kept as they are;
 - ``import-report.txt``: the import's refusals and warnings, for the build notes;
-- any other ``*.json``: an EvaluationResult record.
+- any other ``*.json``: an EvaluationResult record (an attack's or a corruptions evaluation's).
 A file that cannot be read is reported with its reason; the others are still loaded.
 """
 from __future__ import annotations
@@ -67,7 +67,8 @@ def read_record(path: str | Path) -> EvaluationResult:
             raise ValueError(f"{name} must be a non-empty string, got {data.get(name)!r}")
     _number(data, "clean_accuracy", 0.0, 1.0)
     _number(data, "robust_accuracy", 0.0, 1.0)
-    _number(data, "eps", 0.0, math.inf)
+    if data.get("eps") is not None or data.get("threat_model") != "corruptions":  # corruptions: no eps
+        _number(data, "eps", 0.0, math.inf)
     if not isinstance(data.get("model"), dict) or not data["model"].get("id"):
         raise ValueError("model.id is missing")
     return EvaluationResult.from_json(text)  # every field against its declared type (RecordError: a ValueError)

@@ -12,10 +12,10 @@ from typing import Sequence
 
 from benchmark.budgets import BOARDS
 from benchmark.protocol import get_protocol
-from benchmark.record import EvaluationResult, StageResult
+from benchmark.record import CorruptionDetails, EvaluationResult, StageResult
 from model_zoo.cards import Architecture, Checkpoint, ModelCard, Paper, Preprocessing, Reported, Training
 
-__all__ = ["make_card", "make_record", "synthetic_board"]
+__all__ = ["make_card", "make_record", "make_corruption_record", "synthetic_board"]
 
 
 def make_card(
@@ -84,6 +84,20 @@ def make_record(
         stages=stages, flags=list(flags), curve=curve,
         model={"id": card.id, "name": card.paper.title, "checkpoint_sha256": card.checkpoint.sha256},
         created=created,
+    )
+
+
+def make_corruption_record(card: ModelCard, clean: float, accuracy: dict[str, list[float]], *,
+                           created: str = "2024-01-01T00:00:00+00:00", n_examples: int = 500,
+                           mce: float | None = None) -> EvaluationResult:
+    """A corruptions record with the given per-set accuracies (corruption -> severities 1..5) and their means."""
+    per_corruption = {name: sum(values) / 5 for name, values in accuracy.items()}
+    return EvaluationResult(
+        dataset=card.dataset, threat_model="corruptions", eps=None, version="standard", seed=0, n_examples=n_examples,
+        batch_size=500, device="cpu", clean_accuracy=clean,
+        robust_accuracy=sum(per_corruption.values()) / len(per_corruption),
+        model={"id": card.id, "name": card.paper.title, "checkpoint_sha256": card.checkpoint.sha256}, created=created,
+        corruptions=CorruptionDetails(accuracy=accuracy, per_corruption=per_corruption, mce=mce),
     )
 
 

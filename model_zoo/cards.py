@@ -31,7 +31,8 @@ from pydantic import (
 
 from benchmark.data import DATASETS
 from benchmark.record import SAFE_NAME
-from benchmark.threat_models import THREAT_MODELS, parse_eps
+from benchmark.budgets import BOARD_THREAT_MODELS, CORRUPTIONS
+from benchmark.threat_models import parse_eps
 
 from .download import SHA256_PATTERN, check_url
 
@@ -170,8 +171,8 @@ Fraction01 = Annotated[Number, AfterValidator(_fraction), WithJsonSchema({"type"
 ModelId = Annotated[StrictStr, AfterValidator(_model_id), WithJsonSchema({"type": "string", "pattern": ID_PATTERN.pattern})]
 SafeName = Annotated[StrictStr, AfterValidator(_safe_name), WithJsonSchema({"type": "string", "pattern": SAFE_NAME.pattern})]
 DatasetName = Annotated[StrictStr, AfterValidator(_one_of("dataset", DATASETS)), WithJsonSchema({"enum": list(DATASETS)})]
-ThreatModelName = Annotated[StrictStr, AfterValidator(_one_of("threat model", THREAT_MODELS)),
-                            WithJsonSchema({"enum": list(THREAT_MODELS)})]
+ThreatModelName = Annotated[StrictStr, AfterValidator(_one_of("threat model", BOARD_THREAT_MODELS)),
+                            WithJsonSchema({"enum": list(BOARD_THREAT_MODELS)})]
 Eps = Annotated[float, BeforeValidator(_eps), WithJsonSchema(
     {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?/[0-9]+$"}]})]
 HttpsLink = Annotated[StrictStr, AfterValidator(_https), AfterValidator(_not_a_placeholder),
@@ -366,11 +367,18 @@ class Listing(_Frozen):
 
     #: "submission" for zoo cards, "imported" for entries read from another leaderboard's files
     origin: ClassVar[str] = "listing"
+    # an Lp board's entry names its eps; a corruptions board's has none
+    model_config = ConfigDict(json_schema_extra={"allOf": [{
+        "if": {"properties": {"threat_model": {"const": CORRUPTIONS}}, "required": ["threat_model"]},
+        "then": {"properties": {"eps": {"type": "null"}}},
+        "else": {"required": ["eps"]},
+    }]})
 
     id: SafeName = Field(title="Id", description="The model's id on its board.")
     dataset: DatasetName = Field(title="Dataset", description="The board's dataset.")
     threat_model: ThreatModelName = Field(title="Threat model", description="The board's threat model.")
-    eps: Eps = Field(title="Eps", description='The board\'s budget, as a number or a fraction such as "8/255".')
+    eps: Eps | None = Field(None, title="Eps", description='The board\'s budget, as a number or a fraction such as "8/255" '
+                                                       '(Linf and L2; a corruptions board has none: leave it out).')
     paper: PaperListing = Field(title="Paper", description="The paper the model comes from.")
     additional_data: StrictBool = Field(False, title="Extra training data",
                                         description="Whether training used data beyond the dataset's training split.")
@@ -382,6 +390,14 @@ class Listing(_Frozen):
     footnote: Text | None = Field(None, title="Footnote", description="A short note shown with the model (plain text).")
 
     _source_file: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _eps_for_lp_only(self) -> "Listing":
+        if self.threat_model == CORRUPTIONS and self.eps is not None:
+            raise CardProblems(("eps", f"{self.eps:g}, but a corruptions board has no eps; leave it out (or write null)"))
+        if self.threat_model != CORRUPTIONS and self.eps is None:
+            raise CardProblems(("eps", f"missing; a {self.threat_model} board has a budget (docs/datasets.md lists each board's)"))
+        return self
 
     @property
     def key(self) -> tuple[str, str, str]:

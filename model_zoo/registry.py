@@ -16,7 +16,7 @@ from typing import Iterable
 
 from benchmark.budgets import check_board
 from benchmark.data import DATASETS
-from benchmark.threat_models import get_threat_model
+from benchmark.budgets import board_threat_model
 
 from .cards import ModelCard
 from .submission_schema import SUBMISSION_SUFFIXES, Problem, SubmissionError, read_card, validate_file
@@ -108,7 +108,7 @@ class Registry:
         (case-insensitive; a str or a list)."""
         if dataset is not None and dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
-        threat = get_threat_model(threat_model).name if threat_model is not None else None
+        threat = board_threat_model(threat_model) if threat_model is not None else None
         inc, exc = _patterns(include), _patterns(exclude)
         out = []
         for key in sorted(self._cards):

@@ -66,7 +66,7 @@ def _board_rules(v: dict[str, Any], path: PurePosixPath | None, problems: list[t
     if board is None:
         return
     board_eps, text = BOARDS[board]
-    if "eps" in v and abs(v["eps"] - board_eps) > 1e-6 * max(1.0, board_eps):
+    if v.get("eps") is not None and board_eps is not None and abs(v["eps"] - board_eps) > 1e-6 * max(1.0, board_eps):
         problems.append(("eps", f"{v['eps']!r} does not match the {dataset}/{threat} board's eps; expected {text}"))
     if "num_classes" in v and v["num_classes"] != DATASETS[dataset]:
         problems.append(("num_classes", f"{v['num_classes']} does not match {dataset}; expected {DATASETS[dataset]}"))

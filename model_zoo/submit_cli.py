@@ -58,11 +58,14 @@ def check_files(paths: list[str]) -> tuple[list[Any], list[Any]]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from benchmark.budgets import format_eps
+
     cards, problems = check_files(args.paths)
     for problem in problems:
         print(problem, file=sys.stderr)
     for card in cards:
-        print(f"OK {card.source_file}: {card.id} on {card.dataset}/{card.threat_model} eps={card.eps:.6g}, "
+        budget = f" eps={format_eps(card.dataset, card.threat_model, card.eps)}" if card.eps is not None else ""
+        print(f"OK {card.source_file}: {card.id} on {card.dataset}/{card.threat_model}{budget}, "
               f"{card.architecture.source}:{card.architecture.name}, checkpoint {card.checkpoint.sha256[:12]}, "
               f"claimed clean accuracy {100 * card.reported.clean_accuracy:.2f}%")
     if problems:
@@ -83,6 +86,7 @@ def _log_to(path: str | None) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
+    from benchmark.budgets import is_corruptions
     from benchmark.data import load_dataset
     from benchmark.runner import EvaluationError, evaluate
 
@@ -117,7 +121,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     info = {"id": card.id, "name": card.paper.title, "checkpoint_sha256": card.checkpoint.sha256,
             "clean_accuracy_claimed": claimed, "clean_accuracy_full_split": measured, "clean_accuracy_mismatch": mismatch}
     try:
-        result = evaluate(model, card.dataset, card.threat_model, card.eps, x=x, y=y, n_examples=args.n_examples,
+        corrupted = is_corruptions(card.threat_model)  # the corrupted sets replace the test split there
+        result = evaluate(model, card.dataset, card.threat_model, card.eps, x=None if corrupted else x,
+                          y=None if corrupted else y, n_examples=args.n_examples,
                           seed=args.seed, batch_size=args.batch_size, device=device, out=args.out, model_info=info,
                           progress=not args.no_progress)
     except EvaluationError as exc:

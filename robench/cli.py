@@ -34,7 +34,12 @@ def _up_to_date(record: Any, card: Any, args: argparse.Namespace) -> bool:
 
     n = args.n_examples or len(load_dataset(args.dataset, "test", data_dir=args.data_dir)[1])
     return (record.model.get("checkpoint_sha256") == card.checkpoint.sha256 and record.seed == args.seed
-            and record.n_examples == n and abs(record.eps - card.eps) < 1e-12 and record.batch_size == args.batch_size)
+            and record.n_examples == n and _same_budget(record.eps, card.eps) and record.batch_size == args.batch_size)
+
+
+def _same_budget(a: float | None, b: float | None) -> bool:
+    """Equal eps, or both None (a corruptions board has no eps)."""
+    return a is None and b is None or a is not None and b is not None and abs(a - b) < 1e-12
 
 
 def _evaluate_one(job: tuple[dict[str, Any], int]) -> tuple[int, str, float]:

@@ -35,7 +35,7 @@ def resolve_model(spec: str, dataset: str, threat_model: str, device: str | None
 def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by ``evaluate`` and the torchrun entry point ``robench.run``."""
     p.add_argument("--dataset", default="digits", help="digits (default), cifar10, cifar100 or imagenet")
-    p.add_argument("--threat-model", default="Linf", help="Linf (default) or L2")
+    p.add_argument("--threat-model", default="Linf", help="Linf (default), L2 or corruptions (accuracy under common corruptions: no eps)")
     p.add_argument("--eps", type=str, default=None, help="budget, e.g. 0.1 or 8/255 (default: the board's)")
     p.add_argument("--n-examples", type=int, default=None, help="evaluate the first N test points")
     p.add_argument("--version", default="standard", choices=[*PROTOCOLS, "auto"],

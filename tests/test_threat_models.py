@@ -73,7 +73,14 @@ def test_boards_and_budgets():
     with pytest.raises(ValueError, match="unknown dataset"):
         default_eps("svhn", "Linf")
     for (dataset, tm), (eps, text) in BOARDS.items():
-        assert eps == pytest.approx(parse_eps(text))
+        if tm == "corruptions":  # no eps: the board names its corrupted sets
+            assert eps is None and text.endswith("-C")
+        else:
+            assert eps == pytest.approx(parse_eps(text))
+    assert check_board("digits", "Corruptions") == ("digits", "corruptions") and default_eps("cifar100", "corruptions") is None
+    assert format_eps("digits", "corruptions", None) == ""
+    with pytest.raises(ValueError, match="known: Linf, L2, corruptions"):
+        check_board("digits", "fog")
 
 
 def test_protocol_versions_hold_the_documented_settings():
