@@ -112,4 +112,4 @@ def test_csv_numbers_carry_no_float_noise(imported_site):
 
 def test_import_notes_reach_the_index(imported_site):
     index = (imported_site / "index.html").read_text(encoding="utf-8")
-    assert "taken as the board&#39;s 8/255" in index and "robench has no corruptions board yet" in index
+    assert "taken as the board&#39;s 8/255" in index and "row &#39;Nobody2020Listed&#39; matches no imported corruptions file" in index

@@ -198,3 +198,164 @@ def test_shipped_distillation_model_masks_gradients() -> None:
     (grad,) = torch.autograd.grad(loss, x)
     zero = (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
     assert zero > 0.5, f"only {zero:.0%} of the test points have a zero input gradient"
+
+
+# ------------------------------------------------------------------ noise_blur (common corruptions)
+
+def _total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Per image: the summed absolute difference of neighbouring pixels (blur lowers it, noise raises it)."""
+    return ((images[..., 1:, :] - images[..., :-1, :]).abs().flatten(1).sum(1)
+            + (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).sum(1))
+
+
+def _corrupt(x: torch.Tensor, seed: int, **settings):
+    from benchmark.seeding import seeded_generator
+    from model_zoo.training.objectives import noise_blur_corrupt
+
+    defaults = {k: get_recipe("noise_blur").defaults[k] for k in ("sigma_max", "blur_max", "clean_fraction")}
+    return noise_blur_corrupt(x, seeded_generator(seed, offset=1), **{**defaults, **settings})
+
+
+def test_noise_blur_is_a_listed_non_adversarial_recipe(capsys) -> None:
+    recipe = get_recipe("noise_blur")
+    assert "noise_blur" in RECIPES and not recipe.adversarial
+    assert "Rusak" in recipe.paper and "ECCV 2020" in recipe.paper
+    assert {"sigma_max", "blur_max", "clean_fraction"} <= set(recipe.defaults)
+    assert 0.3 <= recipe.defaults["sigma_max"] <= 0.5 and recipe.defaults["blur_max"] > 0
+    assert 0 < recipe.defaults["clean_fraction"] < 1
+    assert train_main(["--list"]) == 0
+    assert "noise_blur" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="takes no threat model"):
+        resolve_settings(recipe, threat_model="Linf")
+    with pytest.raises(ValueError, match="clean_fraction must be in"):
+        train("noise_blur", overrides={"epochs": 1, "clean_fraction": 1.5}, data=(torch.rand(8, 1, 8, 8), torch.zeros(8).long()))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        train("noise_blur", overrides={"epochs": 1, "sigma_max": -0.1}, data=(torch.rand(8, 1, 8, 8), torch.zeros(8).long()))
+
+
+def test_gaussian_blur_matches_digits_c_blur_and_sigma_zero_is_identity() -> None:
+    """The training blur against an independent one: digits-C's element-wise numpy Gaussian (edges repeated)."""
+    import numpy as np
+
+    from benchmark.corruptions import _gaussian_kernel, _shift_sum
+    from model_zoo.training.objectives import blur_radius, gaussian_blur
+
+    x, _ = load_dataset("digits", "test")
+    x = x[:20]
+    for sigma in (0.5, 0.8, 1.0):
+        ours = gaussian_blur(x, torch.full((20,), sigma), blur_radius(sigma))
+        reference = _shift_sum(x[:, 0].double().numpy(), _gaussian_kernel(sigma))
+        assert np.allclose(ours[:, 0].numpy(), reference, atol=1e-5)
+    assert torch.allclose(gaussian_blur(x, torch.zeros(20), 3), x)
+    mixed = gaussian_blur(x[:2], torch.tensor([0.0, 1.0]), 3)  # each image its own sigma
+    assert torch.allclose(mixed[0], x[0]) and not torch.allclose(mixed[1], x[1])
+
+
+def test_noise_blur_corrupts_with_noise_and_blur_and_leaves_the_clean_share_alone() -> None:
+    from model_zoo.training.objectives import BLUR, CLEAN, NOISE, NOISE_AND_BLUR
+
+    x, _ = load_dataset("digits", "train")
+    x = x[:200]
+    original = x.clone()
+    out, kind = _corrupt(x, seed=0, clean_fraction=0.25)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out[kind == CLEAN], x[kind == CLEAN]) and int((kind == CLEAN).sum()) == 50
+    counts = {k: int((kind == k).sum()) for k in (NOISE, BLUR, NOISE_AND_BLUR)}
+    assert all(c >= 20 for c in counts.values()), counts  # 150 images, about 50 of each kind
+    changed = (out - x).flatten(1).abs().amax(1)
+    assert (changed[kind != CLEAN] > 0).float().mean() > 0.95  # only a blur sigma of about 0 leaves an image as is
+    tv_in, tv_out = _total_variation(x), _total_variation(out)
+    blurred, noised = kind == BLUR, kind == NOISE
+    background = x == 0
+    assert (tv_out[blurred] <= tv_in[blurred] + 1e-5).all() and tv_out[blurred].sum() < 0.8 * tv_in[blurred].sum()
+    assert tv_out[noised].sum() > 1.1 * tv_in[noised].sum()
+    # noise reaches the background (digits are mostly 0 there), blur alone does not leave the digit's neighbourhood
+    assert ((out - x).abs()[noised][background[noised]] > 0).float().mean() > 0.3
+    # a blurred-only image is a Gaussian blur of its original at some sigma in [0, blur_max] (and nothing else)
+    from model_zoo.training.objectives import blur_radius, gaussian_blur
+
+    blur_max = get_recipe("noise_blur").defaults["blur_max"]
+    grid = [blur_max * i / 200 for i in range(201)]
+
+    def best_blur_fit(originals: torch.Tensor, results: torch.Tensor, sigma: bool = False) -> torch.Tensor:
+        errors = torch.stack([(gaussian_blur(originals, torch.full((len(originals),), g), blur_radius(blur_max)) - results)
+                              .flatten(1).abs().amax(1) for g in grid])
+        return torch.tensor(grid)[errors.argmin(0)] if sigma else errors.amin(0)
+
+    assert best_blur_fit(x[blurred], out[blurred]).max() < 0.02
+    # the sigmas are drawn per image over [0, max]: spread over the range, not one value
+    blur_sigmas = best_blur_fit(x[blurred], out[blurred], sigma=True)
+    assert blur_sigmas.min() < 0.3 * blur_max and blur_sigmas.max() > 0.7 * blur_max
+    sigma_max = get_recipe("noise_blur").defaults["sigma_max"]
+    # on background pixels (0) the clipped noise is max(0, sigma z), of mean sigma / sqrt(2 pi)
+    noise_sigmas = torch.stack([o[b].mean() for o, b in zip(out[noised], background[noised])]) * (2 * torch.pi) ** 0.5
+    assert noise_sigmas.min() < 0.3 * sigma_max and noise_sigmas.max() > 0.7 * sigma_max
+    assert noise_sigmas.max() < 1.5 * sigma_max
+    assert (best_blur_fit(x[noised], out[noised]) > 0.02).float().mean() > 0.9  # the noised ones are no blur
+    # "both" is the blur and the noise: without noise it is a blur, without blur it is noised
+    no_noise, kind_no_noise = _corrupt(x, seed=0, clean_fraction=0.25, sigma_max=0.0)
+    both = kind_no_noise == NOISE_AND_BLUR
+    assert torch.equal(no_noise[kind_no_noise == NOISE], x[kind_no_noise == NOISE])
+    assert best_blur_fit(x[both], no_noise[both]).max() < 0.02
+    assert ((no_noise[both] - x[both]).flatten(1).abs().amax(1) > 0).float().mean() > 0.8  # a sigma near 0 changes nothing
+    no_blur, kind_no_blur = _corrupt(x, seed=0, clean_fraction=0.25, blur_max=0.0)
+    both = kind_no_blur == NOISE_AND_BLUR
+    assert torch.equal(no_blur[kind_no_blur == BLUR], x[kind_no_blur == BLUR])
+    assert _total_variation(no_blur[both]).sum() > 1.1 * _total_variation(x[both]).sum()
+    assert torch.equal(x, original)  # a copy: the batch itself is not changed in place
+    # no clean share: every image corrupted; all clean: the batch as it was
+    _, none_clean = _corrupt(x, seed=0, clean_fraction=0.0)
+    assert not (none_clean == CLEAN).any()
+    same, all_clean = _corrupt(x, seed=0, clean_fraction=1.0)
+    assert torch.equal(same, x) and (all_clean == CLEAN).all()
+
+
+def test_noise_blur_draws_from_its_seed() -> None:
+    x, _ = load_dataset("digits", "train")
+    x = x[:64]
+    first, kind_first = _corrupt(x, seed=0)
+    again, kind_again = _corrupt(x, seed=0)
+    other, kind_other = _corrupt(x, seed=1)
+    assert torch.equal(first, again) and torch.equal(kind_first, kind_again)
+    assert not torch.equal(first, other) and not torch.equal(kind_first, kind_other)
+    torch.manual_seed(0)
+    before = torch.rand(3)
+    torch.manual_seed(0)
+    _corrupt(x, seed=0)
+    assert torch.equal(torch.rand(3), before)  # the global RNG is not used
+
+
+def test_noise_blur_trains_reproducibly_and_differs_from_standard(small_data) -> None:
+    quick = {"epochs": 2, "batch_size": 32}
+    losses: list[float] = []
+    first = train("noise_blur", overrides=quick, data=small_data, on_epoch=lambda epoch, loss: losses.append(loss))
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert first.settings["recipe"] == "noise_blur" and first.settings["epochs"] == 2
+    assert {"sigma_max", "blur_max", "clean_fraction"} <= set(first.training_block)
+    assert "threat_model" not in first.settings and "eps" not in first.settings
+    assert _same_state(first.model, train("noise_blur", overrides=quick, data=small_data).model)
+    assert not _same_state(first.model, train("noise_blur", overrides=quick, data=small_data, seed=1).model)
+    standard = train("standard", overrides=quick, data=small_data).model
+    assert not _same_state(first.model, standard)  # the model saw corrupted images
+    # with every image left clean the recipe is plain cross-entropy: the standard model, bit for bit
+    assert _same_state(train("noise_blur", overrides={**quick, "clean_fraction": 1.0}, data=small_data).model, standard)
+
+
+def test_shipped_noise_blur_model_is_more_robust_to_corruptions_than_the_undefended_one() -> None:
+    """Rusak2020Simple (noise_blur, seed 0) on digits-C: clearly above LeCun1998Gradient at the same clean accuracy."""
+    from safetensors.torch import load_file
+
+    from benchmark.corruption_eval import evaluate_corruptions
+
+    def mean_accuracy(model: torch.nn.Module) -> float:
+        result = evaluate_corruptions(model.eval(), "digits")
+        mean = getattr(result, "mean_accuracy", None)
+        return float(result.robust_accuracy if mean is None else mean)
+
+    ours = DigitsCNN(width=32)
+    ours.load_state_dict(load_file(ROOT / "submissions/digits/corruptions/Rusak2020Simple.safetensors"), strict=True)
+    baseline = DigitsCNN(width=32)
+    baseline.load_state_dict(load_file(ROOT / "submissions/digits/Linf/LeCun1998Gradient.safetensors"), strict=True)
+    assert abs(digits_test_accuracy(ours) - digits_test_accuracy(baseline)) <= 0.01
+    assert mean_accuracy(ours) >= mean_accuracy(baseline) + 0.02

@@ -17,8 +17,8 @@ def register(subparsers: Any) -> None:
         "train",
         help="train a digits model with a robench recipe, or rebuild a shipped checkpoint",
         description=(
-            "Train a model on the digits training split with a recipe (standard, pgd_at, trades, fgsm_at, "
-            "fast_at, distillation, input_grad_reg), or retrain the model a submission file describes. "
+            "Train a model on the digits training split with a recipe (robench train --list names them), "
+            "or retrain the model a submission file describes. "
             "Runs on one CPU thread; the same settings, seed, torch version and CPU give the same bytes."
         ),
     )

@@ -21,7 +21,9 @@ from benchmark.seeding import seeded_generator
 from benchmark.threat_models import ThreatModel, get_threat_model
 
 from ._loop import Objective, build_model, fit
-from .objectives import input_gradient_penalty, kl_from_reference, soft_cross_entropy, trades_adversary
+from .objectives import (
+    input_gradient_penalty, kl_from_reference, noise_blur_corrupt, soft_cross_entropy, trades_adversary,
+)
 
 __all__ = ["Recipe", "RecipeContext", "RECIPES", "COMMON_DEFAULTS", "get_recipe", "resolve_settings"]
 
@@ -163,6 +165,23 @@ def _input_grad_reg(ctx: RecipeContext) -> Objective:
     return objective
 
 
+def _noise_blur(ctx: RecipeContext) -> Objective:
+    """Cross-entropy on batches whose images are, per image and per step, noised and/or blurred (a share left clean)."""
+    s = ctx.settings
+    sigma_max, blur_max, clean_fraction = s["sigma_max"], s["blur_max"], s["clean_fraction"]
+    if sigma_max < 0 or blur_max < 0:
+        raise ValueError(f"sigma_max and blur_max must be >= 0, got {sigma_max} and {blur_max}")
+    if not 0 <= clean_fraction <= 1:
+        raise ValueError(f"clean_fraction must be in [0, 1], got {clean_fraction}")
+    gen = seeded_generator(ctx.seed, offset=1)
+
+    def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        x_corrupted, _ = noise_blur_corrupt(x, gen, sigma_max=sigma_max, blur_max=blur_max, clean_fraction=clean_fraction)
+        return F.cross_entropy(model(x_corrupted), y)
+
+    return objective
+
+
 def _recipe(name: str, summary: str, paper: str, adversarial: bool, build: Callable, **defaults: Any) -> Recipe:
     return Recipe(name, summary, paper, adversarial, MappingProxyType(defaults), build)
 
@@ -192,6 +211,10 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType({r.name: r for r in (
             "Ross, Doshi-Velez, Improving the Adversarial Robustness and Interpretability of Deep Neural Networks "
             "by Regularizing their Input Gradients, AAAI 2018",
             False, _input_grad_reg, lam=1.0),
+    _recipe("noise_blur", "cross-entropy on images each given, per step, Gaussian noise (std up to sigma_max, clipped to "
+            "[0, 1]), a Gaussian blur (std up to blur_max px) or both, clean_fraction of each batch left clean",
+            "Rusak et al., A Simple Way to Make Neural Networks Robust Against Diverse Image Corruptions, ECCV 2020",
+            False, _noise_blur, sigma_max=0.4, blur_max=1.0, clean_fraction=0.5),
 )})
 
 
