@@ -10,10 +10,12 @@ and number of points unknown, so 0), a listed model (``<id>.card.json``, which k
 exact text for the export) and, when the file has ``external``, an external evaluation
 (``<id>.external.json``). The folders decide the dataset and the threat model; an eps written as
 a rounded decimal ("0.031" for 8/255) is the board's when it is within the rounding of what is
-written. Files of a threat model robench has no board for yet (corruptions: the per-model files and
-the ``unaggregated_results*.csv`` tables beside them) are kept as they are (``<name>.kept.json``,
-``<name>.kept.csv``) and exported back. Every warning and every refusal is reported by file; a
-malformed file does not stop the others.
+written. A corruptions file (``"eps": null``, ``corruptions_acc`` instead of ``autoattack_acc``,
+optionally ``corruptions_mce``, ``corruptions_acc_3d``, ``corruptions_mce_3d``) becomes a corruptions
+record; the ``unaggregated_results.csv`` table beside it gives each model's accuracy per (corruption,
+severity), which its record keeps for the model page's heat map. The tables themselves are kept as
+they are (``<name>.kept.csv``) and exported back byte for byte. Every warning and every refusal is
+reported by file; a malformed file does not stop the others.
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from benchmark.budgets import BOARDS, format_eps
-from benchmark.record import EvaluationResult, write_json_atomic
+from benchmark.budgets import BOARDS, CORRUPTIONS, format_eps
+from benchmark.record import CorruptionDetails, EvaluationResult, write_json_atomic
 from benchmark.record import record_path
 from benchmark.threat_models import get_threat_model, parse_eps
 
@@ -39,25 +41,23 @@ from .entries import SAFE_ID, ImportedListing
 from .sources import CARD_SUFFIX, EXTERNAL_SUFFIX, IMPORT_REPORT, KEPT_SUFFIX
 
 __all__ = ["ImportReport", "ImportedModel", "read_defacto_file", "import_dir", "export_dir", "percent_text",
-           "IMPORTED_ATTACK", "IMPORTED_WHO", "KEPT_SUFFIX", "KEPT_THREAT_MODELS", "IMPORT_REPORT", "eps_matches_board"]
+           "IMPORTED_ATTACK", "IMPORTED_WHO", "KEPT_SUFFIX", "IMPORT_REPORT", "read_unaggregated", "eps_matches_board"]
 
 #: how an imported ``external`` value is described (the format does not say who or how)
 IMPORTED_ATTACK = "stronger attack (imported)"
 IMPORTED_WHO = "not named in the imported file"
 _YEAR_IN_ID = re.compile(r"^[A-Za-z]+((?:19|20)\d\d)")
-#: threat-model folders of the format with no robench board yet: their files are kept as they are
-KEPT_THREAT_MODELS = ("corruptions",)
+#: the corruptions files' figures beyond clean_acc and corruptions_acc -> the record's CorruptionDetails field
+_CORRUPTION_FIGURES = {"corruptions_mce": "mce", "corruptions_acc_3d": "accuracy_3d", "corruptions_mce_3d": "mce_3d"}
 
 
 @dataclass
 class ImportedModel:
-    model: ImportedListing | None
-    record: EvaluationResult | None
+    model: ImportedListing
+    record: EvaluationResult
     external: dict[str, Any] | None = None
     #: what the import noticed and decided about this file
     warnings: list[str] = field(default_factory=list)
-    #: set for a file kept as it is (no board for its threat model yet): why
-    kept: str | None = None
 
 
 @dataclass
@@ -114,6 +114,20 @@ def _percent(data: dict[str, Any], name: str, required: bool) -> float | None:
     return number / 100.0
 
 
+def _non_negative(data: dict[str, Any], name: str) -> float | None:
+    """A number that is not a fraction (an mCE, 100 for the reference model), written as a string or a number."""
+    value = data.get(name)
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) and isinstance(value, (str, int, float)) else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"'{name}' must be a non-negative number like \"65.3\", got {value!r}")
+    return number
+
+
 def _text(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
     if value is None:
@@ -166,13 +180,13 @@ def _kept_name(name: str) -> str:
     return f"{stem}.kept.{suffix}"
 
 
-def _check_unaggregated(path: Path, root: Path) -> None:
+def _check_unaggregated(path: Path, root: Path) -> list[list[str]]:
     """An ``unaggregated_results*.csv`` in a corruptions folder: two header rows (corruption names, then
     severities 1..5 under each), then one row per model with a value per (corruption, severity)."""
     import csv
 
     parts = path.relative_to(root).parts
-    if len(parts) != 3 or parts[1] not in KEPT_THREAT_MODELS:
+    if len(parts) != 3 or parts[1] != CORRUPTIONS:
         raise ValueError("an unaggregated_results table belongs at <dataset>/corruptions/")
     rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
     if len(rows) < 2:
@@ -184,6 +198,37 @@ def _check_unaggregated(path: Path, root: Path) -> None:
     severities = {cell.strip() for cell in rows[1][1:] if cell.strip()}
     if not severities <= {"1", "2", "3", "4", "5"}:
         raise ValueError(f"the second header row must give severities 1..5, got {sorted(severities)[:5]}")
+    return rows
+
+
+def read_unaggregated(path: Path, root: Path) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
+    """The per-(corruption, severity) accuracies of an ``unaggregated_results.csv``: {model id: {corruption:
+    [severity 1..5]}} as fractions, and a note for each row that cannot be read (the table itself is kept
+    either way). The first column names the model; the first header row names each column's corruption
+    (written once over its five columns, or over each), the second its severity."""
+    rows = _check_unaggregated(path, root)
+    corruption, columns = "", []
+    for name, severity in zip(rows[0][1:], rows[1][1:]):
+        corruption = name.strip() or corruption
+        columns.append((corruption, severity.strip()))
+    notes, tables = [], {}
+    for number, row in enumerate(rows[2:], start=3):
+        model_id = row[0].strip()
+        table: dict[str, list[float | None]] = {}
+        try:
+            for (name, severity), cell in zip(columns, row[1:]):
+                value = float(cell)
+                if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                    raise ValueError(f"{cell!r} is not a fraction in [0, 1]")
+                table.setdefault(name, [None] * 5)[int(severity) - 1] = value
+            incomplete = [name for name, values in table.items() if None in values]
+            if incomplete or not table:
+                raise ValueError(f"severities missing for {', '.join(incomplete) or 'every corruption'}")
+        except ValueError as exc:
+            notes.append(f"row {number} ({model_id or 'no id'}): not read: {exc}")
+            continue
+        tables[model_id] = {name: [float(v) for v in values] for name, values in table.items()}  # type: ignore[arg-type]
+    return tables, notes
 
 
 def read_defacto_file(path: str | Path, root: str | Path) -> ImportedModel:
@@ -198,26 +243,26 @@ def read_defacto_file(path: str | Path, root: str | Path) -> ImportedModel:
     if not SAFE_ID.fullmatch(dataset):
         raise ValueError(f"dataset folder {dataset!r} may only use letters, digits, '_', '.', '-'")
     warnings = []
-    if threat_folder in KEPT_THREAT_MODELS:
-        data = _load_object(path)
-        if "dataset" in data and data["dataset"] != dataset:
-            warnings.append(f"'dataset' says {data['dataset']!r}, the folder {dataset!r}")
-        return ImportedModel(None, None, warnings=warnings,
-                             kept=f"robench has no {threat_folder} board yet: kept as it is, exported back unchanged")
+    corrupted = threat_folder == CORRUPTIONS
     try:
-        threat = get_threat_model(threat_folder).name
+        threat = CORRUPTIONS if corrupted else get_threat_model(threat_folder).name
     except ValueError:
-        raise ValueError(f"threat model {threat_folder!r} has no robench board (Linf, L2; corruptions are kept)") from None
+        raise ValueError(f"threat model {threat_folder!r} has no robench board (Linf, L2, corruptions)") from None
     data = _load_object(path)
     if "dataset" in data and data["dataset"] != dataset:  # the folder is what the source leaderboard goes by
         warnings.append(f"'dataset' says {data['dataset']!r}; the folder's {dataset!r} is used")
-    if data.get("eps") is None:
+    eps: float | None = None
+    if corrupted:
+        if data.get("eps") is not None:
+            warnings.append(f"eps {data['eps']!r} ignored: the corruptions threat model has none")
+    elif data.get("eps") is None:
         raise ValueError("'eps' is missing (null eps means corruptions, whose files belong in a 'corruptions' folder)")
-    try:
-        eps = parse_eps(data["eps"])
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"'eps': {exc}") from None
-    if (dataset, threat) in BOARDS:
+    else:
+        try:
+            eps = parse_eps(data["eps"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"'eps': {exc}") from None
+    if not corrupted and (dataset, threat) in BOARDS:
         board_eps, board_text = BOARDS[(dataset, threat)]
         same, rounded = eps_matches_board(data["eps"], board_eps)
         if not same:
@@ -227,7 +272,12 @@ def read_defacto_file(path: str | Path, root: str | Path) -> ImportedModel:
             warnings.append(f"eps {data['eps']!r} taken as the board's {board_text} (equal within the rounding of what is written)")
         eps = board_eps
     clean = _percent(data, "clean_acc", required=True)
-    robust = _percent(data, "autoattack_acc", required=True)
+    robust = _percent(data, "corruptions_acc" if corrupted else "autoattack_acc", required=True)
+    details = None
+    if corrupted:
+        figures = {key: _non_negative(data, name) for name, key in _CORRUPTION_FIGURES.items()}
+        figures["accuracy_3d"] = _percent(data, "corruptions_acc_3d", required=False)
+        details = CorruptionDetails(**figures)
     reported = _percent(data, "reported", required=False)
     external = _percent(data, "external", required=False)
     footnote = _text(data, "footnote") or None
@@ -250,6 +300,7 @@ def read_defacto_file(path: str | Path, root: str | Path) -> ImportedModel:
         dataset=dataset, threat_model=threat, eps=eps, version="standard", seed=0, n_examples=0, batch_size=0,
         device="", clean_accuracy=clean, robust_accuracy=robust,  # type: ignore[arg-type]
         flags=["unreliable"] if unreliable else [], model={"id": model_id, "name": model.paper.title, "imported_from": source},
+        corruptions=details,
     )
     ext = None
     if external is not None:
@@ -265,6 +316,22 @@ def import_dir(source: str | Path, out: str | Path) -> ImportReport:
     if not source.is_dir():
         raise FileNotFoundError(f"folder to import {source} does not exist")
     report = ImportReport()
+    per_set: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for path in sorted(source.rglob("unaggregated_results*.csv")):
+        try:
+            tables, notes = read_unaggregated(path, source)
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            report.problems.append(f"{path}: {exc}")
+            continue
+        report.warnings += [f"{path}: {note}" for note in notes]
+        if path.name == "unaggregated_results.csv":  # the 15 corruptions; the _3d table is kept only
+            per_set.update({(path.parent.parent.name, model_id): table for model_id, table in tables.items()})
+        kept = out / path.relative_to(source).parent / _kept_name(path.name)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_bytes(path.read_bytes())
+        report.written.append(kept)
+        report.kept.append(path)
+    placed: set[tuple[str, str]] = set()
     for path in sorted(source.rglob("*.json")):
         try:
             item = read_defacto_file(path, source)
@@ -272,18 +339,12 @@ def import_dir(source: str | Path, out: str | Path) -> ImportReport:
             report.problems.append(f"{path}: {exc}")
             continue
         report.warnings += [f"{path}: {w}" for w in item.warnings]
-        if item.kept is not None:
-            kept = out.joinpath(*path.relative_to(source).parts[:-1], _kept_name(path.name))
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            kept.write_bytes(path.read_bytes())
-            report.written.append(kept)
-            report.kept.append(path)
-            report.warnings.append(f"{path}: {item.kept}")
-            continue
-        m = item.model
-        assert m is not None and item.record is not None
-        record_file = record_path(out, m.dataset, m.threat_model, m.id, item.record.version)
-        report.written.append(item.record.save(record_file))
+        m, record = item.model, item.record
+        if record.corruptions is not None and (m.dataset, m.id) in per_set:
+            record.corruptions.accuracy = per_set[(m.dataset, m.id)]
+            placed.add((m.dataset, m.id))
+        record_file = record_path(out, m.dataset, m.threat_model, m.id, record.version)
+        report.written.append(record.save(record_file))
         report.written.append(write_json_atomic(record_file.parent / f"{m.id}{CARD_SUFFIX}", m.model_dump(mode="json")))
         external_file = record_file.parent / f"{m.id}{EXTERNAL_SUFFIX}"
         if item.external is not None:
@@ -291,18 +352,9 @@ def import_dir(source: str | Path, out: str | Path) -> ImportReport:
         else:
             external_file.unlink(missing_ok=True)  # a re-import must not keep a stale one
         report.imported.append(path)
-    for path in sorted(source.rglob("unaggregated_results*.csv")):
-        try:
-            _check_unaggregated(path, source)
-        except (ValueError, OSError, UnicodeDecodeError) as exc:
-            report.problems.append(f"{path}: {exc}")
-            continue
-        kept = out / path.relative_to(source).parent / _kept_name(path.name)
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_bytes(path.read_bytes())
-        report.written.append(kept)
-        report.kept.append(path)
-        report.warnings.append(f"{path}: robench has no corruptions board yet: kept as it is, exported back unchanged")
+    for dataset, model_id in sorted(set(per_set) - placed):
+        report.warnings.append(f"{source / dataset / CORRUPTIONS / 'unaggregated_results.csv'}: row {model_id!r} "
+                               "matches no imported corruptions file: its accuracies are kept in the table only")
     lines = [f"not imported: {p}" for p in report.problems] + [f"import warning: {w}" for w in report.warnings]
     out.mkdir(parents=True, exist_ok=True)
     (out / IMPORT_REPORT).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
@@ -319,7 +371,7 @@ def percent_text(fraction: float) -> str:
 
 #: fields robench may give a new value to when it exports an imported entry (its evaluations and flags);
 #: every other field of an imported file is written back as it was
-_ROBENCH_FIELDS = ("clean_acc", "autoattack_acc", "external", "unreliable")
+_ROBENCH_FIELDS = ("clean_acc", "autoattack_acc", "corruptions_acc", *_CORRUPTION_FIGURES, "external", "unreliable")
 
 
 def _same_value(key: str, old: Any, new: Any) -> bool:
@@ -339,6 +391,8 @@ def _merged_with_source(source_text: str, generated: dict[str, Any]) -> str:
         new = generated.get(key)
         if key == "external" and new is None:  # not below the row's own result (equal, as some files write it): kept
             continue
+        if new is None and original.get(key) in ("", None):  # an empty figure ("corruptions_mce_3d": ""): as written
+            continue
         if key in original and (new is None or not _same_value(key, original[key], new)):
             if new is None:
                 del merged[key]
@@ -355,7 +409,7 @@ def export_dir(aggregation: Aggregation, out: str | Path, kept_from: str | Path 
     ``external`` is written when the best known robust accuracy is below the row's own result;
     ``unreliable`` is true when any flag fired. An imported entry is written back as its file was,
     but for those values robench changed. ``kept_from``: a results folder whose kept files
-    (``*.kept.json``, ``*.kept.csv``: threat models without a board) are written back too, byte for byte.
+    (``*.kept.csv``: the imported ``unaggregated_results`` tables) are written back too, byte for byte.
     """
     out = Path(out)
     written = []
@@ -367,11 +421,18 @@ def export_dir(aggregation: Aggregation, out: str | Path, kept_from: str | Path 
             data: dict[str, Any] = {
                 "link": m.paper.link, "name": m.paper.title, "authors": ", ".join(m.paper.authors),
                 "additional_data": m.additional_data, "number_forward_passes": m.number_forward_passes,
-                "dataset": m.dataset, "venue": m.paper.venue, "architecture": m.architecture_label, "eps": format_eps(board.dataset, board.threat_model, board.eps),
+                "dataset": m.dataset, "venue": m.paper.venue, "architecture": m.architecture_label,
+                "eps": None if board.eps is None else format_eps(board.dataset, board.threat_model, board.eps),
                 "clean_acc": percent_text(record.clean_accuracy),
                 "reported": percent_text(m.reported.robust_accuracy) if m.reported.robust_accuracy is not None else "",
-                "autoattack_acc": percent_text(record.robust_accuracy),
+                ("corruptions_acc" if board.is_corruptions else "autoattack_acc"): percent_text(record.robust_accuracy),
             }
+            details = record.corruptions
+            if details is not None:  # the figures the record has (mCE only against a reference model)
+                data.update({name: f"{value:.2f}" for name, value in
+                             (("corruptions_mce", details.mce), ("corruptions_mce_3d", details.mce_3d)) if value is not None})
+                if details.accuracy_3d is not None:
+                    data["corruptions_acc_3d"] = percent_text(details.accuracy_3d)
             if entry.best_known < record.robust_accuracy:
                 data["external"] = percent_text(entry.best_known)
             if m.footnote:

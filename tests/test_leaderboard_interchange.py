@@ -182,8 +182,9 @@ def _quirk_corpus(root: Path) -> dict[str, str]:
                                                           "corruptions_acc_3d": "", "corruptions_mce_3d": ""},
     }
     written = {}
-    table = ("model_id,gaussian_noise,gaussian_noise,shot_noise,shot_noise\n,1,2,1,2\n"
-             "Hendrycks2020AugMix,0.93,0.9012,0.95,0.91\n")  # (two corruptions shown of 15, as the format allows)
+    table = ("model_id,gaussian_noise,,,,,shot_noise,shot_noise,shot_noise,shot_noise,shot_noise\n,1,2,3,4,5,1,2,3,4,5\n"
+             "Hendrycks2020AugMix,0.93,0.9012,0.88,0.85,0.8,0.95,0.91,0.9,0.86,0.81\n"  # (two corruptions of 15)
+             "Nobody2020Listed,0.9,0.9,0.9,0.9,0.9,0.9,0.9,0.9,0.9,0.9\n")
     _write(root, "cifar10/corruptions/unaggregated_results.csv", table)
     written["cifar10/corruptions/unaggregated_results.csv"] = table
     for i, (rel, data) in enumerate(sorted(files.items())):
@@ -197,13 +198,19 @@ def _quirk_corpus(root: Path) -> dict[str, str]:
 def test_every_quirk_of_the_published_files_imports_and_exports_back_unchanged(tmp_path):
     corpus = _quirk_corpus(tmp_path / "src")
     report = import_dir(tmp_path / "src", tmp_path / "results")
-    assert report.problems == [] and len(report.imported) == len(corpus) - 3 and len(report.kept) == 3
+    assert report.problems == [] and len(report.imported) == len(corpus) - 1 and len(report.kept) == 1  # the table
     notes = "\n".join(report.warnings)
     assert "Rounded2020Eps.json: eps '0.031' taken as the board's 8/255" in notes
     assert "Typo2022Dataset.json: 'dataset' says 'cifar10'; the folder's 'cifar100' is used" in notes
-    assert notes.count("robench has no corruptions board yet") == 3
+    assert "row 'Nobody2020Listed' matches no imported corruptions file" in notes
     loaded = load_results(tmp_path / "results")
-    assert loaded.problems == [] and len(loaded.kept) == 3 and len(loaded.import_notes) == len(report.warnings)
+    assert loaded.problems == [] and len(loaded.kept) == 1 and len(loaded.import_notes) == len(report.warnings)
+    augmix = next(r for r in loaded.records if r.model["id"] == "Hendrycks2020AugMix")
+    assert augmix.threat_model == "corruptions" and augmix.eps is None and augmix.robust_accuracy == pytest.approx(0.8909)
+    assert augmix.corruptions.accuracy == {"gaussian_noise": [0.93, 0.9012, 0.88, 0.85, 0.8],
+                                           "shot_noise": [0.95, 0.91, 0.9, 0.86, 0.81]}
+    alexnet = next(r for r in loaded.records if r.model["id"] == "Alexnet2012Imagenet")
+    assert alexnet.corruptions.mce == pytest.approx(100.0) and alexnet.corruptions.accuracy_3d is None
     typo = next(m for m in loaded.listed if m.id == "Typo2022Dataset")
     assert typo.dataset == "cifar100"
     aggregation = aggregate(loaded.listed, loaded.records, loaded.external)
