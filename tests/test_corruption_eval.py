@@ -94,3 +94,15 @@ def test_digits_c_end_to_end_on_a_zoo_model(tmp_path):
     from leaderboard.sources import read_record
 
     assert read_record(result.save(tmp_path / "r.json")) == result  # strictly checked, as the leaderboard reads it
+
+
+def test_alexnet_reference_gives_its_published_corruption_accuracy_and_scores_100():
+    from benchmark.corruption_eval import ALEXNET_IMAGENET_C_ERRORS, default_reference_errors
+
+    reference = default_reference_errors("imagenet")
+    assert list(reference) == list(ALEXNET_IMAGENET_C_ERRORS) and default_reference_errors("cifar10") is None
+    # AlexNet's published ImageNet-C accuracy is 21.12% (on the full set): the errors' mean says the same
+    assert 1 - sum(ALEXNET_IMAGENET_C_ERRORS.values()) / 15 == pytest.approx(0.2112, abs=5e-4)
+    assert mean_corruption_error(reference, reference) == pytest.approx(100.0)
+    halved = {name: [e / 2 for e in errors] for name, errors in reference.items()}
+    assert mean_corruption_error(halved, reference) == pytest.approx(50.0)
