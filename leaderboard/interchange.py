@@ -217,7 +217,10 @@ def read_unaggregated(path: Path, root: Path) -> tuple[dict[str, dict[str, list[
         table: dict[str, list[float | None]] = {}
         try:
             for (name, severity), cell in zip(columns, row[1:]):
-                value = float(cell)
+                try:
+                    value = float(cell)
+                except ValueError:
+                    raise ValueError(f"{cell!r} ({name}, severity {severity}) is not a number") from None
                 if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                     raise ValueError(f"{cell!r} is not a fraction in [0, 1]")
                 table.setdefault(name, [None] * 5)[int(severity) - 1] = value

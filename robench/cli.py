@@ -33,7 +33,8 @@ def _up_to_date(record: Any, card: Any, args: argparse.Namespace) -> bool:
     from benchmark.data import load_dataset
 
     n = args.n_examples or len(load_dataset(args.dataset, "test", data_dir=args.data_dir)[1])
-    return (record.model.get("checkpoint_sha256") == card.checkpoint.sha256 and record.seed == args.seed
+    seedless = record.corruptions is not None  # a corruptions evaluation draws no random number
+    return (record.model.get("checkpoint_sha256") == card.checkpoint.sha256 and (seedless or record.seed == args.seed)
             and record.n_examples == n and _same_budget(record.eps, card.eps) and record.batch_size == args.batch_size)
 
 

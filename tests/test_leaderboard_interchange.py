@@ -62,6 +62,11 @@ def test_read_a_well_formed_file(tmp_path):
     ("cifar10/Linf/A2020a.json", {"authors": 3}, "'authors'"),
     ("cifar10/Linf/A2020a.json", {"eps": "0.032"}, "not even within the rounding"),
     ("cifar10/Linf/A2020a.json", {"eps": None}, "belong in a 'corruptions' folder"),
+    ("cifar10/corruptions/A2020a.json", {"eps": None}, "'corruptions_acc' is missing"),
+    ("cifar10/corruptions/A2020a.json", {"eps": None, "corruptions_acc": "90", "corruptions_mce": "-3"},
+     "'corruptions_mce' must be a non-negative number"),
+    ("cifar10/corruptions/A2020a.json", {"eps": None, "corruptions_acc": "90", "corruptions_acc_3d": "130"},
+     "'corruptions_acc_3d' must be a percentage in [0, 100]"),
     ("cifar10/gaussian/A2020a.json", {}, "no robench board"),
     ("cifar10/A2020a.json", {}, "not at <dataset>/<threat_model>/<ModelID>.json"),
     ("cifar10/Linf/bad id!.json", {}, "may only use"),
@@ -87,6 +92,23 @@ def test_every_malformed_file_is_reported_one_by_one(tmp_path):
     assert "'clean_acc' is missing" in by_file["NoAcc2020X.json"]
     loaded = load_results(tmp_path / "out")
     assert [m.id for m in loaded.listed] == ["Fine2020Model"] and not loaded.problems
+
+
+def test_unreadable_rows_of_an_unaggregated_table_are_named_and_the_table_still_kept(tmp_path):
+    table = ("model_id,fog,fog,fog,fog,fog\n,1,2,3,4,5\n"
+             "Short2020Row,0.9,0.8,0.7,0.6,\n" "Big2020Value,0.9,0.8,0.7,0.6,1.5\n" "Good2020Row,0.9,0.8,0.7,0.6,0.5\n")
+    _write(tmp_path / "src", "cifar10/corruptions/unaggregated_results.csv", table)
+    for model_id in ("Short2020Row", "Big2020Value", "Good2020Row"):
+        _write(tmp_path / "src", f"cifar10/corruptions/{model_id}.json", {**CARMON, "eps": "8/255", "corruptions_acc": "70"})
+    report = import_dir(tmp_path / "src", tmp_path / "out")
+    notes = "\n".join(report.warnings)
+    assert report.problems == [] and len(report.imported) == 3 and len(report.kept) == 1
+    assert "row 3 (Short2020Row): not read: '' (fog, severity 5) is not a number" in notes
+    assert "row 4 (Big2020Value): not read: '1.5' is not a fraction in [0, 1]" in notes
+    assert "eps '8/255' ignored: the corruptions threat model has none" in notes
+    records = {r.model["id"]: r for r in load_results(tmp_path / "out").records}
+    assert records["Good2020Row"].corruptions.accuracy == {"fog": [0.9, 0.8, 0.7, 0.6, 0.5]}
+    assert records["Short2020Row"].corruptions.accuracy == {} and records["Big2020Value"].eps is None
 
 
 def test_percent_text():
