@@ -118,6 +118,18 @@ def test_an_interrupted_run_resumes_from_its_journal_with_the_same_record(tmp_pa
     assert not journal.exists()  # the record is whole: the journal is gone
 
 
+def test_each_rank_evaluates_every_world_th_set_only(monkeypatch):
+    import benchmark.corruption_eval as corruption_eval
+
+    sets, clean, labels = _tiny_sets()
+    handed: dict = {}
+    monkeypatch.setattr(corruption_eval.dist_utils, "rank_and_world", lambda: (1, 2))
+    monkeypatch.setattr(corruption_eval.dist_utils, "gather_chunks", lambda results: handed.update(results) or results)
+    model = MeanThreshold()
+    assert evaluate_corruptions(model, "tiny", sets=sets, clean=clean, labels=labels) is None  # rank 1 writes nothing
+    assert sorted(handed) == [1, 3, 5, 7, 9, 11, 13, 15] and model.seen == 6 * 8  # the clean set (0) is rank 0's
+
+
 def test_evaluate_routes_the_corruptions_threat_model_and_refuses_what_it_lacks(tmp_path):
     model = MeanThreshold()
     for kwargs, message in (({"eps": 0.1}, "has no eps"), ({"version": "fast"}, "one version, 'standard'"),
