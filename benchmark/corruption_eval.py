@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from . import distributed as dist_utils
 from .budgets import CORRUPTIONS as THREAT_MODEL
-from .corruptions import CORRUPTIONS, digits_c, read_cifar_c, read_imagenet_c
+from .corruptions import CORRUPTIONS, CorruptionDataError, digits_c, read_cifar_c, read_imagenet_c
 from .journal import Journal, fingerprint_model
 from .record import CorruptionDetails, EvaluationResult, library_versions, record_path
 
@@ -104,7 +104,7 @@ def corruption_sets(dataset: str, data_dir: str | Path | None = None, n_examples
         labels = np.asarray(all_labels[:n])
         clean, clean_labels = load_dataset(dataset, "test", data_dir=data_dir, download=False)
         if len(clean_labels) != n or not np.array_equal(clean_labels.numpy(), labels):
-            raise ValueError(f"{CORRUPTED_FOLDERS[dataset]}'s labels.npy does not list the {dataset} test set's "
+            raise CorruptionDataError(f"{CORRUPTED_FOLDERS[dataset]}'s labels.npy does not list the {dataset} test set's "
                              f"labels in order ({n} per severity, {len(clean_labels)} test points)")
         sets = {(name, s): arrays[name][(s - 1) * n:s * n] for name in CORRUPTIONS for s in range(1, 6)}
     elif dataset == "imagenet":

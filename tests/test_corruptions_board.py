@@ -251,3 +251,70 @@ def test_the_heat_map_shades_by_error_and_escapes_names():
     assert "<b>x</b>" not in svg and "&lt;b&gt;x&lt;/b&gt;" in svg and "clean 99.0%" in svg
     with pytest.raises(ValueError, match="five accuracies"):
         heatmap_svg({"a": [0.5] * 4})
+
+
+# ------------------------------------------------------------------ the real layouts, end to end
+
+class ConstantLevel(nn.Module):
+    """Predicts class round(mean intensity * 255 / 25): an image of constant value 25 k is class k."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x):
+        level = (x.flatten(1).mean(1) * 255 / 25).round().long().clamp(0, self.num_classes - 1)
+        return torch.nn.functional.one_hot(level, self.num_classes).float()
+
+
+def test_cifar10_c_from_its_published_files_end_to_end(tmp_path):
+    import pickle
+
+    from benchmark.corruptions import CORRUPTIONS
+
+    n = 10
+    levels = (25 * np.arange(n)).astype(np.uint8)  # point i: constant value 25 i, class i
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as fh:
+        pickle.dump({b"data": np.repeat(levels[:, None], 3072, 1), b"labels": list(range(n))}, fh)
+    folder = tmp_path / "CIFAR-10-C"
+    folder.mkdir()
+    for k, name in enumerate(CORRUPTIONS):
+        shifted = [levels + (25 if (k == 0 and s >= 3) else 0) for s in range(1, 6)]  # gaussian_noise from severity 3
+        np.save(folder / f"{name}.npy", np.concatenate([np.broadcast_to(v[:, None, None, None], (n, 32, 32, 3)) for v in shifted]))
+    np.save(folder / "labels.npy", np.tile(np.arange(n), 5))
+    record = evaluate(ConstantLevel(), "cifar10", "corruptions", data_dir=tmp_path)
+    assert record.clean_accuracy == 1.0 and record.corruptions.accuracy["fog"] == [1.0] * 5  # invariant: its clean accuracy
+    # shifted one class up: wrong but for class 9, which the model cannot go above
+    assert record.corruptions.accuracy["gaussian_noise"] == [1.0, 1.0, 0.1, 0.1, 0.1]
+    assert record.robust_accuracy == pytest.approx((14 + 2.3 / 5) / 15) and record.corruptions.mce is None
+    np.save(folder / "labels.npy", np.tile(np.arange(n)[::-1], 5))
+    with pytest.raises(EvaluationError, match="labels.npy does not list the cifar10 test set's labels"):
+        evaluate(ConstantLevel(), "cifar10", "corruptions", data_dir=tmp_path)
+
+
+def test_imagenet_c_from_its_folders_end_to_end_with_mce_against_alexnet(tmp_path, monkeypatch):
+    import benchmark.data
+    from PIL import Image
+
+    from benchmark.corruption_eval import ALEXNET_IMAGENET_C_ERRORS
+    from benchmark.corruptions import CORRUPTIONS
+
+    monkeypatch.setattr(benchmark.data, "imagenet_file_names", lambda: ["a.JPEG", "b.JPEG"])
+    shade = {"n01": 0, "n02": 25}  # classes 0 and 1 of ConstantLevel
+
+    def write(folder, swapped=False):
+        for wnid, name in (("n01", "a.JPEG"), ("n02", "b.JPEG")):
+            (folder / wnid).mkdir(parents=True, exist_ok=True)
+            value = shade["n02" if wnid == "n01" else "n01"] if swapped else shade[wnid]
+            Image.new("RGB", (224, 224), (value,) * 3).save(folder / wnid / name, format="JPEG", quality=100)
+
+    write(tmp_path / "val")
+    for name in CORRUPTIONS:
+        for s in range(1, 6):
+            write(tmp_path / "ImageNet-C" / name / str(s), swapped=name == "fog")  # fog swaps the two classes
+    record = evaluate(ConstantLevel(2), "imagenet", "corruptions", data_dir=tmp_path)
+    assert record.clean_accuracy == 1.0 and record.corruptions.accuracy["fog"] == [0.0] * 5
+    assert record.robust_accuracy == pytest.approx(14 / 15)
+    # fog's errors sum to 5, AlexNet's to 5 x 0.819324; every other corruption's to 0
+    assert record.corruptions.mce == pytest.approx(100 * (1 / ALEXNET_IMAGENET_C_ERRORS["fog"]) / 15)
