@@ -27,17 +27,20 @@ from torch import Tensor, nn
 
 from . import distributed as dist_utils
 from .budgets import CORRUPTIONS as THREAT_MODEL
-from .corruptions import CORRUPTIONS, CorruptionDataError, digits_c, read_cifar_c, read_imagenet_c
+from .corruptions import CORRUPTIONS, CORRUPTIONS_3D, CorruptionDataError, digits_c, read_cifar_c, read_imagenet_c
 from .journal import Journal, fingerprint_model
 from .record import CorruptionDetails, EvaluationResult, library_versions, record_path
 
 __all__ = ["evaluate_corruptions", "mean_corruption_error", "correct_bits", "corruption_sets", "CORRUPTED_FOLDERS",
+           "IMAGENET_3DCC_FOLDER",
            "ALEXNET_IMAGENET_C_ERRORS", "default_reference_errors"]
 
 #: a set's images, or a function that reads them when the set's turn comes (ImageNet-C: one set in memory)
 SetImages = Union[np.ndarray, Callable[[], np.ndarray]]
 #: where each dataset's corrupted sets live under the data folder
 CORRUPTED_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C", "imagenet": "ImageNet-C"}
+#: where ImageNet-3DCC lives under the data folder (evaluated too when it is there)
+IMAGENET_3DCC_FOLDER = "ImageNet-3DCC"
 #: AlexNet's error on ImageNet-C per corruption, averaged over the five severities (Hendrycks & Dietterich,
 #: ICLR 2019): the reference of the mean corruption error, so AlexNet scores 100. Their mean, 78.90%, is
 #: AlexNet's published corruption accuracy of 21.1% seen from the other side. The mCE needs only each
@@ -89,7 +92,8 @@ def _predict(model: nn.Module, images: np.ndarray | Tensor, device: torch.device
 def corruption_sets(dataset: str, data_dir: str | Path | None = None, n_examples: int | None = None,
                     ) -> tuple[dict[tuple[str, int], SetImages], np.ndarray | Tensor, np.ndarray]:
     """The board's corrupted sets of ``dataset`` ({(corruption, severity): images or a reader}), the clean test
-    images and the labels, the first ``n_examples`` points of each."""
+    images and the labels, the first ``n_examples`` points of each. For ImageNet, ImageNet-3DCC's 12
+    corruptions join ImageNet-C's 15 when ``<data dir>/ImageNet-3DCC`` exists."""
     from .data import data_root, load_dataset
 
     if dataset == "digits":
@@ -113,6 +117,10 @@ def corruption_sets(dataset: str, data_dir: str | Path | None = None, n_examples
         labels = clean_labels.numpy()
         sets = {(name, s): (lambda name=name, s=s: read_imagenet_c(folder, name, s, n_examples)[0])
                 for name in CORRUPTIONS for s in range(1, 6)}
+        folder_3d = data_root(data_dir) / IMAGENET_3DCC_FOLDER
+        if folder_3d.is_dir():  # the 3D corruptions, when given
+            sets.update({(name, s): (lambda name=name, s=s: read_imagenet_c(folder_3d, name, s, n_examples)[0])
+                         for name in CORRUPTIONS_3D for s in range(1, 6)})
     else:
         raise ValueError(f"no corrupted sets for {dataset!r}; known: digits, {', '.join(CORRUPTED_FOLDERS)}")
     if n_examples is not None:
@@ -207,16 +215,19 @@ def evaluate_corruptions(
         if rank != 0:
             return None  # type: ignore[return-value]
 
-    accuracy = {name: [results[order.index((name, s))]["accuracy"] for s in range(1, 6)] for name in names}
+    by_set = {name: [results[order.index((name, s))]["accuracy"] for s in range(1, 6)] for name in names}
+    accuracy = {name: values for name, values in by_set.items() if name not in CORRUPTIONS_3D}
+    accuracy_3d = {name: values for name, values in by_set.items() if name in CORRUPTIONS_3D}
     per_corruption = {name: sum(values) / 5 for name, values in accuracy.items()}
     mce = None
-    if reference_errors is not None:
+    if reference_errors is not None and accuracy:
         mce = mean_corruption_error({n: [1.0 - a for a in v] for n, v in accuracy.items()}, reference_errors)
     details = CorruptionDetails(
         accuracy=accuracy, per_corruption=per_corruption,
         sets_sha256={f"{k[0]}/{k[1]}": results[i]["sha256"] for i, k in enumerate(order) if k is not None},
         correct={("clean" if k is None else f"{k[0]}/{k[1]}"): results[i]["correct"] for i, k in enumerate(order)},
-        mce=mce)
+        mce=mce, accuracy_3d_sets=accuracy_3d,
+        accuracy_3d=sum(sum(v) / 5 for v in accuracy_3d.values()) / len(accuracy_3d) if accuracy_3d else None)
     result = EvaluationResult(
         dataset=dataset, threat_model=THREAT_MODEL, eps=None, version=version, seed=0, n_examples=len(labels),
         batch_size=batch_size, device=str(device), clean_accuracy=results[0]["accuracy"],

@@ -27,13 +27,16 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["CORRUPTIONS", "SEVERITIES", "DIGITS_C_SEED", "DIGITS_C_SHA256", "corrupt", "digits_c", "digits_c_sha256",
+__all__ = ["CORRUPTIONS", "CORRUPTIONS_3D", "SEVERITIES", "DIGITS_C_SEED", "DIGITS_C_SHA256", "corrupt", "digits_c", "digits_c_sha256",
            "read_cifar_c", "read_imagenet_c", "CorruptionDataError"]
 
 #: the 15 corruptions of CIFAR-10-C, in the published order (noise, blur, weather, digital)
 CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
                "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
                "jpeg_compression")
+#: the 12 corruptions of ImageNet-3DCC (Kar et al., CVPR 2022), laid out as ImageNet-C's
+CORRUPTIONS_3D = ("near_focus", "far_focus", "bit_error", "color_quant", "flash", "fog_3d", "h265_abr", "h265_crf",
+                  "iso_noise", "low_light", "xy_motion_blur", "z_motion_blur")
 #: per corruption, its parameter at severities 1..5 and what the parameter is (documented in docs/corruptions.md)
 SEVERITIES: dict[str, tuple[str, tuple[float, ...]]] = {
     "gaussian_noise": ("standard deviation of added Gaussian noise", (0.04, 0.08, 0.12, 0.18, 0.26)),
@@ -346,7 +349,7 @@ IMAGENET_C_SIDE = 224
 
 def read_imagenet_c(folder: str | Path, corruption: str, severity: int, n_examples: int | None = None,
                     file_names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One set of ImageNet-C from its folder layout ``<corruption>/<severity>/<wnid>/<file>.JPEG``: the board's
+    """One set of ImageNet-C (or ImageNet-3DCC, the same layout) from its folders ``<corruption>/<severity>/<wnid>/<file>``: the board's
     fixed images (``benchmark.data.imagenet_file_names``, the first ``n_examples``) as uint8 (n, 224, 224, 3)
     and their labels (the wnid folders' sorted order, as ImageNet's). A missing folder, class folders that
     the corruption's other severities have and this one lacks, missing images or an image of another size
@@ -356,8 +359,8 @@ def read_imagenet_c(folder: str | Path, corruption: str, severity: int, n_exampl
     from .data import imagenet_file_names
 
     folder = Path(folder)
-    if corruption not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {corruption!r}; known: {', '.join(CORRUPTIONS)}")
+    if corruption not in CORRUPTIONS + CORRUPTIONS_3D:
+        raise ValueError(f"unknown corruption {corruption!r}; known: {', '.join(CORRUPTIONS + CORRUPTIONS_3D)}")
     base = folder / corruption / str(severity)
     if not base.is_dir():
         raise CorruptionDataError(f"{base}: missing (expected the layout <corruption>/<severity>/<wnid>/<file>.JPEG)")

@@ -88,9 +88,11 @@ class CorruptionDetails:
     correct: dict[str, str] = field(default_factory=dict)
     #: mean corruption error in percent against a reference model (AlexNet on ImageNet-C), if computed
     mce: float | None = None
-    #: the 3D common corruptions (ImageNet-3DCC): mean accuracy and mCE, when given
+    #: the 3D common corruptions (ImageNet-3DCC), when given: mean accuracy, mCE, and the accuracy at severities
+    #: 1..5 per 3D corruption (their per-point bits and hashes sit in ``correct`` and ``sets_sha256``)
     accuracy_3d: float | None = None
     mce_3d: float | None = None
+    accuracy_3d_sets: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -259,6 +261,12 @@ def corruption_problems(details: CorruptionDetails, mean: float, clean: float, n
     per-corruption means and the board's mean that are not the means of the accuracies, per-point bits that
     count another accuracy."""
     problems = []
+    for name, values in details.accuracy_3d_sets.items():
+        if len(values) != 5 or not all(0.0 <= v <= 1.0 for v in values):
+            problems.append(f"corruptions.accuracy_3d_sets.{name}: expected five fractions (severities 1-5), got {values!r}")
+    if details.accuracy_3d_sets and details.accuracy_3d is not None and \
+            abs(details.accuracy_3d - sum(sum(v) / 5 for v in details.accuracy_3d_sets.values()) / len(details.accuracy_3d_sets)) > 1e-9:
+        problems.append(f"corruptions.accuracy_3d: {details.accuracy_3d} is not the mean over the 3D corruptions")
     for name, values in details.accuracy.items():
         if len(values) != 5 or not all(0.0 <= v <= 1.0 for v in values):
             problems.append(f"corruptions.accuracy.{name}: expected five fractions (severities 1-5), got {values!r}")
@@ -270,7 +278,7 @@ def corruption_problems(details: CorruptionDetails, mean: float, clean: float, n
                         f"({sum(details.per_corruption.values()) / len(details.per_corruption)})")
     for key, bits in details.correct.items():
         name, _, severity = key.partition("/")
-        values = details.accuracy.get(name, [])
+        values = details.accuracy.get(name) or details.accuracy_3d_sets.get(name) or []
         expected = clean if key == "clean" else (values[int(severity) - 1]
                                                  if severity in ("1", "2", "3", "4", "5") and len(values) == 5 else None)
         ones = _ones(bits)

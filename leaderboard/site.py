@@ -281,7 +281,8 @@ def _curve_for(entry: ModelResults) -> tuple[EvaluationResult | None, list[tuple
 def _heatmap_record(entry: ModelResults) -> EvaluationResult | None:
     """The corruptions record whose per-set accuracies the model page draws (the board's, else the newest with them)."""
     ordered = ([entry.board_record] if entry.board_record is not None else []) + entry.records
-    return next((r for r in ordered if r.corruptions is not None and r.corruptions.accuracy), None)
+    return next((r for r in ordered if r.corruptions is not None and (r.corruptions.accuracy or r.corruptions.accuracy_3d_sets)),
+                None)
 
 
 def _analysis_rows(entry: ModelResults) -> tuple[EvaluationResult | None, list[tuple[str, str, str]]]:
@@ -370,18 +371,20 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
             plot = page.with_suffix(".svg").name
         board = aggregation.boards[(model.dataset, model.threat_model)]
         heat_record = _heatmap_record(entry)
-        heatmap = None
+        heatmaps = {}  # the 15 corruptions, and the 3D ones where the record has them
         if heat_record is not None:
             details = heat_record.corruptions
-            report.plots.append(_write(page.with_name(page.stem + ".corruptions.svg"),
-                                       heatmap_svg(details.accuracy, heat_record.clean_accuracy)))  # type: ignore[union-attr]
-            heatmap = page.stem + ".corruptions.svg"
+            for suffix, table in ((".corruptions.svg", details.accuracy), (".corruptions-3d.svg", details.accuracy_3d_sets)):  # type: ignore[union-attr]
+                if table:
+                    report.plots.append(_write(page.with_name(page.stem + suffix), heatmap_svg(table, heat_record.clean_accuracy)))
+                    heatmaps[suffix] = page.stem + suffix
         html = model_template.render(
             root="../../../", entry=entry, model=model, board=board, board_url="../../../" + board_page_path(board),
             plot=plot, curve_record=curve_record, flags=flags, bibtex=bibtex_entry(model),
             results=[(r, reproduce_command(model.id, r) if model.origin != "imported" else None) for r in entry.records],
             fired=_fired_with_evidence(entry), format_eps=format_eps, analysis=_analysis_rows(entry),
-            heatmap=heatmap, heat_record=heat_record, heat_full_error=HEATMAP_FULL_ERROR,
+            heatmap=heatmaps.get(".corruptions.svg"), heatmap_3d=heatmaps.get(".corruptions-3d.svg"), heat_record=heat_record,
+            heat_full_error=HEATMAP_FULL_ERROR,
         )
         report.pages.append(_write(page, html))
     return report

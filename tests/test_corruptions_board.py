@@ -241,6 +241,20 @@ def test_the_site_shows_the_corruptions_board_and_a_heat_map_per_model(tmp_path)
     assert "Robustness curve" not in page
     index = (tmp_path / "index.html").read_text()
     assert "digits-C" in index
+    assert "corruptions-3d" not in page and not (tmp_path / "models/digits/corruptions/Corr2020Model.corruptions-3d.svg").exists()
+
+
+def test_a_record_with_3d_corruptions_gets_their_heat_map_too(tmp_path):
+    card = make_card("Three2022Dee", "imagenet", "corruptions")
+    record = make_corruption_record(card, 0.8, ACCURACY, mce=70.0)
+    record.corruptions.accuracy_3d_sets = {"flash": [0.9, 0.8, 0.7, 0.6, 0.5]}
+    record.corruptions.accuracy_3d = 0.7
+    build_site(aggregate([card], [record]), tmp_path)
+    page = (tmp_path / "models/imagenet/corruptions/Three2022Dee.html").read_text()
+    assert 'src="Three2022Dee.corruptions-3d.svg"' in page and "Mean over the 3D corruptions 70.00%" in page
+    assert ">flash<" in (tmp_path / "models/imagenet/corruptions/Three2022Dee.corruptions-3d.svg").read_text()
+    board = (tmp_path / "boards/imagenet_corruptions.html").read_text()
+    assert 'data-column="corruptions_mce"' in board and 'data-column="corruptions_accuracy_3d"' in board
 
 
 def test_the_heat_map_shades_by_error_and_escapes_names():
@@ -298,7 +312,7 @@ def test_imagenet_c_from_its_folders_end_to_end_with_mce_against_alexnet(tmp_pat
     from PIL import Image
 
     from benchmark.corruption_eval import ALEXNET_IMAGENET_C_ERRORS
-    from benchmark.corruptions import CORRUPTIONS
+    from benchmark.corruptions import CORRUPTIONS, CORRUPTIONS_3D
 
     monkeypatch.setattr(benchmark.data, "imagenet_file_names", lambda: ["a.JPEG", "b.JPEG"])
     shade = {"n01": 0, "n02": 25}  # classes 0 and 1 of ConstantLevel
@@ -315,6 +329,16 @@ def test_imagenet_c_from_its_folders_end_to_end_with_mce_against_alexnet(tmp_pat
             write(tmp_path / "ImageNet-C" / name / str(s), swapped=name == "fog")  # fog swaps the two classes
     record = evaluate(ConstantLevel(2), "imagenet", "corruptions", data_dir=tmp_path)
     assert record.clean_accuracy == 1.0 and record.corruptions.accuracy["fog"] == [0.0] * 5
-    assert record.robust_accuracy == pytest.approx(14 / 15)
+    assert record.robust_accuracy == pytest.approx(14 / 15) and record.corruptions.accuracy_3d is None
+    # ImageNet-3DCC beside it: its 12 corruptions are evaluated too, apart from the board's mean
+    for name in CORRUPTIONS_3D:
+        for s in range(1, 6):
+            write(tmp_path / "ImageNet-3DCC" / name / str(s), swapped=name == "flash" and s >= 4)
+    record_3d = evaluate(ConstantLevel(2), "imagenet", "corruptions", data_dir=tmp_path, out=tmp_path / "out")
+    assert read_record(tmp_path / "out/imagenet/corruptions/ConstantLevel.standard.json") == record_3d
+    assert record_3d.robust_accuracy == record.robust_accuracy and record_3d.corruptions.mce == record.corruptions.mce
+    assert record_3d.corruptions.accuracy_3d_sets["flash"] == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert record_3d.corruptions.accuracy_3d == pytest.approx((11 + 0.6) / 12)
+    assert len(record_3d.corruptions.sets_sha256) == 75 + 60 and "flash/5" in record_3d.corruptions.correct
     # fog's errors sum to 5, AlexNet's to 5 x 0.819324; every other corruption's to 0
     assert record.corruptions.mce == pytest.approx(100 * (1 / ALEXNET_IMAGENET_C_ERRORS["fog"]) / 15)
