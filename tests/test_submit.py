@@ -186,3 +186,19 @@ def test_external_examples_stay_beside_their_file(tmp_path, examples, message):
     path.write_text(path.read_text().replace(yaml.safe_dump({"adversarial_examples": examples}).strip(),
                                              "adversarial_examples: inside/x.safetensors"))
     assert read_external(path).adversarial_examples == "inside/x.safetensors"
+
+
+def test_a_corruptions_submission_is_checked_and_evaluated_on_the_corrupted_sets(tmp_path, capsys):
+    """The shipped Rusak2020Simple card, as a contributor's pull request would hold it: no eps, digits-C."""
+    repo = Path(__file__).resolve().parents[1]
+    path = repo / "submissions/digits/corruptions/Rusak2020Simple.yaml"
+    assert main(["submit", "check", str(path)]) == 0
+    checked = capsys.readouterr().out
+    assert "Rusak2020Simple on digits/corruptions, robench:digits_cnn" in checked and "eps=" not in checked
+    assert main(["submit", "evaluate", str(path), "--n-examples", "40", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "reproduced" in out and "mean corruption accuracy" in out
+    from leaderboard.sources import read_record
+
+    record = read_record(tmp_path / "digits" / "corruptions" / "Rusak2020Simple.standard.json")
+    assert record.n_examples == 40 and len(record.corruptions.accuracy) == 15 and record.eps is None
