@@ -54,13 +54,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def format_board(board: Any, top: int | None = None) -> str:
     """One board as a plain-text table: rank, model, clean and robust accuracy, best known, flags."""
     table = board.table if top is None else board.table.head(top)
-    header = ("rank", "model", "clean %", "robust %", "best known %", "points", "flags")
+    header = ("rank", "model", "clean %", "corruptions %" if board.is_corruptions else "robust %", "best known %",
+              "points", "flags")
     rows = [(str(r["rank"]), str(r["model_id"]), f"{100 * r['clean_accuracy']:.2f}",
              f"{100 * r['robust_accuracy']:.2f}" if r["robust_accuracy"] == r["robust_accuracy"] else "-",
              f"{100 * r['best_known_robust_accuracy']:.2f}", str(r["n_examples"]), str(r["flags"] or ""))
             for _, r in table.iterrows()]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [f"{board.name.replace('_', ' ')} (eps {board.eps_text}): {len(board.table)} model(s)"]
+    lines = [f"{board.name.replace('_', ' ')} ({board.budget_text}): {len(board.table)} model(s)"]
     lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     return "\n".join(lines)
 
