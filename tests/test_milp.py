@@ -1,0 +1,142 @@
+"""Exact verification against known answers: the exact minimum of a small ReLU network's margin (enumerated
+activation patterns), a linear model, an L2 ball reached by cutting planes, and a network with an adversarial
+region hidden from gradient attacks, which the program must find."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmark.bounds import certify, input_box, to_network
+from benchmark.milp import BROKEN, ROBUST, UNDECIDED, model_classifier, verify_point
+from benchmark.threat_models import get_threat_model
+from test_bounds import _exact_minimum, _seeded
+
+
+def _decide(model, x, y, eps, threat="Linf", **kwargs):
+    shape = tuple(x.shape[1:])
+    net = to_network(model, shape)
+    cert = certify(net, x, y, threat, eps)
+    low, high = input_box(x, get_threat_model(threat), eps)
+    results = []
+    for i in range(len(x)):
+        bounds = [(lo[i], hi[i]) for lo, hi in cert.layer_bounds]
+        results.append(verify_point(net, x[i], int(y[i]), bounds, low[i], high[i], model_classifier(model, shape),
+                                    l2_eps=eps if threat == "L2" else None, **kwargs))
+    return cert, results
+
+
+def test_the_program_decides_every_point_as_the_enumeration_does():
+    model = _seeded(nn.Sequential(nn.Flatten(), nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 2)), seed=13).double()
+    torch.manual_seed(13)  # a network whose decision boundary crosses the square
+    x = torch.rand(40, 1, 1, 2, dtype=torch.float64)
+    y = model(x).argmax(1)
+    eps = 0.15
+    cert, results = _decide(model.float(), x.float(), y, eps)
+    low, high = input_box(x, get_threat_model("Linf"), eps)
+    w1, b1 = model[1].weight.detach().double().numpy(), model[1].bias.detach().double().numpy()
+    w2, b2 = model[3].weight.detach().double().numpy(), model[3].bias.detach().double().numpy()
+    statuses = {ROBUST: 0, BROKEN: 0}
+    for i, result in enumerate(results):
+        exact = _exact_minimum(w1, b1, w2[y[i]] - w2[1 - y[i]], b2[y[i]] - b2[1 - y[i]], low[i].numpy(), high[i].numpy())
+        if abs(exact) < 1e-5:
+            continue  # on the decision boundary: either answer is within rounding
+        assert result.status == (ROBUST if exact > 0 else BROKEN), (i, exact, result)
+        statuses[result.status] += 1
+        if result.status == BROKEN:
+            assert (result.x_adv >= low[i].numpy() - 1e-6).all() and (result.x_adv <= high[i].numpy() + 1e-6).all()
+            with torch.no_grad():
+                assert model(torch.from_numpy(result.x_adv).float().reshape(1, 1, 1, 2)).argmax(1).item() != y[i]
+        if cert.certified[i]:
+            assert result.status == ROBUST  # the program never contradicts a certificate
+    assert statuses[ROBUST] > 0 and statuses[BROKEN] > 0 and (~cert.certified).sum() > 0
+
+
+def test_on_a_linear_model_exact_equals_certified():
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.rand(25, 1, 2, 2)
+    y = model(x).argmax(1)
+    cert, results = _decide(model, x, y, 0.1)
+    assert [r.status == ROBUST for r in results] == cert.certified.tolist()
+
+
+class HiddenRegion(nn.Module):
+    """Class 0 everywhere on digits-shaped inputs, except where pixels 0, 9 and 18 are all above 0.9: there
+    class 1 wins. At a point with those pixels at 0.5 every gradient is zero (the ReLU is off)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flat, self.hidden, self.out = nn.Flatten(), nn.Linear(64, 1), nn.Linear(1, 2)
+        self.relu = nn.ReLU()
+        with torch.no_grad():
+            self.hidden.weight.zero_()
+            self.hidden.weight[0, [0, 9, 18]] = 1.0
+            self.hidden.bias.fill_(-2.7)  # > 0 only when the three pixels sum above 2.7
+            self.out.weight.copy_(torch.tensor([[0.0], [100.0]]))
+            self.out.bias.copy_(torch.tensor([1.0, 0.0]))
+
+    def forward(self, x):
+        return self.out(self.relu(self.hidden(self.flat(x))))
+
+
+def test_the_program_finds_an_adversarial_region_gradient_attacks_miss():
+    from benchmark.attacks.apgd import APGD
+
+    model = HiddenRegion().eval()
+    x = torch.full((1, 1, 8, 8), 0.5)
+    y = torch.zeros(1, dtype=torch.long)
+    eps = 0.45  # the three pixels can reach 0.95 each: the region is inside the ball
+    attack = APGD("Linf", loss="ce", n_iter=100, n_restarts=5, seed=0)
+    assert not bool(attack(model, x, y, eps).success.any())  # zero gradients: APGD never moves
+    cert, (result,) = _decide(model, x, y, eps)
+    assert not cert.certified[0] and result.status == BROKEN and result.target == 1
+    assert (result.x_adv[[0, 9, 18]] > 0.9).all() and np.abs(result.x_adv - 0.5).max() <= eps + 1e-9
+    _, (safe,) = _decide(model, x, y, 0.35)  # 0.85 each at most: the region is out of reach
+    assert safe.status == ROBUST
+
+
+def test_the_l2_ball_is_reached_by_cutting_planes():
+    model = _seeded(nn.Sequential(nn.Flatten(), nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)), seed=14)
+    torch.manual_seed(14)
+    x = 0.2 + 0.6 * torch.rand(30, 1, 1, 3)
+    y = model(x).argmax(1)
+    eps = 0.4
+    cert, results = _decide(model, x, y, eps, threat="L2")
+    directions = torch.randn(20000, 3)
+    directions = directions / directions.norm(dim=1, keepdim=True) * eps * torch.rand(20000, 1) ** (1 / 3)
+    decided = {ROBUST: 0, BROKEN: 0}
+    for i, result in enumerate(results):
+        samples = (x[i].reshape(1, 3) + directions).clamp(0, 1)
+        with torch.no_grad():
+            sampled_break = bool((model(samples.reshape(-1, 1, 1, 3)).argmax(1) != y[i]).any())
+        assert result.status != UNDECIDED, result.reason
+        decided[result.status] += 1
+        if result.status == ROBUST:
+            assert not sampled_break  # a proof: no sample of the ball breaks the point
+        else:
+            assert np.linalg.norm(result.x_adv - x[i].reshape(-1).numpy()) <= eps * (1 + 1e-6)
+        if cert.certified[i]:
+            assert result.status == ROBUST
+    assert decided[ROBUST] > int(cert.certified.sum()) and decided[BROKEN]  # the program proves what CROWN cannot
+
+
+def test_a_point_the_program_cannot_finish_in_time_is_undecided():
+    model = _seeded(nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                                  nn.Linear(64, 10)), seed=8)
+    x = torch.rand(1, 1, 8, 8)
+    y = model(x).argmax(1)
+    _, (result,) = _decide(model, x, y, 0.3, time_limit=1e-3)
+    assert result.status == UNDECIDED and "time limit" in result.reason
+
+
+def test_a_counterexample_the_model_itself_does_not_confirm_is_not_counted():
+    model = HiddenRegion().eval()
+    x = torch.full((1, 1, 8, 8), 0.5)
+    net = to_network(model, (1, 8, 8))
+    cert = certify(net, x, torch.zeros(1, dtype=torch.long), "Linf", 0.45)
+    low, high = input_box(x, get_threat_model("Linf"), 0.45)
+    result = verify_point(net, x[0], 0, [(lo[0], hi[0]) for lo, hi in cert.layer_bounds], low[0], high[0],
+                          classify=lambda _: 0)  # a model that, unlike the network read, keeps every label
+    assert result.status == UNDECIDED and "still classified 0 by the model" in result.reason
