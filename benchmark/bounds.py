@@ -5,7 +5,8 @@ A model is first read into one canonical form, :class:`ReluNetwork`: affine maps
 float64) with a layer of ReLUs between consecutive ones, where some neurons of a layer may pass through
 unchanged. Every supported layer fits it exactly:
 
-- Linear, Conv2d, AvgPool2d, BatchNorm (eval mode), Flatten, the zoo's Normalize, Identity, Dropout (eval):
+- Linear, Conv2d, AvgPool2d, BatchNorm (eval mode), Flatten, Identity, Dropout (eval), and any module that
+  declares ``is_affine = True`` (the zoo's Normalize):
   affine maps, read off by applying the layer to the unit vectors, and consecutive ones multiplied into one;
 - ReLU: a layer of ReLUs;
 - MaxPool2d: a tournament of pairwise maxima, max(a, b) = b + relu(a - b), so each round is an affine map
@@ -80,11 +81,16 @@ class ReluNetwork:
 
 # ------------------------------------------------------------------ reading a model
 
+def _declared_affine(m: nn.Module) -> bool:
+    """A module that says it computes an affine function of its input (``is_affine = True``, as the zoo's
+    Normalize does): read as one, like the layers of ``_AFFINE``."""
+    return getattr(m, "is_affine", False) is True
+
+
 class _LeafTracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
-        from model_zoo.normalize import Normalize
-
-        return isinstance(m, (*_AFFINE, nn.ReLU, nn.MaxPool2d, Normalize)) or super().is_leaf_module(m, qualified_name)
+        return (isinstance(m, (*_AFFINE, nn.ReLU, nn.MaxPool2d)) or _declared_affine(m)
+                or super().is_leaf_module(m, qualified_name))
 
 
 def _affine_of(layer: Callable[[Tensor], Tensor], shape: tuple[int, ...]) -> tuple[Tensor, Tensor, tuple[int, ...]]:
@@ -118,61 +124,75 @@ class _Builder:
     """Accumulates the canonical form: a pending affine map since the last nonlinearity, then layers."""
 
     def __init__(self, shape: tuple[int, ...]) -> None:
-        size = math.prod(shape)
         self.shape = shape
-        self.weight = torch.eye(size, dtype=torch.float64)
-        self.bias = torch.zeros(size, dtype=torch.float64)
+        self.weight: Tensor | None = None  # None: the identity (multiplying by an explicit one costs seconds)
+        self.bias = torch.zeros(math.prod(shape), dtype=torch.float64)
         self.net = ReluNetwork([], [], [], shape)
 
+    def _then(self, weight: Tensor) -> Tensor:
+        """``weight`` applied after the pending map."""
+        return weight if self.weight is None else weight @ self.weight
+
     def affine(self, weight: Tensor, bias: Tensor, out_shape: tuple[int, ...]) -> None:
-        self.weight, self.bias = weight @ self.weight, weight @ self.bias + bias
+        self.weight, self.bias = self._then(weight), weight @ self.bias + bias
         self.shape = out_shape
 
-    def nonlinear(self, gather: Tensor, mask: Tensor) -> None:
-        """Close the pending map with ``gather`` (rows over the current values) and a layer masked by ``mask``."""
+    def nonlinear(self, gather: Tensor | None, mask: Tensor) -> None:
+        """Close the pending map with ``gather`` (rows over the current values; None: all of them, as they are)
+        and a layer masked by ``mask``."""
         if len(mask) > MAX_NEURONS:
             raise NotVerifiable(f"a layer of {len(mask)} neurons: more than the {MAX_NEURONS} the dense bounds take")
-        self.net.weights.append(gather @ self.weight)
-        self.net.biases.append(gather @ self.bias)
+        if gather is None:
+            gather = torch.eye(len(self.bias), dtype=torch.float64) if self.weight is None else None
+        self.net.weights.append(self.weight if gather is None else self._then(gather))
+        self.net.biases.append(self.bias if gather is None else gather @ self.bias)
         self.net.relu.append(mask)
-        self.weight = torch.eye(len(mask), dtype=torch.float64)
-        self.bias = torch.zeros(len(mask), dtype=torch.float64)
+        self.weight, self.bias = None, torch.zeros(len(mask), dtype=torch.float64)
 
     def relu(self) -> None:
         size = len(self.bias)
-        self.nonlinear(torch.eye(size, dtype=torch.float64), torch.ones(size, dtype=torch.bool))
+        self.nonlinear(None, torch.ones(size, dtype=torch.bool))
 
     def max_pool(self, windows: list[list[int]], out_shape: tuple[int, ...]) -> None:
         """Pairwise maxima, round after round, until each window holds one value."""
+
+        def matrix(rows: list[dict[int, float]], width: int) -> Tensor:
+            dense = torch.zeros(len(rows), width, dtype=torch.float64)
+            for r, row in enumerate(rows):
+                for column, value in row.items():
+                    dense[r, column] += value
+            return dense
+
         size = len(self.bias)
-        # each window's candidates as rows over the current values
-        current = [[torch.nn.functional.one_hot(torch.tensor(i), size).double() for i in window] for window in windows]
+        # each window's candidates, each a sparse row {index: coefficient} over the current values
+        current: list[list[dict[int, float]]] = [[{i: 1.0} for i in window] for window in windows]
         while any(len(c) > 1 for c in current):
-            rows, mask, after = [], [], []
+            rows: list[dict[int, float]] = []
+            mask: list[bool] = []
+            after: list[list[dict[int, float]]] = []
             for candidates in current:
                 combined = []
                 for j in range(0, len(candidates) - 1, 2):
                     a, b = candidates[j], candidates[j + 1]
-                    rows += [a - b, b]  # relu(a - b) + b = max(a, b)
+                    difference = dict(a)
+                    for key, value in b.items():
+                        difference[key] = difference.get(key, 0.0) - value
+                    rows += [difference, dict(b)]  # relu(a - b) + b = max(a, b)
                     mask += [True, False]
-                    combined.append((len(rows) - 2, len(rows) - 1))
+                    combined.append({len(rows) - 2: 1.0, len(rows) - 1: 1.0})
                 if len(candidates) % 2:
-                    rows.append(candidates[-1])
+                    rows.append(dict(candidates[-1]))
                     mask.append(False)
-                    combined.append((len(rows) - 1,))
+                    combined.append({len(rows) - 1: 1.0})
                 after.append(combined)
-            width = len(rows)
-            self.nonlinear(torch.stack(rows), torch.tensor(mask))
-            eye = torch.eye(width, dtype=torch.float64)
-            current = [[sum((eye[i] for i in group), torch.zeros(width, dtype=torch.float64)) for group in combined]
-                       for combined in after]
-            size = width
-        self.weight = torch.stack([c[0] for c in current]) @ self.weight
-        self.bias = torch.stack([c[0] for c in current]) @ self.bias
+            self.nonlinear(matrix(rows, size), torch.tensor(mask))
+            current, size = after, len(rows)
+        final = matrix([c[0] for c in current], size)
+        self.weight, self.bias = self._then(final), final @ self.bias
         self.shape = out_shape
 
     def finish(self) -> ReluNetwork:
-        self.net.weights.append(self.weight)
+        self.net.weights.append(self._then(torch.eye(len(self.bias), dtype=torch.float64)))
         self.net.biases.append(self.bias)
         return self.net
 
@@ -188,8 +208,6 @@ def to_network(model: nn.Module, input_shape: tuple[int, ...]) -> ReluNetwork:
 
 
 def _read(model: nn.Module, input_shape: tuple[int, ...]) -> ReluNetwork:
-    from model_zoo.normalize import Normalize
-
     try:
         graph = torch.fx.GraphModule(model, _LeafTracer().trace(model)).graph
     except Exception as exc:  # fx cannot follow data-dependent control flow
@@ -216,7 +234,7 @@ def _read(model: nn.Module, input_shape: tuple[int, ...]) -> ReluNetwork:
                 builder.relu()
             elif isinstance(layer, nn.MaxPool2d):
                 builder.max_pool(*_pool_windows(layer, builder.shape))
-            elif isinstance(layer, (*_AFFINE, Normalize)):
+            elif isinstance(layer, _AFFINE) or _declared_affine(layer):
                 builder.affine(*_affine_of(_as_double(layer), builder.shape))
             else:
                 raise NotVerifiable(f"{node.target}: a {type(layer).__name__} layer, which the bounds do not take "

@@ -25,6 +25,9 @@ FLAG_EXPLANATIONS: dict[str, str] = {
     "a sign of gradient masking, so the robust accuracy of white-box attacks alone would be too high.",
     "non_finite_logits": "The model returned NaN or infinite logits on perturbed inputs (its details give the "
     "number of points): those points count as not robust, since no prediction can be read there.",
+    "attacks_missed_points": "Exact verification broke points that every attack of the protocol left robust: "
+    "the attacks' robust accuracy is above the truth. The most serious flag: the counterexamples are on the "
+    "model page, checked by the model's own forward pass.",
     "unreliable": "The source this result was imported from marks the evaluation as unreliable.",
     "reported_not_reproduced": "The robust accuracy the submission reports is more than 1 point above the one "
     "measured here: the stronger evaluation wins, and the gap is what the field's flags exist for.",

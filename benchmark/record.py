@@ -18,7 +18,7 @@ from typing import Any
 
 import pydantic
 
-__all__ = ["PointResult", "StageResult", "CorruptionDetails", "EvaluationResult", "RecordError", "write_json_atomic", "library_versions",
+__all__ = ["PointResult", "StageResult", "CorruptionDetails", "VerificationDetails", "EvaluationResult", "RecordError", "write_json_atomic", "library_versions",
            "record_path", "SCHEMA_VERSION", "SAFE_NAME", "record_problems"]
 
 SCHEMA_VERSION = 1
@@ -96,6 +96,40 @@ class CorruptionDetails:
 
 
 @dataclass
+class VerificationDetails:
+    """What the verifier found (benchmark.verification): the other side of the attacks' number."""
+
+    #: "verified", or "not_verifiable" (then ``reason`` says why and no number is given)
+    status: str
+    reason: str = ""
+    #: "crown+milp", or "ibp" (certificates only: the network is too large for CROWN and exact verification)
+    method: str = ""
+    num_relus: int = 0
+    #: points the bounds certify (a lower bound of the robust accuracy)
+    certified_accuracy: float | None = None
+    #: certified and proved robust points; the exact robust accuracy when no point is undecided, else None
+    exact_accuracy: float | None = None
+    #: the truth lies in [lower, upper]: lower counts certified and proved points, upper the points neither
+    #: the attacks nor the program broke
+    lower: float | None = None
+    upper: float | None = None
+    undecided: int = 0
+    #: indices of the points the program broke and the protocol's attacks left robust
+    missed: list[int] = field(default_factory=list)
+    #: per point: clean, certified, attacked, exact_robust, exact_broken or undecided
+    statuses: list[str] = field(default_factory=list)
+    #: point index -> the program's counterexample (flat input), checked by the model's forward pass
+    counterexamples: dict[str, list[float]] = field(default_factory=dict)
+    #: per point: seconds in the program, and its binary variables (unstable ReLUs)
+    point_times: list[float] = field(default_factory=list)
+    binaries: list[int] = field(default_factory=list)
+    #: point index -> why it is undecided
+    reasons: dict[str, str] = field(default_factory=dict)
+    time_limit_s: float = 0.0
+    time_s: float = 0.0
+
+
+@dataclass
 class EvaluationResult:
     """One evaluation. Under the Lp threat models, ``robust_accuracy`` is what the attacks left; under
     ``corruptions`` it is the mean accuracy over every (corruption, severity) set (the board's number),
@@ -128,6 +162,7 @@ class EvaluationResult:
     created: str = ""
     points: list[PointResult] = field(default_factory=list)
     corruptions: CorruptionDetails | None = None
+    verification: VerificationDetails | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -144,6 +179,8 @@ class EvaluationResult:
         data["points"] = [PointResult(**p) for p in data.get("points", [])]
         if isinstance(data.get("corruptions"), dict):
             data["corruptions"] = CorruptionDetails(**data["corruptions"])
+        if isinstance(data.get("verification"), dict):
+            data["verification"] = VerificationDetails(**data["verification"])
         return cls(**data)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -192,6 +229,15 @@ class EvaluationResult:
         lines.append(f"  robust accuracy: {100 * self.robust_accuracy:6.2f}%")
         for name, acc in self.baselines.items():
             lines.append(f"  baseline {name}: {100 * acc:6.2f}%")
+        v = self.verification
+        if v is not None and v.status != "verified":
+            lines.append(f"  verification: not verifiable ({v.reason})")
+        elif v is not None:
+            truth = (f"exact robust accuracy {100 * v.exact_accuracy:6.2f}%" if v.exact_accuracy is not None else
+                     f"truth in [{100 * (v.lower or 0):.2f}%, {100 * (v.upper or 0):.2f}%], {v.undecided} point(s) undecided")
+            lines.append(f"  certified: {100 * (v.certified_accuracy or 0):6.2f}%; {truth} ({v.method}, {v.time_s:.1f}s)")
+            if v.missed:
+                lines.append(f"  the attacks missed {len(v.missed)} point(s) the verifier broke: {v.missed[:10]}")
         if self.flags:
             lines.append("  flags: " + ", ".join(self.flags))
         return "\n".join(lines)

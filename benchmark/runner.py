@@ -253,6 +253,8 @@ def evaluate(
     analysis: bool = True,
     channels_last: bool | None = None,
     compile: bool = False,
+    verify: bool = False,
+    verify_time_limit: float = 30.0,
 ) -> EvaluationResult:
     """Evaluate ``model`` (an nn.Module taking [0,1] inputs, returning logits) under a protocol version.
 
@@ -265,6 +267,10 @@ def evaluate(
     bit-identical to a run without them; they are part of a journal's configuration.
     ``channels_last=None`` (the default) turns it on for models with 2-d convolutions
     (:func:`uses_channels_last`); the model's 4-d weights are then converted in place.
+
+    ``verify`` adds the other side of the truth (:mod:`benchmark.verification`): CROWN's certified accuracy
+    and, for networks small enough, every point the attacks left robust decided exactly (MILP, at most
+    ``verify_time_limit`` seconds a point); run on rank 0 under torchrun (``robench verify`` shards it).
 
     ``threat_model="corruptions"`` measures the accuracy under the dataset's common corruptions instead
     (:func:`benchmark.corruption_eval.evaluate_corruptions`): no eps, no attacks, version "standard" only.
@@ -308,6 +314,7 @@ def evaluate(
     info.setdefault("id", type(model).__name__)
     info["fingerprint"] = fingerprint_model(model)
     channels_last = uses_channels_last(model, channels_last)
+    prepared_original = model  # the plain module (the verifier reads its layers, not a compiled wrapper)
     model = prepare_model(model, channels_last, compile)
     counter = PassCounter(model)
 
@@ -385,6 +392,13 @@ def evaluate(
         result.baselines, result.metrics, result.curve = extra.baselines, extra.metrics, extra.curve
         result.timings["analysis_s"] = extra.time_s
     shown.close()
+    if verify:
+        from .verification import attach, verify_record
+
+        verify_log = None if journal is None else Path(str(journal) + ".verify")
+        attach(result, verify_record(prepared_original, result, x, y, time_limit=verify_time_limit, journal=verify_log,
+                                     shard=False))
+        result.timings["verification_s"] = result.verification.time_s  # type: ignore[union-attr]
     result.model.setdefault("eps_text", format_eps(dataset, tm.name, float(eps)))
     if out is not None:
         result.save(record_path(out, dataset, tm.name, str(info["id"]), version))

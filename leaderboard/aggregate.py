@@ -33,7 +33,7 @@ from model_zoo.cards import Listing
 from .entries import external_from_dict, external_key
 
 __all__ = [
-    "STANDARD_ATTACKS", "CORRUPTION_COLUMNS", "BOARD_COLUMNS", "ALL_RESULTS_COLUMNS", "SHA_PREFIX", "VERSION_PREFERENCE",
+    "STANDARD_ATTACKS", "CORRUPTION_COLUMNS", "VERIFICATION_COLUMNS", "BOARD_COLUMNS", "ALL_RESULTS_COLUMNS", "SHA_PREFIX", "VERSION_PREFERENCE",
     "ModelResults", "Board", "Aggregation", "aggregate", "write_csvs", "board_file_name",
 ]
 
@@ -42,11 +42,14 @@ log = logging.getLogger(__name__)
 #: a corruptions board's figures beside its mean accuracy (in robust_accuracy): mCE, and the 3D corruptions'
 #: mean accuracy and mCE where given (empty on the Lp boards)
 CORRUPTION_COLUMNS: tuple[str, ...] = ("corruptions_mce", "corruptions_accuracy_3d", "corruptions_mce_3d")
+#: the verifier's side (benchmark.verification): certified accuracy, the exact robust accuracy when every point was
+#: decided, and the number of undecided points (empty where the record was not verified)
+VERIFICATION_COLUMNS: tuple[str, ...] = ("certified_accuracy", "exact_accuracy", "undecided")
 #: one column per attack of the standard protocol (robust accuracy after that attack)
 STANDARD_ATTACKS: tuple[str, ...] = tuple(entry.name for entry in PROTOCOLS["standard"])
 BOARD_COLUMNS: tuple[str, ...] = (
     "rank", "model_id", "paper", "venue", "architecture", "additional_data",
-    "clean_accuracy", "robust_accuracy", "best_known_robust_accuracy", *STANDARD_ATTACKS, *CORRUPTION_COLUMNS,
+    "clean_accuracy", "robust_accuracy", "best_known_robust_accuracy", *VERIFICATION_COLUMNS, *STANDARD_ATTACKS, *CORRUPTION_COLUMNS,
     "flags", "eps", "n_examples", "version", "date", "checkpoint_sha256",
 )
 ALL_RESULTS_COLUMNS: tuple[str, ...] = ("dataset", "threat_model", *BOARD_COLUMNS)
@@ -157,6 +160,13 @@ def row_flags(model: Listing | None, record: EvaluationResult) -> list[str]:
     return flags
 
 
+def _verification_cells(record: EvaluationResult) -> dict[str, Any]:
+    v = record.verification
+    if v is None or v.status != "verified":
+        return {"certified_accuracy": None, "exact_accuracy": None, "undecided": None}
+    return {"certified_accuracy": v.certified_accuracy, "exact_accuracy": v.exact_accuracy, "undecided": v.undecided}
+
+
 def _row(model: Listing | None, record: EvaluationResult, best_known: float | None, rank: int | None) -> dict[str, Any]:
     per_attack = record.per_attack_accuracy
     details = record.corruptions
@@ -174,6 +184,7 @@ def _row(model: Listing | None, record: EvaluationResult, best_known: float | No
         "robust_accuracy": float(record.robust_accuracy),
         "best_known_robust_accuracy": best_known,
         **{name: per_attack.get(name, math.nan) for name in STANDARD_ATTACKS},
+        **_verification_cells(record),
         "corruptions_mce": details.mce if details else None,
         "corruptions_accuracy_3d": details.accuracy_3d if details else None,
         "corruptions_mce_3d": details.mce_3d if details else None,
@@ -218,6 +229,9 @@ def _pick_board_record(entry: ModelResults, eps: float | None) -> None:
         (r.robust_accuracy, f"imported from {r.model['imported_from']}" if _is_imported(r) else f"robench '{r.version}' protocol")
         for r in on_board]
     candidates += [(e.robust_accuracy, f"{e.attack} by {e.who}") for e in entry.external if _same_eps(e.eps, eps)]
+    candidates += [(r.verification.upper, "exact verification (robench): points the attacks missed")
+                   for r in on_board if r.verification is not None and r.verification.upper is not None
+                   and r.verification.upper < r.robust_accuracy]
     entry.best_known, entry.best_known_source = min(candidates, key=lambda c: c[0])
 
 

@@ -24,7 +24,7 @@ from benchmark.flags import FLAG_EXPLANATIONS
 from benchmark.protocol import PROTOCOLS
 from benchmark.record import EvaluationResult
 
-from .aggregate import CORRUPTION_COLUMNS, STANDARD_ATTACKS, Aggregation, Board, ModelResults, row_flags, write_csvs
+from .aggregate import CORRUPTION_COLUMNS, STANDARD_ATTACKS, VERIFICATION_COLUMNS, Aggregation, Board, ModelResults, row_flags, write_csvs
 from model_zoo.cards import Listing
 
 from .plots import HEATMAP_FULL_ERROR, clean_curve, curve_svg, heatmap_svg, scatter_svg
@@ -174,6 +174,8 @@ class SiteReport:
 _BOARD_VIEW = (
     ("rank", "Rank", "num", "asc", 3.6), ("model_id", "Model", "text", "asc", 14), ("clean_accuracy", "Clean %", "num", "desc", 5.2),
     ("robust_accuracy", "Robust %", "num", "desc", 5.8), ("best_known_robust_accuracy", "Best known %", "num", "desc", 7.6),
+    ("certified_accuracy", "Certified %", "num", "desc", 6.6), ("exact_accuracy", "Exact %", "num", "desc", 5.4),
+    ("undecided", "Undecided", "num", "asc", 6),
     ("flags", "Flags", "text", "desc", 14), ("at_eps", "At eps %", "num", "desc", 5.6),
     ("paper", "Paper", "text", "asc", 18), ("venue", "Venue", "text", "asc", 8),
     ("architecture", "Architecture", "text", "asc", 11), ("additional_data", "Extra data", "text", "asc", 6),
@@ -188,7 +190,8 @@ _STICKY = ("rank", "model_id")
 
 #: the columns a board may leave out when no row fills them, and the values that count as unfilled there
 #: (an attack column's 0.00 is a result; an n of 0 is "not given", as imported records have it)
-_OPTIONAL_COLUMNS = {**{name: (None,) for name in (*STANDARD_ATTACKS, *CORRUPTION_COLUMNS)}, "n_examples": (None, 0),
+_OPTIONAL_COLUMNS = {**{name: (None,) for name in (*STANDARD_ATTACKS, *CORRUPTION_COLUMNS, *VERIFICATION_COLUMNS)},
+                     "n_examples": (None, 0),
                      "date": (None, "")}
 #: a corruptions board's robust accuracy column: the mean accuracy over its corrupted sets
 _CORRUPTIONS_VIEW = {"robust_accuracy": ("robust_accuracy", "Corruptions %", "num", "desc", 8)}
@@ -227,7 +230,7 @@ def _grid_css(columns: Iterable[tuple[Any, ...]] = _BOARD_VIEW, selector: str = 
 
 
 _PERCENT_COLUMNS = {"clean_accuracy", "robust_accuracy", "best_known_robust_accuracy", *STANDARD_ATTACKS,
-                    "corruptions_accuracy_3d"}
+                    "corruptions_accuracy_3d", "certified_accuracy", "exact_accuracy"}
 
 
 def _board_rows(board: Board, aggregation: Aggregation) -> list[dict[str, Any]]:
@@ -241,6 +244,8 @@ def _board_rows(board: Board, aggregation: Aggregation) -> list[dict[str, Any]]:
                 text = "–"
             elif column in _PERCENT_COLUMNS:
                 text = _pct(value)
+            elif column == "undecided":
+                text = "–" if value is None or (isinstance(value, float) and math.isnan(value)) else str(int(value))
             elif column in ("corruptions_mce", "corruptions_mce_3d"):
                 text = "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.2f}"
             elif column == "additional_data":
@@ -283,6 +288,12 @@ def _heatmap_record(entry: ModelResults) -> EvaluationResult | None:
     ordered = ([entry.board_record] if entry.board_record is not None else []) + entry.records
     return next((r for r in ordered if r.corruptions is not None and (r.corruptions.accuracy or r.corruptions.accuracy_3d_sets)),
                 None)
+
+
+def _verified_record(entry: ModelResults) -> EvaluationResult | None:
+    """The record whose verification the model page shows (the board's, else the newest with one)."""
+    ordered = ([entry.board_record] if entry.board_record is not None else []) + entry.records
+    return next((r for r in ordered if r.verification is not None), None)
 
 
 def _analysis_rows(entry: ModelResults) -> tuple[EvaluationResult | None, list[tuple[str, str, str]]]:
@@ -383,7 +394,7 @@ def build_site(aggregation: Aggregation, out_dir: str | Path, problems: Iterable
             plot=plot, curve_record=curve_record, flags=flags, bibtex=bibtex_entry(model),
             results=[(r, reproduce_command(model.id, r) if model.origin != "imported" else None) for r in entry.records],
             fired=_fired_with_evidence(entry), format_eps=format_eps, analysis=_analysis_rows(entry),
-            heatmap=heatmaps.get(".corruptions.svg"), heatmap_3d=heatmaps.get(".corruptions-3d.svg"), heat_record=heat_record,
+            verified=_verified_record(entry), heatmap=heatmaps.get(".corruptions.svg"), heatmap_3d=heatmaps.get(".corruptions-3d.svg"), heat_record=heat_record,
             heat_full_error=HEATMAP_FULL_ERROR,
         )
         report.pages.append(_write(page, html))

@@ -16,6 +16,9 @@ class Normalize(nn.Module):
     dict, since they come from the card, not from the checkpoint.
     """
 
+    #: an affine function of its input: the verifier (benchmark.bounds) reads it as one
+    is_affine = True
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != len(std) or not len(mean):

@@ -33,6 +33,8 @@ def _up_to_date(record: Any, card: Any, args: argparse.Namespace) -> bool:
     from benchmark.data import load_dataset
 
     n = args.n_examples or len(load_dataset(args.dataset, "test", data_dir=args.data_dir)[1])
+    if getattr(args, "verify", False) and record.verification is None and record.corruptions is None:
+        return False  # verification asked for and not done yet
     seedless = record.corruptions is not None  # a corruptions evaluation draws no random number
     return (record.model.get("checkpoint_sha256") == card.checkpoint.sha256 and (seedless or record.seed == args.seed)
             and record.n_examples == n and _same_budget(record.eps, card.eps) and record.batch_size == args.batch_size)
@@ -41,6 +43,43 @@ def _up_to_date(record: Any, card: Any, args: argparse.Namespace) -> bool:
 def _same_budget(a: float | None, b: float | None) -> bool:
     """Equal eps, or both None (a corruptions board has no eps)."""
     return a is None and b is None or a is not None and b is not None and abs(a - b) < 1e-12
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Verify an existing record: every rank under torchrun takes its share of the points, rank 0 writes."""
+    from benchmark import distributed
+    from benchmark.data import load_dataset
+    from benchmark.journal import fingerprint_model
+    from benchmark.record import record_path
+    from benchmark.verification import attach, verify_record
+    from leaderboard.sources import read_record
+
+    from .evaluation import resolve_model
+
+    distributed.init_from_env()
+    status = 2
+    try:
+        model, info = resolve_model(args.model, args.dataset, args.threat_model)
+        path = record_path(args.out, args.dataset, args.threat_model, str(info["id"]), args.version)
+        if not path.is_file():
+            print(f"robench verify: error: no record at {path}; run robench evaluate --model {args.model} "
+                  f"--dataset {args.dataset} --threat-model {args.threat_model} --verify", file=sys.stderr)
+            return 2
+        record = read_record(path)
+        if record.model.get("fingerprint") != fingerprint_model(model):
+            print(f"robench verify: error: {path} was made from other weights than {args.model}'s; evaluate it again",
+                  file=sys.stderr)
+            return 2
+        x, y = load_dataset(args.dataset, "test", n_examples=record.n_examples, data_dir=args.data_dir)
+        details = verify_record(model, record, x, y, time_limit=args.time_limit, journal=path.with_suffix(".verify.journal"))
+        if details is not None:
+            attach(record, details).save(path)
+            print(record.summary())
+            print(f"record written to {path}")
+        status = 0
+        return status
+    finally:
+        distributed.finish(wait=status == 0)
 
 
 def _evaluate_one(job: tuple[dict[str, Any], int]) -> tuple[int, str, float]:
@@ -139,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--distributed", type=int, default=0, metavar="N",
                     help="launch N processes with torchrun on this node")
     ev.set_defaults(func=_cmd_evaluate)
+    ver = sub.add_parser("verify", help="bound a record's robust accuracy from below: certify, then decide points exactly")
+    ver.add_argument("--model", required=True, help="a zoo name or module:function returning an nn.Module")
+    ver.add_argument("--dataset", default="digits")
+    ver.add_argument("--threat-model", default="Linf", help="Linf (default) or L2")
+    ver.add_argument("--version", default="standard", help="the record's protocol version (default standard)")
+    ver.add_argument("--out", default="results", help="the results folder holding the record (default: results/)")
+    ver.add_argument("--data-dir", default=None)
+    ver.add_argument("--time-limit", type=float, default=30.0, metavar="S",
+                     help="seconds of exact verification a point may take before it counts as undecided (default 30)")
+    ver.set_defaults(func=_cmd_verify)
     zoo = sub.add_parser("evaluate-zoo", help="evaluate every zoo model of a dataset (what `make run` does)")
     add_evaluation_arguments(zoo)
     zoo.add_argument("--force", action="store_true", help="re-evaluate models whose record is up to date")

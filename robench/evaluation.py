@@ -51,6 +51,11 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
                         "whose NHWC kernels are faster on CPUs and GPUs)")
     p.add_argument("--compile", action="store_true",
                    help="run the model through torch.compile (meant for GPUs; the first batches pay the compile time)")
+    p.add_argument("--verify", action="store_true",
+                   help="also bound the truth from below: certified accuracy (CROWN, or IBP for large networks) and, "
+                        "for small networks, each point the attacks left robust decided exactly (docs/verification.md)")
+    p.add_argument("--verify-time-limit", type=float, default=30.0, metavar="S",
+                   help="seconds of exact verification a point may take before it counts as undecided (default 30)")
 
 
 def run_evaluation(args: argparse.Namespace) -> int:
@@ -73,6 +78,7 @@ def _evaluate_and_report(args: argparse.Namespace) -> int:
     from benchmark.record import record_path
     from benchmark.runner import EvaluationError, evaluate, resolve_device
     from benchmark.threat_models import parse_eps
+    from benchmark.verification import VerificationError
 
     rank, _ = distributed.rank_and_world()
     device = args.device or (distributed.local_device() if rank or distributed.rank_and_world()[1] > 1 else None)
@@ -91,8 +97,9 @@ def _evaluate_and_report(args: argparse.Namespace) -> int:
             seed=args.seed, batch_size=args.batch_size, device=device, out=args.out, data_dir=args.data_dir,
             model_info=info, progress=not args.no_progress, journal=path.with_suffix(".journal"),
             channels_last=getattr(args, "channels_last", None), compile=getattr(args, "compile", False),
+            verify=getattr(args, "verify", False), verify_time_limit=getattr(args, "verify_time_limit", 30.0),
         )
-    except (EvaluationError, JournalMismatchError, ValueError, FileNotFoundError) as exc:
+    except (EvaluationError, JournalMismatchError, ValueError, FileNotFoundError, VerificationError) as exc:
         print(f"robench evaluate: error: {exc}", file=sys.stderr)
         return 2
     if result is not None:

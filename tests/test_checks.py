@@ -128,7 +128,7 @@ def _fired(results) -> set[str]:
 
 def test_every_flag_has_an_explanation():
     names = {"randomness", "softmax_output", "test_time_optimisation", "zero_gradients", "too_few_classes",
-             "black_box_beats_white_box", "non_finite_logits"}
+             "black_box_beats_white_box", "non_finite_logits", "attacks_missed_points"}
     from benchmark.flags import CHECK_FLAGS
 
     assert set(CHECK_FLAGS) == names and set(FLAG_EXPLANATIONS) == names | {"unreliable", "reported_not_reproduced"}

@@ -94,14 +94,14 @@ def test_a_board_of_imported_rows_hides_the_columns_it_has_no_data_for(imported_
 
 def test_columns_with_values_stay_even_when_every_value_is_zero_or_no(tmp_path):
     """Only unfilled optional columns go: a board of broken, no-extra-data models keeps Robust % and Extra data."""
-    from leaderboard.aggregate import CORRUPTION_COLUMNS
+    from leaderboard.aggregate import CORRUPTION_COLUMNS, VERIFICATION_COLUMNS
     from leaderboard.site import _BOARD_VIEW, _shown_columns
 
     cards = [make_card(f"Zero{2020 + i}Model", "cifar10", "Linf", additional_data=False) for i in range(3)]
     aggregation = aggregate(cards, [make_record(c, 0.9, 0.0) for c in cards])
     shown = _shown_columns(aggregation.boards[("cifar10", "Linf")], has_curves=True)
-    # attack columns at 0.00 included; the corruptions figures, which no Linf record fills, left out
-    assert shown == {column for column, *_ in _BOARD_VIEW} - set(CORRUPTION_COLUMNS)
+    # attack columns at 0.00 included; the corruptions and verification figures, which no record here fills, left out
+    assert shown == {column for column, *_ in _BOARD_VIEW} - set(CORRUPTION_COLUMNS) - set(VERIFICATION_COLUMNS)
 
 
 def test_csv_numbers_carry_no_float_noise(imported_site):
