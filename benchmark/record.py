@@ -278,6 +278,8 @@ def record_problems(record: EvaluationResult) -> list[str]:
     for name in ("clean_accuracy", "robust_accuracy"):
         if not 0.0 <= getattr(record, name) <= 1.0:
             problems.append(f"{name}: {getattr(record, name)!r} is not a fraction in [0, 1]")
+    if record.verification is not None:
+        problems += verification_problems(record.verification, record)
     if record.threat_model != "corruptions" and record.robust_accuracy > record.clean_accuracy + 1e-9:
         problems.append(f"robust_accuracy: {record.robust_accuracy} exceeds the clean accuracy {record.clean_accuracy}")
     points = record.points
@@ -292,6 +294,38 @@ def record_problems(record: EvaluationResult) -> list[str]:
                                   ("robust_accuracy", sum(p.robust for p in points))):
                 if abs(getattr(record, name) - counted / len(points)) > 1e-9:
                     problems.append(f"{name}: {getattr(record, name)} but the points say {counted}/{len(points)}")
+    return problems
+
+
+_POINT_STATUSES = ("clean", "certified", "attacked", "exact_robust", "exact_broken", "undecided")
+
+
+def verification_problems(v: VerificationDetails, record: "EvaluationResult") -> list[str]:
+    """A verification whose numbers contradict its own per-point statuses or the record's points."""
+    if v.status == "not_verifiable":
+        return [] if v.reason else ["verification: not verifiable without a reason"]
+    if v.status != "verified":
+        return [f"verification.status: {v.status!r} is neither 'verified' nor 'not_verifiable'"]
+    n = len(v.statuses)
+    unknown = sorted(set(v.statuses) - set(_POINT_STATUSES))
+    if unknown or not n:
+        return [f"verification.statuses: unknown {unknown} or empty"]
+    problems = []
+    count = {s: v.statuses.count(s) for s in _POINT_STATUSES}
+    for name, value in (("certified_accuracy", count["certified"] / n),
+                        ("lower", (count["certified"] + count["exact_robust"]) / n),
+                        ("upper", (count["certified"] + count["exact_robust"] + count["undecided"]) / n)):
+        if getattr(v, name) is None or abs(getattr(v, name) - value) > 1e-9:
+            problems.append(f"verification.{name}: {getattr(v, name)} but the statuses say {value}")
+    if v.undecided != count["undecided"] or (v.exact_accuracy is None) != bool(count["undecided"]):
+        problems.append("verification.undecided/exact_accuracy: do not match the statuses")
+    if sorted(v.missed) != [i for i, s in enumerate(v.statuses) if s == "exact_broken"]:
+        problems.append("verification.missed: not the points the program broke")
+    if record.points and len(record.points) == n:
+        for i, (p, s) in enumerate(zip(record.points, v.statuses)):
+            if (s == "clean") == p.clean_correct or (s == "attacked") == (p.robust or not p.clean_correct):
+                problems.append(f"verification.statuses[{i}]: {s!r} contradicts the attacks' result for the point")
+                break
     return problems
 
 

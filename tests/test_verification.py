@@ -148,3 +148,24 @@ def test_robench_verify_adds_the_verification_to_a_record(tmp_path, monkeypatch,
     assert "certified:" in out and "exact robust accuracy" in out
     record = read_record(tmp_path / "digits/Linf/digits_mlp.standard.json")
     assert record.verification.status == "verified" and len(record.verification.statuses) == 30
+
+
+def test_a_verification_whose_numbers_contradict_its_points_is_refused(tmp_path):
+    import json
+
+    from benchmark.record import RecordError
+
+    model = HiddenRegion().eval()
+    x, y = torch.full((1, 1, 8, 8), 0.75), torch.zeros(1, dtype=torch.long)
+    _, record = _protocol_missed(x, y)
+    attach(record, verify_record(model, record, x, y))
+    data = record.to_dict()
+    path = tmp_path / "r.json"
+    for edit, message in (({"upper": 1.0}, "verification.upper"), ({"missed": []}, "verification.missed"),
+                          ({"statuses": ["attacked"]}, "contradicts the attacks' result"),
+                          ({"statuses": ["fine"]}, "unknown ['fine']")):
+        path.write_text(json.dumps({**data, "verification": {**data["verification"], **edit}}))
+        with pytest.raises(RecordError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            read_record(path)
+    path.write_text(json.dumps(data))
+    assert read_record(path).verification.missed == [0]
