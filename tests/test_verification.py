@@ -169,3 +169,28 @@ def test_a_verification_whose_numbers_contradict_its_points_is_refused(tmp_path)
             read_record(path)
     path.write_text(json.dumps(data))
     assert read_record(path).verification.missed == [0]
+
+
+def test_torchrun_shares_the_points_and_writes_what_one_process_writes(tmp_path, monkeypatch):
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    monkeypatch.setenv(WEIGHTS_ENV, str(shared_weights()))
+    args = ["--model", "tests.runner_models:digits_mlp"]
+    assert cli_main(["evaluate", *args, "--n-examples", "60", "--eps", "0.1", "--out", str(tmp_path / "one"),
+                     "--no-progress"]) == 0
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "robench.cli", "verify", *args, "--out", str(tmp_path / "two")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("record written to") == 1
+    assert cli_main(["verify", *args, "--out", str(tmp_path / "one")]) == 0
+    path = Path("digits", "Linf", "digits_mlp.standard.json")
+    one, shared = (json.loads((tmp_path / d / path).read_text())["verification"] for d in ("one", "two"))
+    for key in ("statuses", "missed", "counterexamples", "certified_accuracy", "exact_accuracy", "binaries"):
+        assert one[key] == shared[key], key
+    assert sorted(p.name for p in (tmp_path / "two" / path).parent.iterdir()) == [path.name]  # journals gone
