@@ -194,3 +194,16 @@ def test_torchrun_shares_the_points_and_writes_what_one_process_writes(tmp_path,
     for key in ("statuses", "missed", "counterexamples", "certified_accuracy", "exact_accuracy", "binaries"):
         assert one[key] == shared[key], key
     assert sorted(p.name for p in (tmp_path / "two" / path).parent.iterdir()) == [path.name]  # journals gone
+
+
+def test_each_rank_decides_every_world_th_block_only(mlp, monkeypatch):
+    model, x, y = mlp
+    record = evaluate(model, "digits", "Linf", 0.05, x=x, y=y, analysis=False, progress=False)
+    handed: dict = {}
+    monkeypatch.setattr(verification, "BLOCK", 5)
+    monkeypatch.setattr(verification.dist_utils, "rank_and_world", lambda: (1, 2))
+    monkeypatch.setattr(verification.dist_utils, "gather_chunks", lambda results: handed.update(results) or results)
+    assert verify_record(model, record, x, y) is None  # rank 1 writes nothing
+    assert sorted(handed) == [5, 15]  # blocks 1 and 3 of the four
+    handed.clear()
+    assert verify_record(model, record, x, y, shard=False) is not None and handed == {}  # evaluate()'s own call
