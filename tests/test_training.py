@@ -12,8 +12,9 @@ import yaml
 
 from benchmark.budgets import default_eps
 from benchmark.data import load_dataset
+from model_zoo.architectures import build_architecture
 from model_zoo.architectures.digits import DigitsCNN
-from model_zoo.cards import TRAINING_REPEATS
+from model_zoo.cards import TRAINING_REPEATS, Architecture
 from model_zoo.download import sha256_file
 from model_zoo.training import (
     RECIPES, cpu_fingerprint, digits_test_accuracy, get_recipe, read_training_spec, resolve_settings,
@@ -72,7 +73,8 @@ def test_every_recipe_trains_one_epoch(name: str, small_data) -> None:
     assert result.settings["epochs"] == 1
     if recipe.adversarial:
         assert result.settings["threat_model"] == "Linf" and result.settings["eps"] == default_eps("digits", "Linf")
-    fresh = DigitsCNN(width=result.settings["arch_kwargs"]["width"])
+    fresh = build_architecture(Architecture(source="robench", name=result.settings["architecture"],
+                                            kwargs=result.settings["arch_kwargs"]), 10)
     fresh.load_state_dict(result.model.state_dict(), strict=True)  # keys match the architecture
     assert not result.model.training
     logits = result.model(small_data[0][:5])
@@ -359,3 +361,286 @@ def test_shipped_noise_blur_model_is_more_robust_to_corruptions_than_the_undefen
     baseline.load_state_dict(load_file(ROOT / "submissions/digits/Linf/LeCun1998Gradient.safetensors"), strict=True)
     assert abs(digits_test_accuracy(ours) - digits_test_accuracy(baseline)) <= 0.01
     assert mean_accuracy(ours) >= mean_accuracy(baseline) + 0.02
+
+
+# ------------------------------------------------------------------ ibp (certified training)
+
+def _ibp_models():
+    """float64 networks the bounds take: the zoo MLP, a convolutional net without max pooling behind a Normalize,
+    and the zoo CNN (max pooling)."""
+    from torch import nn
+
+    from model_zoo.architectures.digits import DigitsMLP
+    from model_zoo.normalize import NormalizedModel
+
+    torch.manual_seed(0)
+    conv = NormalizedModel(nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, stride=2), nn.ReLU(),
+        nn.Sequential(nn.Flatten(), nn.Linear(27, 12)), nn.ReLU(), nn.Linear(12, 10)), mean=[0.3], std=[0.6])
+    return {"mlp": DigitsMLP(hidden=20).double().eval(), "conv": conv.double().eval(),
+            "cnn": DigitsCNN(width=4).double().eval()}
+
+
+def _off_label(y: torch.Tensor, classes: int = 10) -> torch.Tensor:
+    keep = torch.ones(len(y), classes, dtype=torch.bool)
+    keep[torch.arange(len(y)), y] = False
+    return keep
+
+
+def _sampled_margins(model, x, y, eps, l2: bool, samples: int = 3000) -> torch.Tensor:
+    """Per point and class, the smallest margin z_y - z_t seen over sampled points of the set: the box's corners
+    (signs), random points of the box, and for L2 random points of the ball ∩ [0, 1]."""
+    gen = torch.Generator().manual_seed(1)
+    n = len(x)
+    if l2:
+        direction = torch.randn(n, samples, *x.shape[1:], generator=gen, dtype=x.dtype)
+        direction = direction / direction.flatten(2).norm(dim=-1)[..., None, None, None]
+        radius = eps * torch.rand(n, samples, 1, 1, 1, generator=gen, dtype=x.dtype) ** (1 / 64)
+        points = x[:, None] + radius * direction
+    else:
+        corners = torch.randint(0, 2, (n, samples // 2, *x.shape[1:]), generator=gen).to(x.dtype) * 2 - 1
+        inside = torch.rand(n, samples - samples // 2, *x.shape[1:], generator=gen, dtype=x.dtype) * 2 - 1
+        points = x[:, None] + eps * torch.cat([corners, inside], 1)
+    points = points.clamp(0, 1)
+    with torch.no_grad():
+        logits = model(points.reshape(-1, *x.shape[1:])).reshape(n, samples, -1)
+    return (logits.gather(2, y[:, None, None].expand(n, samples, 1)) - logits).amin(1)
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv", "cnn"])
+def test_ibp_bounds_are_sound_and_equal_the_verifiers_ibp(name) -> None:
+    """The training bounds never exceed a margin reached inside the box, and on chains of Linear/Conv2d/ReLU
+    (and Normalize, Flatten) they are benchmark.bounds' IBP, to rounding; with max pooling they are tighter
+    (monotone corners instead of the verifier's tournament of ReLUs)."""
+    from benchmark.bounds import certify
+    from model_zoo.training.objectives import ibp_input_box, ibp_margin_lower
+
+    model = _ibp_models()[name]
+    x, y = load_dataset("digits", "test")
+    x, y = x[:12].double(), y[:12]
+    for eps in (0.02, 0.1):
+        low, high = ibp_input_box(x, eps)
+        ours = ibp_margin_lower(model, low, high, y)
+        assert ours.shape == (12, 10) and torch.equal(ours[~_off_label(y)], torch.zeros(12, dtype=ours.dtype))
+        sampled = _sampled_margins(model, x, y, eps, l2=False)
+        assert (ours[_off_label(y)] <= sampled[_off_label(y)] + 1e-9).all()
+        reference = certify(model, x, y, "Linf", eps, method="ibp").margin_lower
+        lowest = ours.masked_fill(~_off_label(y), float("inf")).amin(1)
+        if name == "cnn":
+            assert (lowest >= reference - 1e-9).all() and (lowest > reference + 1e-3).any()
+        else:
+            assert torch.allclose(lowest, reference, rtol=0, atol=1e-9)
+
+
+def test_ibp_bounds_are_exact_on_a_linear_model_and_take_negative_weights() -> None:
+    """z_0 - z_1 = x_0 - 2 x_1 + 0.5 on the box [0, 1]^2 has minimum 0 - 2 + 0.5 = -1.5 (x_1 at its top: the
+    negative weight); a hidden ReLU layer with weights of both signs, bounded by hand."""
+    from torch import nn
+
+    from model_zoo.training.objectives import crown_ibp_margin_lower, ibp_margin_lower
+
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(2, 2)).double()
+    with torch.no_grad():
+        linear[1].weight.copy_(torch.tensor([[1.0, -2.0], [0.0, 0.0]]))
+        linear[1].bias.copy_(torch.tensor([0.5, 0.0]))
+    low, high = torch.zeros(1, 1, 1, 2, dtype=torch.float64), torch.ones(1, 1, 1, 2, dtype=torch.float64)
+    y = torch.tensor([0])
+    assert ibp_margin_lower(linear, low, high, y).tolist() == [[0.0, -1.5]]
+    assert crown_ibp_margin_lower(linear, low, high, y).tolist() == [[0.0, -1.5]]
+    # h = relu(x_0 - x_1) in [0, 1], g = relu(-x_0 + 2 x_1 - 1) in [0, 1]; z_0 - z_1 = h - g + 0.25:
+    # IBP says 0 - 1 + 0.25
+    hidden = nn.Sequential(nn.Flatten(), nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)).double()
+    with torch.no_grad():
+        hidden[1].weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 2.0]]))
+        hidden[1].bias.copy_(torch.tensor([0.0, -1.0]))
+        hidden[3].weight.copy_(torch.tensor([[1.0, -1.0], [0.0, 0.0]]))
+        hidden[3].bias.copy_(torch.tensor([0.25, 0.0]))
+    assert ibp_margin_lower(hidden, low, high, y).tolist() == [[0.0, -0.75]]
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+def test_crown_ibp_bounds_are_sound_and_equal_the_verifiers_back_substitution(name) -> None:
+    """CROWN-IBP: the verifier's CROWN back-substitution (benchmark.bounds) run over IBP's layer bounds gives the
+    same margins; never above a sampled margin, and here at least as tight as IBP."""
+    from benchmark.bounds import _back_substitute, _relaxation, input_box, interval_bounds, margin_objective, to_network
+    from benchmark.threat_models import get_threat_model
+    from model_zoo.training.objectives import ibp_input_box, margin_bounds
+
+    model = _ibp_models()[name]
+    x, y = load_dataset("digits", "test")
+    x, y = x[:12].double(), y[:12]
+    eps = 0.05
+    low, high = ibp_input_box(x, eps)
+    ibp, crown = margin_bounds(model, low, high, y, crown_ibp=True)
+    net = to_network(model, (1, 8, 8))
+    box = input_box(x, get_threat_model("Linf"), eps)
+    layers = interval_bounds(net, *box)
+    relax = [_relaxation(net.relu[k], *layers[k]) for k in range(len(net.relu))]
+    reference = _back_substitute(net, len(net.relu), margin_objective(y, 10), relax, x.flatten(1), *box, None)
+    keep = _off_label(y)
+    assert torch.allclose(crown[keep].reshape(12, 9), reference, rtol=0, atol=1e-9)
+    assert (crown[keep] <= _sampled_margins(model, x, y, eps, l2=False)[keep] + 1e-9).all()
+    assert (crown[keep] >= ibp[keep] - 1e-9).all()
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv", "cnn"])
+def test_l2_bounds_use_the_ball_and_stay_sound(name) -> None:
+    """For L2 the first affine layer also bounds over the ball (w · x0 -+ eps ||w||): tighter than the bounding box
+    alone, and still never above a margin sampled in the ball ∩ [0, 1]."""
+    from model_zoo.training.objectives import ibp_input_box, margin_bounds
+
+    model = _ibp_models()[name]
+    x, y = load_dataset("digits", "test")
+    x, y = x[:12].double(), y[:12]
+    eps = 0.4
+    low, high = ibp_input_box(x, eps)
+    keep = _off_label(y)
+    box_only = margin_bounds(model, low, high, y)[0]
+    ibp, crown = margin_bounds(model, low, high, y, center=x, l2_eps=eps, crown_ibp=name != "cnn")
+    sampled = _sampled_margins(model, x, y, eps, l2=True)
+    assert (ibp[keep] >= box_only[keep] - 1e-9).all() and (ibp[keep] > box_only[keep] + 1e-3).any()
+    assert (ibp[keep] <= sampled[keep] + 1e-9).all()
+    if crown is not None:
+        assert (crown[keep] <= sampled[keep] + 1e-9).all()
+
+
+def test_ibp_refuses_layers_it_cannot_bound() -> None:
+    from torch import nn
+
+    from model_zoo.training.objectives import ibp_input_box, ibp_layers, margin_bounds
+
+    assert [type(m).__name__ for m in ibp_layers(DigitsCNN(width=2))] == [
+        "Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "ReLU", "Linear"]
+    with pytest.raises(ValueError, match="cannot take a Tanh layer"):
+        ibp_layers(nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 10)))
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(64, 64)
+
+        def forward(self, x):
+            return x + self.layer(x)
+
+    with pytest.raises(ValueError, match="cannot take a Residual layer"):
+        ibp_layers(nn.Sequential(nn.Flatten(), Residual(), nn.Linear(64, 10)))
+    relu_last = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.ReLU())
+    with pytest.raises(ValueError, match="must end with a Linear"):
+        margin_bounds(relu_last, *ibp_input_box(torch.rand(2, 1, 8, 8), 0.1), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="MaxPool2d"):
+        margin_bounds(DigitsCNN(width=2), *ibp_input_box(torch.rand(2, 1, 8, 8), 0.1), torch.tensor([0, 1]),
+                      crown_ibp=True)
+
+
+def test_ibp_schedule_warms_up_then_ramps_eps_kappa_and_beta() -> None:
+    from model_zoo.training.objectives import ibp_schedule
+    from model_zoo.training.recipes import RecipeContext, ibp_schedule_of
+
+    def at(step, **kw):
+        settings = dict(warmup_epochs=2, ramp_epochs=4, eps_train=0.22, kappa_final=0.5)
+        return ibp_schedule(step, 10, **{**settings, **kw})
+
+    assert at(0) == (0.0, 1.0, 1.0) and at(19) == (0.0, 1.0, 1.0)  # warm-up: two epochs of 10 steps
+    assert at(20) == (0.0, 1.0, 1.0)
+    eps, kappa, beta = at(30)  # a quarter of the ramp
+    assert eps == pytest.approx(0.055) and kappa == pytest.approx(0.875) and beta == pytest.approx(0.75)
+    eps, kappa, beta = at(40, beta_final=0.5)
+    assert eps == pytest.approx(0.11) and kappa == pytest.approx(0.75) and beta == pytest.approx(0.75)
+    assert at(60) == pytest.approx((0.22, 0.5, 0.0)) and at(10_000) == pytest.approx((0.22, 0.5, 0.0))
+    assert at(19, ramp_epochs=0) == (0.0, 1.0, 1.0) and at(20, ramp_epochs=0) == (0.22, 0.5, 0.0)
+    steps = [at(s)[0] for s in range(80)]
+    assert steps == sorted(steps)  # eps never decreases
+    # the recipe's: eps_train = eps_train_factor * the card's eps, steps per epoch from the data and batch size
+    settings = resolve_settings(get_recipe("ibp"), {"warmup_epochs": 1, "ramp_epochs": 2, "batch_size": 32})
+    ctx = RecipeContext(settings, None, 0.2, 0, torch.zeros(100, 1, 8, 8), torch.zeros(100).long(), 10)
+    schedule = ibp_schedule_of(ctx)  # 4 steps an epoch
+    assert schedule(3)[0] == 0.0 and schedule(8)[0] == pytest.approx(0.5 * settings["eps_train_factor"] * 0.2)
+    assert schedule(12) == pytest.approx((settings["eps_train_factor"] * 0.2, settings["kappa_final"], 0.0))
+
+
+def test_ibp_is_an_adversarial_recipe_with_validated_settings() -> None:
+    recipe = get_recipe("ibp")
+    assert recipe.adversarial and "Gowal" in recipe.paper
+    settings = resolve_settings(recipe, threat_model="L2")
+    assert settings["eps"] == default_eps("digits", "L2") and settings["eps_train_factor"] > 1
+    data = (torch.rand(8, 1, 8, 8), torch.zeros(8).long())
+    for key, value, match in (("kappa_final", 1.5, "kappa_final must be in"), ("eps_train_factor", 0.0, "positive"),
+                              ("beta_final", -0.1, "beta_final must be in"), ("ramp_epochs", -1, ">= 0")):
+        with pytest.raises(ValueError, match=match):
+            train("ibp", overrides={"epochs": 1, key: value}, data=data)
+
+
+def test_ibp_trains_reproducibly_and_warm_up_is_standard_training(small_data) -> None:
+    quick = {"architecture": "digits_mlp", "arch_kwargs": {"hidden": 16}, "epochs": 3, "warmup_epochs": 1,
+             "ramp_epochs": 1, "batch_size": 32}
+    losses: list[float] = []
+    first = train("ibp", overrides=quick, data=small_data, on_epoch=lambda epoch, loss: losses.append(loss))
+    assert len(losses) == 3 and torch.isfinite(torch.tensor(losses)).all()
+    assert first.settings["threat_model"] == "Linf" and first.settings["eps"] == default_eps("digits", "Linf")
+    assert {"warmup_epochs", "ramp_epochs", "eps_train_factor", "kappa_final", "crown_ibp", "beta_final"} <= set(
+        first.training_block)
+    assert _same_state(first.model, train("ibp", overrides=quick, data=small_data).model)
+    assert not _same_state(first.model, train("ibp", overrides=quick, data=small_data, seed=1).model)
+    for variant in ({"crown_ibp": False}, {"beta_final": 1.0}, {"kappa_final": 0.5}):
+        other = train("ibp", overrides={**quick, **variant}, data=small_data)
+        assert not _same_state(first.model, other.model)
+        assert _same_state(other.model, train("ibp", overrides={**quick, **variant}, data=small_data).model)
+    # the zoo CNN: IBP takes its max pooling, CROWN-IBP refuses it before training starts
+    cnn = {**quick, "architecture": "digits_cnn", "arch_kwargs": {"width": 2}, "epochs": 1, "warmup_epochs": 0}
+    cnn_model = train("ibp", overrides={**cnn, "crown_ibp": False}, data=small_data).model
+    assert torch.isfinite(cnn_model(small_data[0])).all()
+    with pytest.raises(ValueError, match="MaxPool2d"):
+        train("ibp", overrides=cnn, data=small_data, on_epoch=lambda epoch, loss: pytest.fail("trained"))
+    l2 = train("ibp", threat_model="L2", overrides=quick, data=small_data)
+    assert l2.settings["eps"] == default_eps("digits", "L2") and not _same_state(first.model, l2.model)
+    # eps 0 for the whole run: the objective is the clean cross-entropy, the standard recipe's model bit for bit
+    shared = {k: v for k, v in quick.items() if k not in ("warmup_epochs", "ramp_epochs")}
+    shared.update({k: resolve_settings(get_recipe("ibp"))[k] for k in ("optimizer", "lr", "weight_decay")})
+    warm_only = train("ibp", overrides={**quick, "warmup_epochs": 3}, data=small_data)
+    assert _same_state(warm_only.model, train("standard", overrides=shared, data=small_data).model)
+    assert not _same_state(first.model, warm_only.model)
+
+
+def test_the_first_layer_bounds_over_an_l2_ball_are_exact() -> None:
+    """Around a point whose ball lies inside [0, 1], a Normalize then a Linear or a padded Conv2d ranges exactly over
+    w · x0 + b -+ eps ||w|| per output (w: the output's row of the dense map, the normalisation and the borders
+    included); a linear model's margins likewise (the ball bound merged with the last layer)."""
+    from torch import nn
+
+    from model_zoo.normalize import Normalize
+    from model_zoo.training.objectives import ibp_input_box, ibp_margin_lower, interval_bounds_through
+
+    torch.manual_seed(3)
+    x = 0.3 + 0.4 * torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    eps = 0.25  # every coordinate stays within [0.05, 0.95]: the box does not cut the ball
+    low, high = ibp_input_box(x, eps)
+    for layers in ([Normalize([0.2], [0.6]), nn.Flatten(), nn.Linear(64, 5)],
+                   [Normalize([0.2], [0.6]), nn.Conv2d(1, 3, 3, padding=1, stride=2)]):
+        layers = [layer.double() for layer in layers]
+        chain = nn.Sequential(*layers)
+        lo, hi = interval_bounds_through(layers, low, high, center=x, l2_eps=eps)
+        for i in range(len(x)):
+            rows = torch.autograd.functional.jacobian(lambda v: chain(v[None]).flatten(), x[i]).reshape(-1, 64)
+            with torch.no_grad():
+                out = chain(x[i:i + 1]).flatten()
+            assert torch.allclose(lo[i].flatten(), out - eps * rows.norm(dim=1), rtol=0, atol=1e-12)
+            assert torch.allclose(hi[i].flatten(), out + eps * rows.norm(dim=1), rtol=0, atol=1e-12)
+    # two channels of different std: the ball maps into an ellipsoid, bounded by the ball of radius eps / min(std),
+    # exact for weights on the channel of the smallest std only
+    two = [Normalize([0.1, 0.2], [0.5, 2.0]).double(), nn.Flatten(), nn.Linear(8, 3).double()]
+    with torch.no_grad():
+        two[2].weight[:, 4:] = 0.0
+    x2 = 0.3 + 0.4 * torch.rand(2, 2, 2, 2, dtype=torch.float64)
+    lo, hi = interval_bounds_through(two, *ibp_input_box(x2, eps), center=x2, l2_eps=eps)
+    with torch.no_grad():
+        out = nn.Sequential(*two)(x2)
+    spread = eps * (two[2].weight / 0.5).norm(dim=1)
+    assert torch.allclose(lo, out - spread, rtol=0, atol=1e-12) and torch.allclose(hi, out + spread, rtol=0, atol=1e-12)
+    linear = nn.Sequential(Normalize([0.2], [0.6]), nn.Flatten(), nn.Linear(64, 10)).double()
+    y = torch.tensor([3, 7])
+    ours = ibp_margin_lower(linear, low, high, y, center=x, l2_eps=eps)
+    rows = (linear[2].weight[y][:, None] - linear[2].weight[None]) / linear[0].std.flatten()[0]  # 0.6 in float32
+    with torch.no_grad():
+        logits = linear(x)
+        exact = logits.gather(1, y[:, None]) - logits - eps * rows.norm(dim=-1)
+    assert torch.allclose(ours, exact, rtol=0, atol=1e-12)

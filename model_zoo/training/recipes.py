@@ -7,6 +7,7 @@ recipe's defaults with overrides and rejects unknown keys and values of the wron
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -22,7 +23,8 @@ from benchmark.threat_models import ThreatModel, get_threat_model
 
 from ._loop import Objective, build_model, fit
 from .objectives import (
-    input_gradient_penalty, kl_from_reference, noise_blur_corrupt, soft_cross_entropy, trades_adversary,
+    check_bound_layers, ibp_input_box, ibp_schedule, input_gradient_penalty, kl_from_reference, margin_bounds,
+    noise_blur_corrupt, soft_cross_entropy, trades_adversary,
 )
 
 __all__ = ["Recipe", "RecipeContext", "RECIPES", "COMMON_DEFAULTS", "get_recipe", "resolve_settings"]
@@ -182,6 +184,51 @@ def _noise_blur(ctx: RecipeContext) -> Objective:
     return objective
 
 
+def _ibp(ctx: RecipeContext) -> Objective:
+    """kappa * CE(clean logits) + (1 - kappa) * CE(-lower bounds of the margins z_y - z_t over the eps-ball ∩ [0, 1]),
+    the bounds from interval bound propagation (Gowal et al. 2018), or with ``crown_ibp`` beta * CROWN-IBP's +
+    (1 - beta) * IBP's (Zhang et al. 2020); eps, kappa and beta follow ``ibp_schedule`` over the steps."""
+    s = ctx.settings
+    if not s["eps_train_factor"] > 0:
+        raise ValueError(f"eps_train_factor must be positive, got {s['eps_train_factor']}")
+    if not 0 <= s["kappa_final"] <= 1:
+        raise ValueError(f"kappa_final must be in [0, 1], got {s['kappa_final']}")
+    if not 0 <= s["beta_final"] <= 1:
+        raise ValueError(f"beta_final must be in [0, 1], got {s['beta_final']}")
+    if s["warmup_epochs"] < 0 or s["ramp_epochs"] < 0:
+        raise ValueError(f"warmup_epochs and ramp_epochs must be >= 0, got {s['warmup_epochs']} and {s['ramp_epochs']}")
+    # refuse an architecture the bounds cannot take now, not after the warm-up (a throwaway copy: no RNG is touched)
+    check_bound_layers(build_model(s["architecture"], s["arch_kwargs"], ctx.num_classes, ctx.seed), s["crown_ibp"])
+    schedule = ibp_schedule_of(ctx)
+    l2 = ctx.threat_model.name == "L2"
+    step = 0
+
+    def objective(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        nonlocal step
+        eps, kappa, beta = schedule(step)
+        step += 1
+        clean = F.cross_entropy(model(x), y)
+        if eps == 0 or kappa == 1:  # at eps 0 the bound's cross-entropy is the clean one
+            return clean
+        low, high = ibp_input_box(x, eps)
+        use_crown = s["crown_ibp"] and beta > 0
+        ibp, crown = margin_bounds(model, low, high, y, center=x if l2 else None, l2_eps=eps if l2 else None,
+                                   crown_ibp=use_crown)
+        margins = beta * crown + (1 - beta) * ibp if use_crown else ibp
+        return kappa * clean + (1 - kappa) * F.cross_entropy(-margins, y)
+
+    return objective
+
+
+def ibp_schedule_of(ctx: RecipeContext) -> Callable[[int], tuple[float, float, float]]:
+    """The ``ibp`` recipe's (eps, kappa, beta) at each optimisation step of a run with these settings and data."""
+    s = ctx.settings
+    steps_per_epoch = math.ceil(len(ctx.x) / s["batch_size"])
+    return lambda step: ibp_schedule(step, steps_per_epoch, warmup_epochs=s["warmup_epochs"],
+                                     ramp_epochs=s["ramp_epochs"], eps_train=s["eps_train_factor"] * ctx.eps,
+                                     kappa_final=s["kappa_final"], beta_final=s["beta_final"])
+
+
 def _recipe(name: str, summary: str, paper: str, adversarial: bool, build: Callable, **defaults: Any) -> Recipe:
     return Recipe(name, summary, paper, adversarial, MappingProxyType(defaults), build)
 
@@ -215,6 +262,16 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType({r.name: r for r in (
             "[0, 1]), a Gaussian blur (std up to blur_max px) or both, clean_fraction of each batch left clean",
             "Rusak et al., A Simple Way to Make Neural Networks Robust Against Diverse Image Corruptions, ECCV 2020",
             False, _noise_blur, sigma_max=0.4, blur_max=1.0, clean_fraction=0.5),
+    _recipe("ibp", "certified training: kappa * CE(clean) + (1 - kappa) * CE(-lower bounds of the margins z_y - z_t "
+            "over the ball of eps_train_factor * eps ∩ [0, 1]) from interval bound propagation, with crown_ibp mixed "
+            "with CROWN-IBP's (weight beta); after warmup_epochs clean epochs, eps ramps up from 0, kappa down to "
+            "kappa_final and beta from 1 to beta_final over ramp_epochs",
+            "Gowal et al., On the Effectiveness of Interval Bound Propagation for Training Verifiably Robust Models, "
+            "arXiv:1810.12715 2018; crown_ibp: Zhang et al., Towards Stable and Efficient Training of Verifiably "
+            "Robust Neural Networks, ICLR 2020",
+            True, _ibp, architecture="digits_mlp", arch_kwargs={"hidden": 200}, optimizer="adam", lr=0.003,
+            weight_decay=0.0, epochs=600, warmup_epochs=5, ramp_epochs=300, eps_train_factor=1.1, kappa_final=0.0,
+            crown_ibp=True, beta_final=0.0),
 )})
 
 
