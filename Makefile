@@ -44,7 +44,7 @@ browser:
 	fi
 
 run: $(STAMP)
-	$(VENV)/bin/robench evaluate-zoo --dataset digits --out $(RESULTS)
+	$(VENV)/bin/robench evaluate-zoo --dataset digits --out $(RESULTS) --verify --verify-time-limit 5
 	$(VENV)/bin/robench leaderboard build --results $(RESULTS) --out $(SITE)
 	$(VENV)/bin/robench leaderboard show --results $(RESULTS) --top 3
 	@echo "site written to $(SITE)/index.html"
