@@ -304,7 +304,7 @@ def test_leaderboard_show_prints_each_board_best_first(tmp_path, capsys):
 
     for i, model_id in enumerate(list_models(dataset="digits", threat_model="Linf")):
         card = get_card(model_id, dataset="digits", threat_model="Linf")
-        make_record(card, 0.95, 0.10 * (i + 1)).save(tmp_path / "digits" / "Linf" / f"{model_id}.standard.json")
+        make_record(card, 0.95, 0.05 * (i + 1)).save(tmp_path / "digits" / "Linf" / f"{model_id}.standard.json")
     assert main(["leaderboard", "show", "--results", str(tmp_path), "--top", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     ids = list_models(dataset="digits", threat_model="Linf")
