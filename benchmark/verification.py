@@ -23,11 +23,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from . import distributed as dist_utils

@@ -4,7 +4,6 @@ region hidden from gradient attacks, which the program must find."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
