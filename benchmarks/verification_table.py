@@ -2,6 +2,7 @@
 exact (or the interval and the number undecided), points the attacks missed, and the time of each step.
 
     python benchmarks/verification_table.py --results results [--time-limit 30] [--versions standard plus]
+    python benchmarks/verification_table.py --results results --versions plus --evaluate --models Zhang2020Towards
 
 Reads the Lp records of a results folder (``make run`` writes them, verified; with ``--evaluate`` the
 missing ones are evaluated first). A record's own verification is shown as it is; records without one (or
@@ -42,6 +43,7 @@ def main() -> int:
     parser.add_argument("--evaluate", action="store_true", help="evaluate models that have no record yet")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--again", action="store_true", help="verify even the records that hold a verification")
+    parser.add_argument("--models", nargs="+", default=None, help="only these model ids")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     x_all, y_all = load_dataset("digits", "test")
@@ -51,6 +53,8 @@ def main() -> int:
     timing: list[tuple[int, float, str]] = []
     for threat in ("Linf", "L2"):
         for name in list_models(dataset="digits", threat_model=threat):
+            if args.models is not None and name not in args.models:
+                continue
             card = get_card(name, dataset="digits", threat_model=threat)
             model = load_model(name, dataset="digits", threat_model=threat)
             for version in args.versions:
@@ -59,7 +63,7 @@ def main() -> int:
                     record = read_record(path)
                 elif args.evaluate:
                     record = evaluate(model, "digits", threat, version=version, analysis=False, progress=False,
-                                      model_info={"id": card.id})
+                                      model_info={"id": card.id, "checkpoint_sha256": card.checkpoint.sha256})
                 else:
                     print(f"| {name} | {threat} | {version} | no record at {path} (--evaluate) |||||||||||")
                     continue
