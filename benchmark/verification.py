@@ -98,6 +98,10 @@ def verify_record(model: nn.Module, record: EvaluationResult, x: Tensor, y: Tens
         raise ValueError("only Linf and L2 records can be verified")
     if len(record.points) != len(x):
         raise ValueError(f"the record has {len(record.points)} points for {len(x)} inputs")
+    if "randomness" in record.flags:
+        return VerificationDetails(status="not_verifiable", time_s=time.perf_counter() - start,
+                                   reason="its outputs change between passes (a randomised model): a bound on the "
+                                          "network read once says nothing about the next pass")
     model = copy.deepcopy(model).eval().cpu()  # the caller's model stays where it is
     try:
         net = to_network(model, tuple(x.shape[1:]))

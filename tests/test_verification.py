@@ -207,3 +207,11 @@ def test_each_rank_decides_every_world_th_block_only(mlp, monkeypatch):
     assert sorted(handed) == [5, 15]  # blocks 1 and 3 of the four
     handed.clear()
     assert verify_record(model, record, x, y, shard=False) is not None and handed == {}  # evaluate()'s own call
+
+
+def test_a_randomised_model_is_not_verifiable(mlp):
+    model, x, y = mlp
+    record = evaluate(model, "digits", "Linf", 0.05, x=x[:3], y=y[:3], analysis=False, progress=False)
+    record.flags.append("randomness")  # as the pre-attack check sets it
+    details = verify_record(model, record, x[:3], y[:3])
+    assert details.status == "not_verifiable" and "randomised" in details.reason
