@@ -8,6 +8,7 @@ model falls below 10% robust accuracy and the best adversarially trained one sta
 """
 from __future__ import annotations
 
+import math
 from types import MappingProxyType
 from typing import Mapping
 
@@ -15,7 +16,7 @@ from .data import DATASETS
 from .threat_models import get_threat_model
 
 __all__ = ["BOARDS", "BOARD_ORIGINS", "CORRUPTIONS", "CORRUPTED_SETS", "BOARD_THREAT_MODELS", "default_eps", "check_board", "format_eps",
-           "board_threat_model", "is_corruptions"]
+           "board_threat_model", "is_corruptions", "same_eps"]
 
 #: the threat model of common corruptions (benchmark.corruption_eval): a board without eps
 CORRUPTIONS = "corruptions"
@@ -43,6 +44,13 @@ BOARD_ORIGINS: Mapping[tuple[str, str], str] = MappingProxyType({
     ("digits", "Linf"): "calibrated (below)",
     ("digits", "L2"): "calibrated (below)",
 })
+
+
+def same_eps(a: float | None, b: float | None) -> bool:
+    """Equal budgets (up to float rounding); None, a corruptions board's, equals only None."""
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
 
 
 def is_corruptions(threat_model: str) -> bool:

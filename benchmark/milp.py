@@ -9,7 +9,8 @@ means no input of the set brings the margin below it, a proof; a solution with a
 counterexample, which is kept only if the model itself (its own forward pass) misclassifies it.
 
 L2: HiGHS solves linear programs, so the ball enters as cutting planes. The set starts as the ball's
-bounding box ∩ [0, 1]; a solution outside the ball adds the plane g · (x - x0) <= eps, g the unit vector
+bounding box ∩ [0, 1]; a solution outside the ball is first projected onto it (if the projection already
+breaks the point, that is the counterexample), else it adds the plane g · (x - x0) <= eps, g the unit vector
 towards it (the ball lies on one side: every cut is sound), and the program is solved again, up to
 ``MAX_CUTS`` times. A proof under any set of cuts is a proof; a counterexample must lie in the ball.
 
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from .bounds import ReluNetwork
 
-__all__ = ["ExactResult", "verify_point", "MAX_CUTS", "ROBUST", "BROKEN", "UNDECIDED"]
+__all__ = ["ExactResult", "verify_point", "model_classifier", "MAX_CUTS", "ROBUST", "BROKEN", "UNDECIDED"]
 
 ROBUST, BROKEN, UNDECIDED = "robust", "broken", "undecided"
 #: cutting planes added for the L2 ball before a point is left undecided
@@ -208,5 +209,3 @@ def model_classifier(model: torch.nn.Module, shape: tuple[int, ...]) -> Callable
 
     return classify
 
-
-__all__ += ["model_classifier"]

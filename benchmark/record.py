@@ -18,7 +18,7 @@ from typing import Any
 
 import pydantic
 
-__all__ = ["PointResult", "StageResult", "CorruptionDetails", "VerificationDetails", "EvaluationResult", "RecordError", "write_json_atomic", "library_versions",
+__all__ = ["PointResult", "StageResult", "CorruptionDetails", "VerificationDetails", "POINT_STATUSES", "EvaluationResult", "RecordError", "write_json_atomic", "library_versions",
            "record_path", "SCHEMA_VERSION", "SAFE_NAME", "record_problems"]
 
 SCHEMA_VERSION = 1
@@ -297,7 +297,8 @@ def record_problems(record: EvaluationResult) -> list[str]:
     return problems
 
 
-_POINT_STATUSES = ("clean", "certified", "attacked", "exact_robust", "exact_broken", "undecided")
+#: what a point of a verification can end as (benchmark.verification)
+POINT_STATUSES = ("clean", "certified", "attacked", "exact_robust", "exact_broken", "undecided")
 
 
 def verification_problems(v: VerificationDetails, record: "EvaluationResult") -> list[str]:
@@ -307,11 +308,11 @@ def verification_problems(v: VerificationDetails, record: "EvaluationResult") ->
     if v.status != "verified":
         return [f"verification.status: {v.status!r} is neither 'verified' nor 'not_verifiable'"]
     n = len(v.statuses)
-    unknown = sorted(set(v.statuses) - set(_POINT_STATUSES))
+    unknown = sorted(set(v.statuses) - set(POINT_STATUSES))
     if unknown or not n:
         return [f"verification.statuses: unknown {unknown} or empty"]
     problems = []
-    count = {s: v.statuses.count(s) for s in _POINT_STATUSES}
+    count = {s: v.statuses.count(s) for s in POINT_STATUSES}
     for name, value in (("certified_accuracy", count["certified"] / n),
                         ("lower", (count["certified"] + count["exact_robust"]) / n),
                         ("upper", (count["certified"] + count["exact_robust"] + count["undecided"]) / n)):

@@ -32,16 +32,14 @@ from . import distributed as dist_utils
 from .bounds import NotVerifiable, ReluNetwork, certify, input_box, to_network
 from .journal import Journal, fingerprint_model
 from .milp import BROKEN, ROBUST, model_classifier, verify_point
-from .record import EvaluationResult, VerificationDetails
+from .record import POINT_STATUSES, EvaluationResult, VerificationDetails
 from .threat_models import get_threat_model
 
-__all__ = ["verify_record", "VerificationError", "MAX_EXACT_RELUS", "POINT_STATUSES", "BLOCK"]
+__all__ = ["verify_record", "attach", "VerificationError", "MAX_EXACT_RELUS", "POINT_STATUSES", "BLOCK"]
 
 #: networks with more ReLUs than this get IBP's certificate only (CROWN's dense back-substitution took 15 s a
 #: point on the 9,344 ReLUs of DigitsCNN width 32): their uncertified points stay undecided
 MAX_EXACT_RELUS = 2_000
-#: what a point can end as
-POINT_STATUSES = ("clean", "certified", "attacked", "exact_robust", "exact_broken", "undecided")
 #: points per journal line (and per torchrun share)
 BLOCK = 25
 
@@ -158,8 +156,6 @@ def verify_record(model: nn.Module, record: EvaluationResult, x: Tensor, y: Tens
         log.finish()
     return details
 
-
-__all__ += ["attach"]
 
 
 def attach(record: EvaluationResult, details: VerificationDetails) -> EvaluationResult:

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from benchmark.budgets import BOARDS, CORRUPTED_SETS, format_eps, is_corruptions
+from benchmark.budgets import BOARDS, CORRUPTED_SETS, format_eps, is_corruptions, same_eps
 from benchmark.external import ExternalEvaluation
 from benchmark.flags import REPORTED_TOLERANCE
 from benchmark.protocol import PROTOCOLS, RANKED_VERSIONS
@@ -134,13 +134,6 @@ def _version_rank(version: str) -> tuple[int, str]:
     return (order, version)
 
 
-def _same_eps(a: float | None, b: float | None) -> bool:
-    """Equal budgets; None (a corruptions board's) equals only None."""
-    if a is None or b is None:
-        return a is None and b is None
-    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
-
-
 def _eps_text(eps: float | None) -> str:
     return "no eps" if eps is None else f"eps {eps:.6g}"
 
@@ -203,7 +196,7 @@ def _board_eps(key: tuple[str, str], models: list[Listing], warnings: list[str])
     else:
         eps = models[0].eps
     for m in models:
-        if not _same_eps(m.eps, eps):
+        if not same_eps(m.eps, eps):
             warnings.append(f"{'/'.join(m.key)} is listed at {_eps_text(m.eps)} but its board uses {_eps_text(eps)}")
     return eps
 
@@ -220,7 +213,7 @@ def _rank(rows: list[ModelResults]) -> list[ModelResults]:
 
 
 def _pick_board_record(entry: ModelResults, eps: float | None) -> None:
-    on_board = sorted((r for r in entry.records if _same_eps(r.eps, eps) and r.version in RANKED_VERSIONS),
+    on_board = sorted((r for r in entry.records if same_eps(r.eps, eps) and r.version in RANKED_VERSIONS),
                       key=lambda r: (_is_imported(r), _version_rank(r.version)))
     if not on_board:
         return
@@ -228,7 +221,7 @@ def _pick_board_record(entry: ModelResults, eps: float | None) -> None:
     candidates: list[tuple[float, str]] = [
         (r.robust_accuracy, f"imported from {r.model['imported_from']}" if _is_imported(r) else f"robench '{r.version}' protocol")
         for r in on_board]
-    candidates += [(e.robust_accuracy, f"{e.attack} by {e.who}") for e in entry.external if _same_eps(e.eps, eps)]
+    candidates += [(e.robust_accuracy, f"{e.attack} by {e.who}") for e in entry.external if same_eps(e.eps, eps)]
     candidates += [(r.verification.upper, "exact verification (robench): points the attacks missed")
                    for r in on_board if r.verification is not None and r.verification.upper is not None
                    and r.verification.upper < r.robust_accuracy]
@@ -300,7 +293,7 @@ def aggregate(
         for entry in entries:
             _pick_board_record(entry, eps)
             for r in entry.records:
-                if not _same_eps(r.eps, eps):
+                if not same_eps(r.eps, eps):
                     warnings.append(f"{_describe(r)} is at {_eps_text(r.eps)}, not the board's {_eps_text(eps)}: "
                                     "shown on the model page and in all_results.csv only")
         with_record = [e for e in entries if e.board_record is not None]

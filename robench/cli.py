@@ -30,6 +30,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _up_to_date(record: Any, card: Any, args: argparse.Namespace) -> bool:
     """The record was made from this checkpoint with these settings."""
+    from benchmark.budgets import same_eps
     from benchmark.data import load_dataset
 
     n = args.n_examples or len(load_dataset(args.dataset, "test", data_dir=args.data_dir)[1])
@@ -37,12 +38,7 @@ def _up_to_date(record: Any, card: Any, args: argparse.Namespace) -> bool:
         return False  # verification asked for and not done yet
     seedless = record.corruptions is not None  # a corruptions evaluation draws no random number
     return (record.model.get("checkpoint_sha256") == card.checkpoint.sha256 and (seedless or record.seed == args.seed)
-            and record.n_examples == n and _same_budget(record.eps, card.eps) and record.batch_size == args.batch_size)
-
-
-def _same_budget(a: float | None, b: float | None) -> bool:
-    """Equal eps, or both None (a corruptions board has no eps)."""
-    return a is None and b is None or a is not None and b is not None and abs(a - b) < 1e-12
+            and record.n_examples == n and same_eps(record.eps, card.eps) and record.batch_size == args.batch_size)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

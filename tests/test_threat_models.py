@@ -103,3 +103,10 @@ def test_protocol_versions_hold_the_documented_settings():
         for entry in get_protocol(version):
             attack = build_attack(entry, Linf(), 5, seed=3)
             assert attack.seed == 3 and getattr(attack, "n_targets", 0) <= 4
+
+
+def test_same_eps_tells_budgets_apart_and_no_eps_equals_only_no_eps():
+    from benchmark.budgets import same_eps
+
+    assert same_eps(None, None) and same_eps(8 / 255, 0.0313725490196 + 1e-12)
+    assert not same_eps(None, 0.2) and not same_eps(0.2, None) and not same_eps(0.2, 0.21)
