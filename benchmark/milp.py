@@ -8,11 +8,9 @@ not yet ruled out, HiGHS minimises the margin z_y - z_t with the objective bound
 means no input of the set brings the margin below it, a proof; a solution with a negative margin is a
 counterexample, which is kept only if the model itself (its own forward pass) misclassifies it.
 
-L2: HiGHS solves linear programs, so the ball enters as cutting planes. The set starts as the ball's
-bounding box ∩ [0, 1]; a solution outside the ball is first projected onto it (if the projection already
-breaks the point, that is the counterexample), else it adds the plane g · (x - x0) <= eps, g the unit vector
-towards it (the ball lies on one side: every cut is sound), and the program is solved again, up to
-``MAX_CUTS`` times. A proof under any set of cuts is a proof; a counterexample must lie in the ball.
+L2: the ball is not a polyhedron, so ``benchmark.l2_exact`` decides it instead: branch and bound over the
+unstable ReLUs, with a convex quadratic program (the smallest distance to the margin's sign change) at
+each node.
 
 A point HiGHS cannot decide within the time limit is "undecided", and counted as such.
 """
@@ -29,11 +27,9 @@ from torch import Tensor
 
 from .bounds import ReluNetwork
 
-__all__ = ["ExactResult", "verify_point", "model_classifier", "MAX_CUTS", "ROBUST", "BROKEN", "UNDECIDED"]
+__all__ = ["ExactResult", "verify_point", "model_classifier", "ROBUST", "BROKEN", "UNDECIDED"]
 
 ROBUST, BROKEN, UNDECIDED = "robust", "broken", "undecided"
-#: cutting planes added for the L2 ball before a point is left undecided
-MAX_CUTS = 100
 #: a proof needs the margin's minimum above this
 _PROOF_MARGIN = 1e-7
 
@@ -139,62 +135,54 @@ def verify_point(net: ReluNetwork, x0: Tensor, y: int, bounds: list[tuple[Tensor
     start = time.perf_counter()
     x0n = x0.reshape(-1).double().numpy()
     box_low, box_high = low.reshape(-1).double().numpy(), high.reshape(-1).double().numpy()
-    program = _Program(net, low.reshape(-1).double().numpy(), high.reshape(-1).double().numpy(),
-                       [(lo.numpy(), hi.numpy()) for lo, hi in bounds])
-    solver = program.solver()
+    layer_bounds = [(lo.numpy(), hi.numpy()) for lo, hi in bounds]
     num_classes = len(net.biases[-1])
+    targets = targets if targets is not None else [c for c in range(num_classes) if c != y]
+    if l2_eps is not None:
+        from .l2_exact import decide_l2, unstable_relus  # it builds on this module's solver and statuses
+
+        status, x_adv, label, reason = decide_l2(net, x0n, y, layer_bounds, box_low, box_high, classify, l2_eps,
+                                                 targets, deadline=start + time_limit)
+        if reason == "time limit":
+            reason = f"time limit of {time_limit:g} s"
+        return ExactResult(status, x_adv=x_adv, target=label, time_s=time.perf_counter() - start,
+                           binaries=unstable_relus(layer_bounds, net), reason=reason)
+    program = _Program(net, box_low, box_high, layer_bounds)
+    solver = program.solver()
     w_last, b_last = net.weights[-1].numpy(), net.biases[-1].numpy()
     reasons: list[str] = []  # why classes were left undecided (the others are still tried: one may break the point)
-    for t in targets if targets is not None else [c for c in range(num_classes) if c != y]:
-        undecided = ""
+    for t in targets:
         cost = np.zeros(len(program.lower))
         cost[program.last] = w_last[y] - w_last[t]
         offset = float(b_last[y] - b_last[t])
         solver.changeColsCost(len(cost), np.arange(len(cost), dtype=np.int32), cost)
         solver.setOptionValue("objective_bound", _PROOF_MARGIN - offset)
-        for _ in range(MAX_CUTS + 1):
-            remaining = time_limit - (time.perf_counter() - start)
-            if remaining <= 0:
-                return ExactResult(UNDECIDED, time_s=time.perf_counter() - start, binaries=program.binaries,
-                                   reason=f"time limit of {time_limit:g} s")
-            solver.setOptionValue("time_limit", remaining)
-            solver.run()
-            status = solver.getModelStatus()
-            if status == highspy.HighsModelStatus.kInfeasible:
-                break  # the objective bound pruned every solution: no input brings the margin to t below it
-            if status == highspy.HighsModelStatus.kTimeLimit and solver.getInfo().primal_solution_status == 0:
-                return ExactResult(UNDECIDED, time_s=time.perf_counter() - start, binaries=program.binaries,
-                                   reason=f"time limit of {time_limit:g} s")
-            margin = float(solver.getInfo().objective_function_value) + offset
-            if status == highspy.HighsModelStatus.kOptimal and margin > _PROOF_MARGIN:
-                break  # the smallest margin over the set (or its outer approximation) is positive: a proof
-            x = np.clip(np.asarray(solver.getSolution().col_value)[program.input], box_low, box_high)  # solver tolerance
-            gap = x - x0n
-            norm = float(np.linalg.norm(gap))
-            if l2_eps is not None and norm > l2_eps * (1 + 1e-9):  # outside the ball
-                inside = np.clip(x0n + gap * (l2_eps / norm), 0.0, 1.0)  # its projection may already break the point
-                if margin < 0 and (label := classify(inside)) != y:
-                    return ExactResult(BROKEN, x_adv=inside, target=int(label), time_s=time.perf_counter() - start,
-                                       binaries=program.binaries)
-                g = gap / norm  # else cut it off: the ball lies on the other side of this plane
-                nz = np.flatnonzero(g)
-                solver.addRow(-highspy.kHighsInf, float(l2_eps + g @ x0n), len(nz), program.input[nz].astype(np.int32), g[nz])
-                continue
-            if margin < 0:
-                label = classify(x)
-                if label != y:
-                    return ExactResult(BROKEN, x_adv=x, target=int(label), time_s=time.perf_counter() - start,
-                                       binaries=program.binaries)
-                undecided = f"the program's counterexample for class {t} is still classified {y} by the model (rounding)"
-            elif status != highspy.HighsModelStatus.kOptimal:
-                undecided = f"HiGHS stopped with {status.name} on class {t}"
-            else:
-                undecided = f"the margin to class {t} reaches {margin:.2e}, within the proof margin of 0"
-            break
+        remaining = time_limit - (time.perf_counter() - start)
+        if remaining <= 0:
+            return ExactResult(UNDECIDED, time_s=time.perf_counter() - start, binaries=program.binaries,
+                               reason=f"time limit of {time_limit:g} s")
+        solver.setOptionValue("time_limit", solver.getRunTime() + remaining)  # HiGHS counts all the runs of an instance
+        solver.run()
+        status = solver.getModelStatus()
+        if status == highspy.HighsModelStatus.kInfeasible:
+            continue  # the objective bound pruned every solution: no input brings the margin to t below it
+        if status == highspy.HighsModelStatus.kTimeLimit and solver.getInfo().primal_solution_status == 0:
+            return ExactResult(UNDECIDED, time_s=time.perf_counter() - start, binaries=program.binaries,
+                               reason=f"time limit of {time_limit:g} s")
+        margin = float(solver.getInfo().objective_function_value) + offset
+        if status == highspy.HighsModelStatus.kOptimal and margin > _PROOF_MARGIN:
+            continue  # the smallest margin over the set is positive: a proof
+        x = np.clip(np.asarray(solver.getSolution().col_value)[program.input], box_low, box_high)  # solver tolerance
+        if margin < 0:
+            label = classify(x)
+            if label != y:
+                return ExactResult(BROKEN, x_adv=x, target=int(label), time_s=time.perf_counter() - start,
+                                   binaries=program.binaries)
+            reasons.append(f"the program's counterexample for class {t} is still classified {y} by the model (rounding)")
+        elif status != highspy.HighsModelStatus.kOptimal:
+            reasons.append(f"HiGHS stopped with {status.name} on class {t}")
         else:
-            undecided = f"{MAX_CUTS} cutting planes did not bring the solution into the L2 ball (class {t})"
-        if undecided:
-            reasons.append(undecided)
+            reasons.append(f"the margin to class {t} reaches {margin:.2e}, within the proof margin of 0")
     if reasons:
         return ExactResult(UNDECIDED, time_s=time.perf_counter() - start, binaries=program.binaries, reason="; ".join(reasons))
     return ExactResult(ROBUST, time_s=time.perf_counter() - start, binaries=program.binaries)

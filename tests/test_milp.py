@@ -1,9 +1,11 @@
 """Exact verification against known answers: the exact minimum of a small ReLU network's margin (enumerated
-activation patterns), a linear model, an L2 ball reached by cutting planes, and a network with an adversarial
-region hidden from gradient attacks, which the program must find."""
+activation patterns), a linear model, the L2 ball's branch and bound against a grid search and against
+samples of the ball, and a network with an adversarial region hidden from gradient attacks, which the
+program must find in either norm."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -52,13 +54,21 @@ def test_the_program_decides_every_point_as_the_enumeration_does():
     assert statuses[ROBUST] > 0 and statuses[BROKEN] > 0 and (~cert.certified).sum() > 0
 
 
-def test_on_a_linear_model_exact_equals_certified():
+@pytest.mark.parametrize("threat, eps", [("Linf", 0.1), ("L2", 0.2)])
+def test_on_a_linear_model_exact_equals_certified(threat, eps):
     torch.manual_seed(6)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
-    x = torch.rand(25, 1, 2, 2)
+    x = 0.3 + 0.4 * torch.rand(25, 1, 2, 2)  # the ball stays inside [0, 1]: the closed form holds for L2
     y = model(x).argmax(1)
-    cert, results = _decide(model, x, y, 0.1)
+    cert, results = _decide(model, x, y, eps, threat=threat)
     assert [r.status == ROBUST for r in results] == cert.certified.tolist()
+    assert 0 < sum(r.status == ROBUST for r in results) < len(x)
+    if threat == "L2":  # the nearest boundary of a linear model: min over t of margin_t / ||w_y - w_t||
+        w, b = model[1].weight.detach().double(), model[1].bias.detach().double()
+        for i, result in enumerate(results):
+            logits = w @ x[i].reshape(-1).double() + b
+            distance = min(float((logits[y[i]] - logits[t]) / (w[y[i]] - w[t]).norm()) for t in range(3) if t != y[i])
+            assert result.status == (ROBUST if distance > eps else BROKEN)
 
 
 class HiddenRegion(nn.Module):
@@ -96,7 +106,48 @@ def test_the_program_finds_an_adversarial_region_gradient_attacks_miss():
     assert safe.status == ROBUST
 
 
-def test_the_l2_ball_is_reached_by_cutting_planes():
+def test_the_l2_search_agrees_with_a_grid_search_of_the_disc():
+    model = _seeded(nn.Sequential(nn.Flatten(), nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                                  nn.Linear(8, 2)), seed=26)
+    torch.manual_seed(26)  # a boundary that crosses the square
+    x = torch.rand(40, 1, 1, 2)
+    y = model(x).argmax(1)
+    eps, steps = 0.2, 401
+    cert, results = _decide(model, x, y, eps, threat="L2")
+    offsets = torch.stack(torch.meshgrid(torch.linspace(-eps, eps, steps), torch.linspace(-eps, eps, steps),
+                                         indexing="ij"), -1).reshape(-1, 2)
+    spacing = 2 * eps / (steps - 1)
+    checked = {ROBUST: 0, BROKEN: 0}
+    for i, result in enumerate(results):
+        grid = x[i].reshape(1, 2) + offsets
+        inside = ((grid >= 0) & (grid <= 1)).all(1)
+        with torch.no_grad():
+            wrong = model(grid.reshape(-1, 1, 1, 2)).argmax(1) != y[i]
+        distances = offsets.norm(dim=1)[wrong & inside]
+        nearest = float(distances.min()) if len(distances) else float("inf")  # the grid's nearest wrong label
+        assert result.status != UNDECIDED, result.reason
+        if nearest < eps:  # a grid point of the ball is misclassified: the truth is "broken"
+            assert result.status == BROKEN, (i, nearest)
+        elif nearest > eps + 2 * spacing:  # nothing wrong within a grid step beyond the ball: "robust"
+            assert result.status == ROBUST, (i, nearest)
+        else:
+            continue
+        checked[result.status] += 1
+    assert checked[ROBUST] > int(cert.certified.sum()) and checked[BROKEN] > 0
+
+
+def test_the_l2_search_finds_the_hidden_region_at_its_exact_distance():
+    model = HiddenRegion().eval()  # the region starts where the three pixels sum to 2.7: 0.4 more each
+    x = torch.full((1, 1, 8, 8), 0.5)
+    y = torch.zeros(1, dtype=torch.long)
+    distance = 0.4 * 3 ** 0.5
+    _, (broken,) = _decide(model, x, y, distance * 1.02, threat="L2")
+    assert broken.status == BROKEN and np.linalg.norm(broken.x_adv - 0.5) <= distance * 1.02 + 1e-9
+    _, (safe,) = _decide(model, x, y, distance * 0.98, threat="L2")
+    assert safe.status == ROBUST
+
+
+def test_the_l2_ball_is_decided_as_samples_of_it_say():
     model = _seeded(nn.Sequential(nn.Flatten(), nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)), seed=14)
     torch.manual_seed(14)
     x = 0.2 + 0.6 * torch.rand(30, 1, 1, 3)
