@@ -96,6 +96,32 @@ def curve_svg(curve: Sequence[Sequence[float]], board_eps: float | None = None, 
     return "\n".join(parts) + "\n"
 
 
+def _dot_names(good: Sequence[tuple[str, float, float]], dots: Sequence[tuple[float, float]], plot_w: float,
+               plot_h: float) -> list[str]:
+    """Each model's name beside its dot (on its left, else its right, else above or below its left side),
+    where it covers neither another name nor another dot; a name that fits nowhere is left to the dot's
+    tooltip. A name stays inside the plot's frame vertically, clear of the axes' numbers."""
+    placed: list[tuple[float, float, float]] = []  # (left, right, baseline) of the names written so far
+    out = []
+    for k, (name, _, _) in enumerate(good):
+        x, y = dots[k]
+        width = 6.2 * len(name)  # about 6.2 px per character at 11 px
+        spots = ((x - 6 - width, "end", x - 6, y + 4), (x + 6, "start", x + 6, y + 4),
+                 (x - width, "end", x, y - 8), (x - width, "end", x, y + 16))
+        for left, anchor, at, base in spots:
+            right = left + width
+            if left < 0 or right > _LEFT + plot_w + _RIGHT or base - 11 < _TOP or base > _TOP + plot_h - 2:
+                continue
+            if any(abs(base - b) < 12 and left < r and l < right for l, r, b in placed):
+                continue
+            if any(j != k and left - 4 < dx < right + 4 and base - 15 < dy < base + 4 for j, (dx, dy) in enumerate(dots)):
+                continue
+            placed.append((left, right, base))
+            out.append(f'<text x="{at:.2f}" y="{base:.2f}" text-anchor="{anchor}" font-size="11">{escape(name)}</text>')
+            break
+    return out
+
+
 def scatter_svg(points: Sequence[tuple[str, float, float]], *, labels: bool | None = None,
                 y_label: str = "robust accuracy (%)") -> str:
     """An SVG scatter of robust accuracy (%) against clean accuracy (%), one dot per (model id, clean, robust).
@@ -122,16 +148,13 @@ def scatter_svg(points: Sequence[tuple[str, float, float]], *, labels: bool | No
     y_ticks = [t for t in nice_ticks(y_high) if t <= y_high + 1e-9]
     parts = _frame("Robust accuracy against clean accuracy, one dot per model", [(x, f"{100 * x:.4g}") for x in x_ticks],
                    y_ticks, sx, sy)
-    placed: list[tuple[float, float, float]] = []  # (left, right, baseline) of the names written so far
+    dots = [(sx(clean), sy(robust)) for _, clean, robust in good]
     for name, clean, robust in good:
         tip = escape(f"{name}: clean {100 * clean:.2f}%, robust {100 * robust:.2f}%")
         parts.append(f'<circle cx="{sx(clean):.2f}" cy="{sy(robust):.2f}" r="4" fill="#1f5fa8" fill-opacity="0.75">'
                      f'<title>{tip}</title></circle>')
-        right, base = sx(clean) - 6, sy(robust) + 4
-        left = right - 6.2 * len(name)  # about 6.2 px per character at 11 px
-        if labels and not any(abs(base - b) < 12 and left < r and l < right for l, r, b in placed):
-            placed.append((left, right, base))  # a name that would overlap another is left to the tooltip
-            parts.append(f'<text x="{right:.2f}" y="{base:.2f}" text-anchor="end" font-size="11">{escape(name)}</text>')
+    if labels:
+        parts += _dot_names(good, dots, plot_w, plot_h)
     parts.append(f'<text x="{_LEFT + plot_w / 2:.2f}" y="{_H - 10}" text-anchor="middle">clean accuracy (%)</text>')
     parts.append(f'<text transform="translate(16,{_TOP + plot_h / 2:.2f}) rotate(-90)" text-anchor="middle">'
                  f'{escape(y_label)}</text>')

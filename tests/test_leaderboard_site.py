@@ -238,3 +238,53 @@ def test_scatter_plots_each_ranked_model_once_with_its_name_escaped():
     assert many.count("<circle") == 20 and ">M5</text>" not in many  # many models: names only as tooltips
     with pytest.raises(ValueError, match="no model"):
         scatter_svg([("Bad2020x", 0.5, 0.7)])
+
+
+def _name_boxes(svg):
+    import re
+
+    dots = [(float(x), float(y)) for x, y in re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)"', svg)]
+    names = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" text-anchor="(end|start)" font-size="11">([^<]+)</text>', svg)
+    boxes = []
+    for x, y, anchor, name in names:
+        width = 6.2 * len(name)
+        left = float(x) - width if anchor == "end" else float(x)
+        boxes.append((left, left + width, float(y), name))
+    return dots, boxes
+
+
+def _assert_nothing_covered(points, dots, boxes):
+    from leaderboard.plots import _BOTTOM, _H, _TOP
+
+    for k, (left, right, base, name) in enumerate(boxes):
+        assert base - 11 >= _TOP and base <= _H - _BOTTOM - 2, name  # inside the frame, clear of the axis numbers
+        own = dots[[p[0] for p in points].index(name)]
+        for dx, dy in dots:
+            if (dx, dy) != own:
+                assert not (left - 4 < dx < right + 4 and base - 15 < dy < base + 4), (name, dx, dy)
+        for other in boxes[k + 1:]:
+            assert not (abs(base - other[2]) < 12 and left < other[1] and other[0] < right), (name, other[3])
+
+
+def test_a_dot_name_never_covers_another_dot_or_name():
+    from leaderboard.plots import scatter_svg
+
+    # the digits L2 board of 2026-11-30: Zhang2019Theoretically's dot sat under Madry2018Towards' name
+    points = [("Madry2018Towards", 0.988, 0.514), ("Zhang2019Theoretically", 0.970, 0.512),
+              ("Zhang2020Towards", 0.948, 0.366), ("LeCun1998Gradient", 0.988, 0.132)]
+    dots, boxes = _name_boxes(scatter_svg(points))
+    assert {b[3] for b in boxes} == {name for name, *_ in points}  # room for every name here
+    madry = next(b for b in boxes if b[3] == "Madry2018Towards")
+    assert madry[2] != dots[0][1] + 4  # not on its dot's line, where it would cover Zhang2019Theoretically's dot
+    _assert_nothing_covered(points, dots, boxes)
+    crowded = [(f"Model{i}LongName2020", 0.95 + 0.002 * (i % 3), 0.5 + 0.004 * i) for i in range(8)]
+    dots, boxes = _name_boxes(scatter_svg(crowded))
+    assert 0 < len(boxes) < len(crowded)  # some names fit, the others are left to the tooltips
+    _assert_nothing_covered(crowded, dots, boxes)
+    linf = [("Zhang2019Theoretically", 0.972, 0.696), ("Zhang2020Towards", 0.934, 0.69), ("Madry2018Towards", 0.994, 0.67),
+            ("Wong2020Fast", 0.994, 0.526), ("Goodfellow2015Explaining", 0.99, 0.388), ("Madry2018Towards_mlp20", 0.892, 0.3),
+            ("Ross2018Improving", 0.898, 0.022), ("LeCun1998Gradient", 0.988, 0.002),
+            ("LeCun1998Gradient_mlp20", 0.968, 0.002), ("Papernot2016Distillation", 0.966, 0.0)]  # the digits Linf board
+    dots, boxes = _name_boxes(scatter_svg(linf))
+    assert len(boxes) >= 7
+    _assert_nothing_covered(linf, dots, boxes)
