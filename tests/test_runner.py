@@ -384,8 +384,25 @@ def test_evaluate_zoo_runs_models_in_parallel_workers_and_reuses_up_to_date_reco
     assert f"evaluating {n} model(s), 2 at a time" in out
     done = [line for line in out.splitlines() if line.startswith("== ") and ": done in " in line]
     assert len(done) == n and f"[{n}/{n} models" in done[-1]
+    assert "about 0 s left]" in done[-1] and "about 0 s left]" not in done[0]  # an estimate until the last one
     records = sorted(p.name for p in (tmp_path / "digits" / "L2").glob("*.json"))
     assert records == sorted(f"{name}.standard.json" for name in listed)
     assert cli_main(argv) == 0
     again = capsys.readouterr().out
     assert again.count("record up to date, skipped") == n and "evaluating" not in again
+
+
+def test_evaluate_zoo_starts_the_longest_evaluations_first_and_estimates_the_time_left_by_their_costs():
+    from robench.cli import _expected_cost, _time_left
+
+    def cost(name, threat_model="Linf"):
+        return _expected_cost(name, "digits", threat_model)
+
+    # make run's times on digits (2026-11-30): adversarially trained CNNs 60-100 s, undefended 1-30 s,
+    # the certified-trained MLPs 10-17 s, the 20-unit MLPs 1-20 s, corruptions about 1 s
+    assert cost("Madry2018Towards") > cost("Zhang2020Towards") > cost("LeCun1998Gradient") > cost("LeCun1998Gradient_mlp20")
+    assert cost("Madry2018Towards") > cost("Madry2018Towards_mlp20") > cost("Madry2018Towards", "corruptions")
+    assert cost("Rusak2020Simple", "corruptions") == cost("LeCun1998Gradient", "corruptions") < cost("LeCun1998Gradient_mlp20")
+    # half the cost done in 100 s: as long again for the other half; a cheap job done says little of a dear one left
+    assert _time_left(100.0, 50.0, 50.0) == 100.0 and _time_left(10.0, 1.0, 80.0) == 800.0
+    assert _time_left(5.0, 0.0, 10.0) == 0.0
