@@ -181,7 +181,11 @@ def decide_l2(net: ReluNetwork, x0: np.ndarray, y: int, bounds: list[tuple[np.nd
             for candidate in (x, _to_edge(x, x0, eps, low, high)):
                 if np.linalg.norm(candidate - x0) <= eps * (1 + 1e-9) and (label := classify(candidate)) != y:
                     return BROKEN, candidate, int(label), ""
-            open_reason = f"the program's counterexample for class {t} is still classified {y} by the model (rounding)"
+            beyond = float(np.linalg.norm(x - x0)) - eps
+            open_reason = (f"the program's counterexample for class {t} is still classified {y} by the model (rounding)"
+                           if beyond <= eps * 1e-9 else
+                           f"the nearest input of class {t} lies {beyond:.1e} beyond the ball's edge, within the "
+                           "solver's tolerance: too close to call")
         if open_reason:
             reasons.append(open_reason)
     if reasons:

@@ -190,3 +190,63 @@ def test_a_counterexample_the_model_itself_does_not_confirm_is_not_counted():
     result = verify_point(net, x[0], 0, [(lo[0], hi[0]) for lo, hi in cert.layer_bounds], low[0], high[0],
                           classify=lambda _: 0)  # a model that, unlike the network read, keeps every label
     assert result.status == UNDECIDED and "still classified 0 by the model" in result.reason
+
+
+class _StubSolver:
+    """Stands in for HiGHS: answers the given statuses in turn and records the options set."""
+
+    def __init__(self, statuses):
+        self.statuses, self.options, self.cleared = list(statuses), [], 0
+
+    def setOptionValue(self, name, value):
+        self.options.append((name, value))
+
+    def getRunTime(self):
+        return 2.0
+
+    def run(self):
+        self.status = self.statuses.pop(0)
+
+    def getModelStatus(self):
+        return self.status
+
+    def clearSolver(self):
+        self.cleared += 1
+
+
+def test_a_node_highs_ends_inexactly_is_solved_again_looser_and_pruned_only_well_above_the_ball():
+    import time
+
+    import highspy
+
+    from benchmark.l2_exact import _DEFAULT_TOLERANCE, _LOOSE, _LOOSE_PRUNE, _PRUNE, _solve
+
+    statuses = highspy.HighsModelStatus
+    solver = _StubSolver([statuses.kOptimal])
+    assert _solve(solver, time.perf_counter() + 10, 0.5) == ("optimal", 0.25 * (1 + _PRUNE))
+    name, limit = solver.options[0]
+    assert name == "time_limit" and 11.9 < limit <= 12.0  # the instance's 2 s of runs plus the 10 s left
+    solver = _StubSolver([statuses.kSolveError, statuses.kOptimal])
+    assert _solve(solver, time.perf_counter() + 10, 0.5) == ("optimal", 0.25 * (1 + _LOOSE_PRUNE))
+    assert solver.cleared == 1 and solver.options[1:] == [("primal_feasibility_tolerance", _LOOSE),
+                                                          ("primal_feasibility_tolerance", _DEFAULT_TOLERANCE)]
+    solver = _StubSolver([statuses.kSolveError, statuses.kSolveError])
+    assert _solve(solver, time.perf_counter() + 10, 0.5)[0] == "kSolveError"  # the caller splits the node
+    for status, name in ((statuses.kInfeasible, "infeasible"), (statuses.kTimeLimit, "time limit")):
+        assert _solve(_StubSolver([status]), time.perf_counter() + 10, 0.5)[0] == name
+
+
+def test_a_boundary_just_beyond_the_ball_within_the_tolerance_is_too_close_to_call():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
+    eps = 0.2
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, -0.5, 0.25, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+        gap = model[1].weight[0].norm()  # the margin's gradient: distance to the boundary = margin / its norm
+        model[1].bias.copy_(torch.tensor([float(eps * (1 + 2e-4) * gap - model[1].weight[0].sum() * 0.5), 0.0]))
+    x = torch.full((1, 1, 2, 2), 0.5)
+    y = torch.zeros(1, dtype=torch.long)
+    _, (result,) = _decide(model, x, y, eps, threat="L2")
+    assert result.status == UNDECIDED and "beyond the ball's edge" in result.reason and "too close to call" in result.reason
+    _, (far,) = _decide(model, x, y, eps * 0.99, threat="L2")  # 1% inside: clearly robust
+    _, (near,) = _decide(model, x, y, eps * 1.01, threat="L2")  # the boundary 1% inside the ball: broken
+    assert far.status == ROBUST and near.status == BROKEN
