@@ -102,7 +102,8 @@ class VerificationDetails:
     #: "verified", or "not_verifiable" (then ``reason`` says why and no number is given)
     status: str
     reason: str = ""
-    #: "crown+milp", or "ibp" (certificates only: the network is too large for CROWN and exact verification)
+    #: "crown+milp" (Linf: the mixed-integer program), "crown+bab" (L2: the branch and bound with a QP per node,
+    #: benchmark.l2_exact), or "ibp" (certificates only: the network is too large for CROWN and exact verification)
     method: str = ""
     num_relus: int = 0
     #: points the bounds certify (a lower bound of the robust accuracy)

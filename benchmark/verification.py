@@ -139,7 +139,8 @@ def verify_record(model: nn.Module, record: EvaluationResult, x: Tensor, y: Tens
     certified = count["certified"] / n if n else 0.0
     undecided = count["undecided"]
     details = VerificationDetails(
-        status="verified", method="crown+milp" if exact else "ibp", num_relus=net.num_relus,
+        status="verified", method=("crown+bab" if record.threat_model == "L2" else "crown+milp") if exact else "ibp",
+        num_relus=net.num_relus,
         certified_accuracy=certified,
         exact_accuracy=(count["certified"] + count["exact_robust"]) / n if n and not undecided else None,
         lower=(count["certified"] + count["exact_robust"]) / n if n else 0.0,

@@ -29,6 +29,10 @@ from tests.runner_models import WEIGHTS_ENV, shared_weights  # noqa: E402
 from test_milp import HiddenRegion  # noqa: E402
 
 
+#: an L2 budget at which the runner tests' MLP has certified, exactly proved and attacked points among the 20
+EPS_L2 = 0.35
+
+
 @pytest.fixture(scope="module")
 def mlp():
     """The runner tests' trained digits MLP (hidden 32) and 40 test points."""
@@ -42,12 +46,14 @@ def mlp():
     return model, x, y
 
 
-def test_certified_exact_and_attacked_bracket_the_truth_and_the_program_never_clears_an_attacked_point(mlp):
+@pytest.mark.parametrize("threat, eps, method", [("Linf", 0.12, "crown+milp"), ("L2", EPS_L2, "crown+bab")])
+def test_certified_exact_and_attacked_bracket_the_truth_and_the_program_never_clears_an_attacked_point(mlp, threat, eps,
+                                                                                                        method):
     model, x, y = mlp
-    record = evaluate(model, "digits", "Linf", 0.12, x=x, y=y, analysis=False, progress=False, verify=True,
+    record = evaluate(model, "digits", threat, eps, x=x, y=y, analysis=False, progress=False, verify=True,
                       verify_time_limit=20)
     v = record.verification
-    assert v.status == "verified" and v.method == "crown+milp" and len(v.statuses) == 20
+    assert v.status == "verified" and v.method == method and len(v.statuses) == 20
     assert v.certified_accuracy <= v.lower <= record.robust_accuracy + 1e-12 and v.upper <= record.robust_accuracy + 1e-12
     assert v.undecided == 0 and v.exact_accuracy == pytest.approx(v.lower)
     counts = {s: v.statuses.count(s) for s in verification.POINT_STATUSES}
@@ -55,11 +61,11 @@ def test_certified_exact_and_attacked_bracket_the_truth_and_the_program_never_cl
     assert v.exact_accuracy == pytest.approx((counts["certified"] + counts["exact_robust"]) / 20)
     # the program on the points an attack broke: never a proof of robustness
     net = to_network(model, (1, 8, 8))
-    cert = certify(net, x, y, "Linf", 0.12)
-    low, high = input_box(x, get_threat_model("Linf"), 0.12)
+    cert = certify(net, x, y, threat, eps)
+    low, high = input_box(x, get_threat_model(threat), eps)
     for i in (i for i, s in enumerate(v.statuses) if s == "attacked"):
         result = verify_point(net, x[i], int(y[i]), [(lo[i], hi[i]) for lo, hi in cert.layer_bounds], low[i], high[i],
-                              model_classifier(model, (1, 8, 8)), time_limit=20)
+                              model_classifier(model, (1, 8, 8)), l2_eps=eps if threat == "L2" else None, time_limit=20)
         assert result.status != ROBUST
     assert read_record(record.save(Path(pytest.importorskip("tempfile").mkdtemp()) / "r.json")) == record
 
