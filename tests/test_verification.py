@@ -94,6 +94,7 @@ def test_points_the_attacks_missed_are_flagged_and_lower_the_best_known_accuracy
     build_site(aggregation, tmp_path)
     page = (tmp_path / "models/digits/Linf/Hidden2020Region.html").read_text()
     assert "The attacks missed 1 point(s)" in page and "attacks_missed_points" in page
+    assert "then a mixed-integer program per point (crown+milp)" in page  # the method in words
 
 
 def test_a_certified_point_an_attack_broke_is_a_contradiction(mlp):
