@@ -64,12 +64,15 @@ class _Program:
             w, b = net.weights[k].numpy(), net.biases[k].numpy()
             m, c = w @ m, w @ c + b
             keep = np.where(masks[k] & (hi <= 0), 0.0, 1.0)  # an always-off ReLU gives 0
-            for j in unstable[k]:
-                pre.append(m[j].copy()), const.append(float(c[j])), lows.append(float(lo[j])), highs.append(float(hi[j]))
+            first = d + len(pre)  # the column of this layer's first unstable ReLU
+            pre += [m[j].copy() for j in unstable[k]]
+            const += [float(c[j]) for j in unstable[k]]
+            lows += [float(lo[j]) for j in unstable[k]]
+            highs += [float(hi[j]) for j in unstable[k]]
             m, c = keep[:, None] * m, keep * c
-            for j in unstable[k]:  # an unstable ReLU's output is its own variable
+            for n, j in enumerate(unstable[k]):  # an unstable ReLU's output is its own variable
                 m[j], c[j] = 0.0, 0.0
-                m[j, d + len(pre) - len(unstable[k]) + list(unstable[k]).index(j)] = 1.0
+                m[j, first + n] = 1.0
         w, b = net.weights[-1].numpy(), net.biases[-1].numpy()
         self.margin, self.margin_const = (w[y] - w[t]) @ m, float((w[y] - w[t]) @ c + b[y] - b[t])
         self.pre, self.const = np.array(pre).reshape(-1, self.width), np.array(const)
@@ -96,7 +99,9 @@ class _Program:
             rows += [unit - p, (u - l) * unit - u * p]
             lower += [q, -np.inf]
             upper += [np.inf, u * q - u * l]
-        rows.append(self.margin), lower.append(-np.inf), upper.append(-self.margin_const)
+        rows.append(self.margin)
+        lower.append(-np.inf)
+        upper.append(-self.margin_const)
         matrix = np.array(rows)
         lp = highspy.HighsLp()
         lp.num_col_, lp.num_row_ = self.width, len(rows)
