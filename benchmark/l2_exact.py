@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from .bounds import ReluNetwork
-from .milp import BROKEN, ROBUST, UNDECIDED, _highs
+from .milp import BROKEN, ROBUST, UNDECIDED, _highs, set_time_left
 
 __all__ = ["decide_l2", "unstable_relus"]
 
@@ -204,8 +204,7 @@ def _solve(solver, deadline: float, eps: float) -> tuple[str, float]:
     import highspy
 
     statuses = highspy.HighsModelStatus
-    # HiGHS's time limit is on all the runs of an instance together
-    solver.setOptionValue("time_limit", solver.getRunTime() + max(deadline - time.perf_counter(), 1e-3))
+    set_time_left(solver, deadline - time.perf_counter())
     solver.run()
     status, prune_above = solver.getModelStatus(), eps * eps * (1 + _PRUNE)
     if status not in (statuses.kOptimal, statuses.kInfeasible, statuses.kTimeLimit):

@@ -65,6 +65,12 @@ def _highs():
     return solver
 
 
+def set_time_left(solver, seconds: float) -> None:
+    """Let the next run of ``solver`` take at most ``seconds``: HiGHS's ``time_limit`` counts every run of an
+    instance together, so it is set to the instance's run time so far plus ``seconds``."""
+    solver.setOptionValue("time_limit", solver.getRunTime() + max(seconds, 1e-3))
+
+
 class _Program:
     """The network's constraints for one point, as rows of (indices, values, lower, upper)."""
 
@@ -161,7 +167,7 @@ def verify_point(net: ReluNetwork, x0: Tensor, y: int, bounds: list[tuple[Tensor
         if remaining <= 0:
             return ExactResult(UNDECIDED, time_s=time.perf_counter() - start, binaries=program.binaries,
                                reason=f"time limit of {time_limit:g} s")
-        solver.setOptionValue("time_limit", solver.getRunTime() + remaining)  # HiGHS counts all the runs of an instance
+        set_time_left(solver, remaining)
         solver.run()
         status = solver.getModelStatus()
         if status == highspy.HighsModelStatus.kInfeasible:

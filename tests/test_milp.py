@@ -236,6 +236,15 @@ def test_a_node_highs_ends_inexactly_is_solved_again_looser_and_pruned_only_well
         assert _solve(_StubSolver([status]), time.perf_counter() + 10, 0.5)[0] == name
 
 
+def test_each_run_gets_the_time_left_on_top_of_the_instances_earlier_runs():
+    from benchmark.milp import set_time_left
+
+    solver = _StubSolver([])
+    set_time_left(solver, 3.0)  # the stub's instance has run 2 s already
+    set_time_left(solver, -1.0)  # nothing left: the shortest run HiGHS takes, not a limit already passed
+    assert solver.options == [("time_limit", 5.0), ("time_limit", 2.001)]
+
+
 def test_a_boundary_just_beyond_the_ball_within_the_tolerance_is_too_close_to_call():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
     eps = 0.2
