@@ -30,7 +30,10 @@ from model_zoo import load_model  # noqa: E402
 
 
 def per_sample_seconds(model: torch.nn.Module, batch: int, repeats: int = 20) -> tuple[float, float]:
-    """(forward, forward+backward) seconds per sample at this batch size, the best of ``repeats``."""
+    """(forward, forward+backward) wall seconds per sample at this batch size, the best of ``repeats``.
+    (Not protocol_speed.CostTable: that one gives CPU seconds, a median, to compare with CPU-timed attacks;
+    the records' stage times are wall seconds, and the floor is the fastest the passes go. Tried: its
+    figures scattered from 71 to 110 µs per forward+backward for the same DigitsCNN, above the records'.)"""
     channels_last = uses_channels_last(model, None)  # what make run decides: on for 2-d convolutions
     x = torch.rand(batch, 1, 8, 8)
     if channels_last:
