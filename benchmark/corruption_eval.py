@@ -180,7 +180,7 @@ def evaluate_corruptions(
     info = dict(model_info or {})
     info.setdefault("id", type(model).__name__)
     info["fingerprint"] = fingerprint_model(model)
-    channels_last = uses_channels_last(model, channels_last)
+    channels_last = uses_channels_last(model, channels_last, device)
     model = prepare_model(model, channels_last)  # as evaluate() runs it
 
     order: list[tuple[str, int] | None] = [None, *((name, s) for name in names for s in range(1, 6))]  # None: clean

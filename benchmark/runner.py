@@ -87,14 +87,17 @@ class ChannelsLastInputs(nn.Module):
         return self.model(x.contiguous(memory_format=torch.channels_last))
 
 
-def uses_channels_last(model: nn.Module, channels_last: bool | None) -> bool:
+def uses_channels_last(model: nn.Module, channels_last: bool | None, device: torch.device | str = "cpu") -> bool:
     """Whether to run ``model`` in the channels_last layout: as asked, or (None, the default) when it has
-    a 2-d convolution, whose NHWC kernels beat NCHW ones on CPUs (oneDNN) and GPUs (cuDNN) alike. On the
-    zoo's digits CNN, one CPU thread, 132 images: a forward pass 5.3 ms instead of 12.5 ms, forward and
-    backward 10.9 ms instead of 19.2 ms (max pooling's NCHW kernel alone took a quarter of the latter)."""
+    a 2-d convolution and runs on the CPU, where oneDNN's NHWC kernels pay: on the zoo's digits CNN, one
+    CPU thread, 132 images, a forward pass 5.3 ms instead of 12.5 ms, forward and backward 10.9 ms instead
+    of 19.2 ms (max pooling's NCHW kernel alone took a quarter of the latter). On a GPU an attack's
+    forward and backward pass in float32 is no faster in channels_last (``benchmarks/layout_speed.py`` on
+    an H200: 0.90x to 1.23x the NCHW time, the digits CNN and ResNet-50 slower), so there the model keeps
+    its own layout."""
     if channels_last is not None:
         return bool(channels_last)
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return torch.device(device).type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def prepare_model(model: nn.Module, channels_last: bool = False, compile: bool = False) -> nn.Module:
@@ -265,7 +268,7 @@ def evaluate(
     ``channels_last`` and ``compile`` run the model in the channels_last layout and/or through
     ``torch.compile`` (see :func:`prepare_model`), with results equal up to float rounding, not
     bit-identical to a run without them; they are part of a journal's configuration.
-    ``channels_last=None`` (the default) turns it on for models with 2-d convolutions
+    ``channels_last=None`` (the default) turns it on for models with 2-d convolutions run on the CPU
     (:func:`uses_channels_last`); the model's 4-d weights are then converted in place.
 
     ``verify`` adds the other side of the truth (:mod:`benchmark.verification`): CROWN's certified accuracy
@@ -313,7 +316,7 @@ def evaluate(
     info = dict(model_info or {})
     info.setdefault("id", type(model).__name__)
     info["fingerprint"] = fingerprint_model(model)
-    channels_last = uses_channels_last(model, channels_last)
+    channels_last = uses_channels_last(model, channels_last, device)
     prepared_original = model  # the plain module (the verifier reads its layers, not a compiled wrapper)
     model = prepare_model(model, channels_last, compile)
     counter = PassCounter(model)

@@ -47,8 +47,8 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="dataset folder (default: $ROBENCH_DATA or the user cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the model in the channels_last memory format (default: when it has 2-d convolutions, "
-                        "whose NHWC kernels are faster on CPUs and GPUs)")
+                   help="run the model in the channels_last memory format (default: when it has 2-d convolutions "
+                        "and runs on the CPU, where NHWC kernels are faster; on GPUs it was not)")
     p.add_argument("--compile", action="store_true",
                    help="run the model through torch.compile (meant for GPUs; the first batches pay the compile time)")
     p.add_argument("--verify", action="store_true",
