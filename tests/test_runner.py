@@ -266,7 +266,7 @@ def test_channels_last_by_default_only_for_convolutional_models_on_the_cpu(mlp):
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 36, 10))
     assert runner.uses_channels_last(conv, None) and not runner.uses_channels_last(mlp, None)
     assert runner.uses_channels_last(conv, None, "cpu") and runner.uses_channels_last(conv, None, torch.device("cpu"))
-    # on a GPU the model keeps its own layout unless asked (no device needed to decide that)
+    # on a GPU the model keeps its own layout unless asked (deciding needs no GPU present)
     assert not runner.uses_channels_last(conv, None, "cuda") and not runner.uses_channels_last(conv, None, "cuda:1")
     assert runner.uses_channels_last(mlp, True, "cuda") and runner.uses_channels_last(mlp, True)
     assert not runner.uses_channels_last(conv, False)
