@@ -11,8 +11,9 @@ process, one after the other:
 
 * robench ``evaluate(model, "digits", threat_model, n_examples=N)`` as a user calls it: the checks,
   the standard protocol and the analysis (PGD-CE baseline, curve, metrics), with its defaults (which
-  run a convolutional model in the channels_last layout); and the same with ``channels_last=False``
-  (``robench evaluate --no-channels-last``: the model's own layout, as the references run it);
+  run a convolutional model in the channels_last layout on a CPU, in its own layout on a GPU); and the
+  same in the other layout (``--no-channels-last`` on a CPU: the model's own layout, as the references
+  run it; ``--channels-last`` on a GPU);
 * ``pyautoattack.AutoAttack(model, norm=..., eps=..., version="standard", seed=0)
   .run_standard_evaluation(x, y, batch_size=N)``: the reference implementation of the protocol,
   which runs the protocol only (no checks, no analysis);
@@ -44,7 +45,7 @@ if str(REPO) not in sys.path:
 
 from benchmark import evaluate, load_dataset  # noqa: E402
 from benchmark.budgets import default_eps  # noqa: E402
-from model_zoo import load_model  # noqa: E402
+from model_zoo import list_models, load_model  # noqa: E402
 
 MODELS = ("LeCun1998Gradient", "Madry2018Towards", "Papernot2016Distillation")
 
@@ -119,11 +120,19 @@ def main() -> int:
     evaluate(load_model(MODELS[0], dataset="digits", threat_model=tm, device=device), "digits", tm, n_examples=2,
              progress=False, device=device)
     print(f"digits {tm} eps {eps:g}, {n} points, {args.threads} thread(s), {device}", flush=True)
+    on_board = set(list_models("digits", tm))
+    # the other layout than evaluate()'s default for these (convolutional) models on this device
+    other_channels_last = torch.device(device).type != "cpu"
+    other = "robench --channels-last" if other_channels_last else "robench --no-channels-last"
     for name in args.models.split(","):
+        if name not in on_board:  # e.g. Papernot2016Distillation, which is on the Linf board only
+            print(f"  {name}: not on the digits {tm} board, skipped", flush=True)
+            continue
         results = {}
         for label, run in (
             ("robench", lambda: run_robench(load_model(name, dataset="digits", threat_model=tm, device=device), tm, n, device, None)),
-            ("robench --no-channels-last", lambda: run_robench(load_model(name, dataset="digits", threat_model=tm, device=device), tm, n, device, False)),
+            (other, lambda: run_robench(load_model(name, dataset="digits", threat_model=tm, device=device), tm, n, device,
+                                        other_channels_last)),
             ("pyautoattack", lambda: run_reference(load_model(name, dataset="digits", threat_model=tm, device=device), x, y, tm, eps, device)),
             ("torchattacks", lambda: run_torchattacks(load_model(name, dataset="digits", threat_model=tm, device=device), x, y, tm, eps, device)),
             ("torchattacks standard settings", lambda: run_torchattacks_standard(
@@ -132,15 +141,15 @@ def main() -> int:
             results[label] = run()
             print(f"  {name} {label}: robust {100 * results[label][0]:.2f}% in {results[label][1]:.1f} s", flush=True)
         rows.append((name, results))
-    print("\n| model | robench | robench --no-channels-last | pyautoattack (reference) | torchattacks as shipped | "
-          "torchattacks standard settings | robench / reference | robench / torchattacks standard | "
-          "--no-channels-last / reference |\n|---|---|---|---|---|---|---|---|---|")
+    print(f"\n| model | robench | {other} | pyautoattack (reference) | torchattacks as shipped | "
+          f"torchattacks standard settings | robench / reference | robench / torchattacks standard | "
+          f"{other.removeprefix('robench ')} / reference |\n|---|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         cell = {k: f"{100 * acc:.2f}% in {sec:.1f} s" for k, (acc, sec) in r.items()}
         ratio = lambda a, b: f"{r[a][1] / r[b][1]:.2f}"  # noqa: E731
-        print(f"| {name} | {cell['robench']} | {cell['robench --no-channels-last']} | {cell['pyautoattack']} | "
+        print(f"| {name} | {cell['robench']} | {cell[other]} | {cell['pyautoattack']} | "
               f"{cell['torchattacks']} | {cell['torchattacks standard settings']} | {ratio('robench', 'pyautoattack')} | "
-              f"{ratio('robench', 'torchattacks standard settings')} | {ratio('robench --no-channels-last', 'pyautoattack')} |")
+              f"{ratio('robench', 'torchattacks standard settings')} | {ratio(other, 'pyautoattack')} |")
     return 0
 
 
