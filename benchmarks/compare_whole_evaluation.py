@@ -45,6 +45,7 @@ if str(REPO) not in sys.path:
 
 from benchmark import evaluate, load_dataset  # noqa: E402
 from benchmark.budgets import default_eps  # noqa: E402
+from benchmark.runner import uses_channels_last  # noqa: E402
 from model_zoo import list_models, load_model  # noqa: E402
 
 MODELS = ("LeCun1998Gradient", "Madry2018Towards", "Papernot2016Distillation")
@@ -122,7 +123,7 @@ def main() -> int:
     print(f"digits {tm} eps {eps:g}, {n} points, {args.threads} thread(s), {device}", flush=True)
     on_board = set(list_models("digits", tm))
     # the other layout than evaluate()'s default for these (convolutional) models on this device
-    other_channels_last = torch.device(device).type != "cpu"
+    other_channels_last = not uses_channels_last(load_model(MODELS[0], dataset="digits"), None, device)
     other = "robench --channels-last" if other_channels_last else "robench --no-channels-last"
     for name in args.models.split(","):
         if name not in on_board:  # e.g. Papernot2016Distillation, which is on the Linf board only
