@@ -31,7 +31,7 @@ from .seeding import seeded_generator
 from .threat_models import ThreatModel, get_threat_model
 
 #: the analysis' parts, in order, as the progress display names them
-ANALYSIS_STAGES = ("PGD-CE baseline", "FAB-T towards 3 targets for the curve", "local-stability metrics")
+ANALYSIS_STAGES = ("PGD-CE baseline", "curve search from first-order distances", "local-stability metrics")
 
 __all__ = [
     "ANALYSIS_STAGES",

@@ -15,6 +15,7 @@ if str(REPO) not in sys.path:  # `--model tests.runner_models:...` and the impor
     sys.path.insert(0, str(REPO))
 
 import benchmark.runner as runner  # noqa: E402
+from benchmark.analysis import ANALYSIS_STAGES  # noqa: E402
 from benchmark import EvaluationError, EvaluationResult, evaluate, load_dataset  # noqa: E402
 from robench.cli import main as cli_main  # noqa: E402
 from benchmark.protocol import PROTOCOLS, _entry  # noqa: E402
@@ -368,7 +369,7 @@ def test_one_progress_display_covers_every_chunk_and_the_analysis(mlp, data, cap
     stages = [line.split(":")[0] for line in err.splitlines() if "point-stages" in line]
     assert "apgd-ce on points 0-2" in stages and "square on points 3-5" in stages
     assert "analysis" in stages and stages[-1] == "evaluation done"
-    assert "analysis: local-stability metrics" in err
+    assert all(f"analysis: {part}" in err for part in ANALYSIS_STAGES)
     assert err.count("evaluation done") == 1 and "/42 point-stages" in err  # 4 attacks x 6 points + 3 parts x 6
     assert " 12/42 " in err and " 24/42 " in err and " 42/42 " in err  # after each chunk's attacks, then the analysis
 
