@@ -4,9 +4,12 @@ samples of the ball, and a network with an adversarial region hidden from gradie
 program must find in either norm."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import linprog
 from torch import nn
 
 from benchmark.bounds import certify, input_box, to_network
@@ -53,6 +56,73 @@ def test_the_program_decides_every_point_as_the_enumeration_does():
             assert result.status == ROBUST  # the program never contradicts a certificate
     assert statuses[ROBUST] > 0 and statuses[BROKEN] > 0 and (~cert.certified).sum() > 0
 
+
+
+def _pooled_minimum(a, b, c, d, low, high, relu):
+    """min over the box of  d + sum_k c_k f(max_i (a_k x_i + b_k)), f = relu or the identity: a 1x1 convolution's
+    channels k, each max-pooled over all pixels i, by enumerating each channel's argmax and ReLU state (an LP each)."""
+    n, channels = len(low), len(a)
+    best = np.inf
+    for winners in itertools.product(range(n), repeat=channels):
+        for states in itertools.product((0, 1) if relu else (None,), repeat=channels):
+            a_ub, b_ub, cost, const = [], [], np.zeros(n), d
+            for k, (i, on) in enumerate(zip(winners, states)):
+                for j in set(range(n)) - {i}:  # a_k (x_j - x_i) <= 0: pixel i holds the channel's maximum
+                    row = np.zeros(n)
+                    row[j], row[i] = a[k], -a[k]
+                    a_ub.append(row)
+                    b_ub.append(0.0)
+                if on is not None:
+                    row = np.zeros(n)
+                    row[i] = -a[k] if on else a[k]  # on: a_k x_i + b_k >= 0; off: <= 0
+                    a_ub.append(row)
+                    b_ub.append(b[k] if on else -b[k])
+                if on is not False:
+                    cost[i] += c[k] * a[k]
+                    const += c[k] * b[k]
+            res = linprog(cost, A_ub=np.array(a_ub), b_ub=np.array(b_ub), bounds=list(zip(low, high)), method="highs")
+            if res.status == 0:
+                best = min(best, res.fun + const)
+    return best
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_max_pooling_is_decided_as_the_enumeration_does_with_a_binary_per_unstable_relu(relu):
+    """MaxPool2d becomes pairwise maxima, max(p, q) = q + relu(p - q): layers whose units partly pass
+    through (q) and partly meet a ReLU; the program must treat each kind as such (without a ReLU before
+    the pooling, units that pass through take negative values too)."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU() if relu else nn.Identity(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(2, 2)).eval()
+    with torch.no_grad():  # class 0 when the brightest pixel is bright, class 1 when the darkest is dark
+        model[0].weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+        model[0].bias.copy_(torch.tensor([-0.3, 0.7]))
+        model[4].weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+        model[4].bias.zero_()
+    torch.manual_seed(4)
+    x = torch.rand(16, 1, 2, 2)
+    y = model(x).argmax(1)
+    eps = 0.1
+    cert, results = _decide(model, x, y, eps)
+    low, high = input_box(x.double(), get_threat_model("Linf"), eps)
+    a, b = model[0].weight.detach().double().flatten().numpy(), model[0].bias.detach().double().numpy()
+    w, v = model[4].weight.detach().double().numpy(), model[4].bias.detach().double().numpy()
+    net = to_network(model, (1, 2, 2))
+    decided = {ROBUST: 0, BROKEN: 0}
+    for i, result in enumerate(results):
+        unstable = sum(int(((lo[i] < 0) & (hi[i] > 0) & mask).sum()) for (lo, hi), mask in zip(cert.layer_bounds, net.relu))
+        assert result.binaries == unstable and result.time_s > 0  # none for always-on, always-off or passing units
+        c, d = w[y[i]] - w[1 - y[i]], v[y[i]] - v[1 - y[i]]
+        exact = _pooled_minimum(a, b, c, d, low[i].flatten().numpy(), high[i].flatten().numpy(), relu)
+        if abs(exact) < 1e-5:
+            continue
+        assert result.status == (ROBUST if exact > 0 else BROKEN), (i, exact, result)
+        decided[result.status] += 1
+    assert decided[ROBUST] and decided[BROKEN]
+    passing_across_zero = sum(int(((lo < 0) & (hi > 0) & ~mask).sum()) for (lo, hi), mask in zip(cert.layer_bounds, net.relu))
+    assert passing_across_zero > 0 if not relu else passing_across_zero == 0
+
+    eps = 0.6
+    eps = 0.6
 
 @pytest.mark.parametrize("threat, eps", [("Linf", 0.1), ("L2", 0.2)])
 def test_on_a_linear_model_exact_equals_certified(threat, eps):
@@ -178,7 +248,7 @@ def test_a_point_the_program_cannot_finish_in_time_is_undecided():
     x = torch.rand(1, 1, 8, 8)
     y = model(x).argmax(1)
     _, (result,) = _decide(model, x, y, 0.3, time_limit=1e-3)
-    assert result.status == UNDECIDED and "time limit" in result.reason
+    assert result.status == UNDECIDED and "time limit" in result.reason and result.binaries > 0
 
 
 def test_a_counterexample_the_model_itself_does_not_confirm_is_not_counted():
@@ -190,6 +260,7 @@ def test_a_counterexample_the_model_itself_does_not_confirm_is_not_counted():
     result = verify_point(net, x[0], 0, [(lo[0], hi[0]) for lo, hi in cert.layer_bounds], low[0], high[0],
                           classify=lambda _: 0)  # a model that, unlike the network read, keeps every label
     assert result.status == UNDECIDED and "still classified 0 by the model" in result.reason
+    assert result.binaries > 0 and result.time_s > 0  # the record's per-point figures
 
 
 class _StubSolver:
