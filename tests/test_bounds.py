@@ -32,6 +32,8 @@ def _seeded(module: nn.Module, seed: int = 0) -> nn.Module:
     (lambda: DigitsMLP(hidden=16), (1, 8, 8)),
     (lambda: nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
                            nn.AvgPool2d(2), nn.Flatten(), nn.Linear(3 * 2 * 2, 5)), (2, 9, 9)),
+    # a ReLU with no affine map before it (on the input, or right after another): an identity map is read in
+    (lambda: nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.ReLU(), nn.Linear(6, 3)), (1, 2, 2)),
 ])
 def test_the_canonical_form_computes_the_models_logits(build, shape):
     model = _seeded(build())

@@ -215,6 +215,7 @@ def test_the_l2_search_finds_the_hidden_region_at_its_exact_distance():
     assert broken.status == BROKEN and np.linalg.norm(broken.x_adv - 0.5) <= distance * 1.02 + 1e-9
     _, (safe,) = _decide(model, x, y, distance * 0.98, threat="L2")
     assert safe.status == ROBUST
+    assert broken.reason == safe.reason == ""  # a reason is kept (and shown) for undecided points only
 
 
 def test_the_l2_ball_is_decided_as_samples_of_it_say():
