@@ -27,11 +27,28 @@ def _seeded(module: nn.Module, seed: int = 0) -> nn.Module:
 
 # ------------------------------------------------------------------ the canonical form
 
+class _Reshaping(nn.Module):
+    """A convolution, then ``x.<method>(-1, 8)`` (``flatten(1)``), then a linear layer."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__()
+        self.method, self.conv, self.fc = method, nn.Conv2d(1, 2, 1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        h = h.flatten(1) if self.method == "flatten" else getattr(h, self.method)(-1, 8)
+        return self.fc(h)
+
+
 @pytest.mark.parametrize("build, shape", [
     (lambda: NormalizedModel(DigitsCNN(width=4), mean=[0.3], std=[0.7]), (1, 8, 8)),
     (lambda: DigitsMLP(hidden=16), (1, 8, 8)),
     (lambda: nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
                            nn.AvgPool2d(2), nn.Flatten(), nn.Linear(3 * 2 * 2, 5)), (2, 9, 9)),
+    # flattening written as a method call in forward()
+    (lambda: _Reshaping("reshape"), (1, 2, 2)),
+    (lambda: _Reshaping("view"), (1, 2, 2)),
+    (lambda: _Reshaping("flatten"), (1, 2, 2)),
     # a ReLU with no affine map before it (on the input, or right after another): an identity map is read in
     (lambda: nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.ReLU(), nn.Linear(6, 3)), (1, 2, 2)),
 ])

@@ -218,6 +218,33 @@ def test_the_l2_search_finds_the_hidden_region_at_its_exact_distance():
     assert broken.reason == safe.reason == ""  # a reason is kept (and shown) for undecided points only
 
 
+def test_an_l2_node_highs_cannot_solve_is_split_and_the_point_still_decided(monkeypatch):
+    """A node whose QP HiGHS ends with an error (after the looser retry) is split at its loosest ReLU, so the
+    answer is the one a solved node gives; with no ReLU left to split, the point is undecided, and says why."""
+    import benchmark.l2_exact as l2_exact
+
+    model = _seeded(nn.Sequential(nn.Flatten(), nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)), seed=14)
+    torch.manual_seed(14)
+    x = 0.2 + 0.6 * torch.rand(30, 1, 1, 3)
+    y = model(x).argmax(1)
+    _, plain = _decide(model, x, y, 0.4, threat="L2")
+    real_solve, calls = l2_exact._solve, []
+
+    def root_fails(solver, deadline, eps):
+        calls.append(solver)
+        status, prune = real_solve(solver, deadline, eps)
+        first_of_its_program = calls.count(solver) == 1  # each class t gets its own solver: its root node
+        return ("kSolveError", prune) if first_of_its_program else (status, prune)
+
+    monkeypatch.setattr(l2_exact, "_solve", root_fails)
+    _, split = _decide(model, x, y, 0.4, threat="L2")
+    assert [r.status for r in split] == [r.status for r in plain] and len(calls) > 0
+    assert {ROBUST, BROKEN} <= {r.status for r in plain}
+
+    monkeypatch.setattr(l2_exact, "_solve", lambda solver, deadline, eps: ("kSolveError", 0.0))
+    _, failed = _decide(model, x, y, 0.4, threat="L2")
+    assert all(r.status == UNDECIDED and "HiGHS stopped with kSolveError on class" in r.reason for r in failed)
+
 def test_the_l2_ball_is_decided_as_samples_of_it_say():
     model = _seeded(nn.Sequential(nn.Flatten(), nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)), seed=14)
     torch.manual_seed(14)
