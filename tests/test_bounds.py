@@ -199,3 +199,12 @@ def test_a_misclassified_point_is_never_certified():
     x = torch.rand(10, 1, 2, 2, dtype=torch.float64)
     wrong = (model(x).argmax(1) + 1) % 3
     assert not certify(model, x, wrong, "Linf", 0.0 + 1e-9).certified.any()
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown"])
+def test_no_points_give_an_empty_certificate_of_the_usual_types(method):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    x = torch.rand(0, 1, 2, 2)
+    result = certify(model, x, torch.zeros(0, dtype=torch.long), "Linf", 0.1, method=method)
+    assert result.margin_lower.shape == (0,) and result.margin_lower.dtype == torch.float64
+    assert result.certified.shape == (0,) and result.certified.dtype == torch.bool and result.layer_bounds == []

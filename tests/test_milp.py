@@ -358,3 +358,18 @@ def test_a_boundary_just_beyond_the_ball_within_the_tolerance_is_too_close_to_ca
     _, (far,) = _decide(model, x, y, eps * 0.99, threat="L2")  # 1% inside: clearly robust
     _, (near,) = _decide(model, x, y, eps * 1.01, threat="L2")  # the boundary 1% inside the ball: broken
     assert far.status == ROBUST and near.status == BROKEN
+
+
+def test_a_margin_whose_minimum_is_exactly_zero_is_too_close_to_call():
+    """The smallest margin over the box is 0 (the boundary passes through the box's corner, all in exact binary
+    fractions): neither a proof (it must be above the proof margin) nor a counterexample (it must be below 0)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(1, 2)).eval()
+    with torch.no_grad():  # margin z_0 - z_1 = 2 x - 0.5: zero at x = 0.25
+        model[1].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        model[1].bias.copy_(torch.tensor([-0.25, 0.25]))
+    x, y = torch.full((1, 1, 1, 1), 0.5), torch.zeros(1, dtype=torch.long)
+    _, (edge,) = _decide(model, x, y, 0.25)
+    assert edge.status == UNDECIDED and "the margin to class 1 reaches 0.00e+00, within the proof margin of 0" in edge.reason
+    _, (inside,) = _decide(model, x, y, 0.125)
+    _, (beyond,) = _decide(model, x, y, 0.375)
+    assert inside.status == ROBUST and beyond.status == BROKEN
