@@ -134,7 +134,8 @@ def test_l2_bound_on_a_linear_model_inside_the_box_is_the_closed_form():
     w, b = model[1].weight.detach(), model[1].bias.detach()
     c = w[y] - w[1 - y]
     expected = (x.flatten(1) * c).sum(1) + b[y] - b[1 - y] - 0.1 * c.norm(dim=1)
-    assert torch.allclose(certify(model, x, y, "L2", 0.1).margin_lower, expected, atol=1e-12)
+    for method in ("ibp", "crown"):  # both exact on a linear model
+        assert torch.allclose(certify(model, x, y, "L2", 0.1, method=method).margin_lower, expected, atol=1e-12)
 
 
 def _exact_minimum(w1, b1, c, d, low, high):
@@ -208,3 +209,42 @@ def test_no_points_give_an_empty_certificate_of_the_usual_types(method):
     result = certify(model, x, torch.zeros(0, dtype=torch.long), "Linf", 0.1, method=method)
     assert result.margin_lower.shape == (0,) and result.margin_lower.dtype == torch.float64
     assert result.certified.shape == (0,) and result.certified.dtype == torch.bool and result.layer_bounds == []
+
+
+def test_ibp_is_interval_arithmetic_layer_by_layer():
+    """IBP's ReLU-input bounds and margins against interval arithmetic written out by hand."""
+    model = _seeded(nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)), seed=9).double()
+    x = torch.rand(8, 1, 2, 2, dtype=torch.float64)
+    y = model(x).argmax(1)
+    eps = 0.1
+    low, high = (x.flatten(1) - eps).clamp(0, 1), (x.flatten(1) + eps).clamp(0, 1)
+    w1, b1, w2, b2 = model[1].weight.detach(), model[1].bias.detach(), model[3].weight.detach(), model[3].bias.detach()
+    pos, neg = w1.clamp_min(0), w1.clamp_max(0)
+    lo1, hi1 = low @ pos.T + high @ neg.T + b1, high @ pos.T + low @ neg.T + b1
+    a_lo, a_hi = lo1.clamp_min(0), hi1.clamp_min(0)
+    margins = []
+    for i in range(len(x)):
+        c = w2[y[i]] - w2  # (3, 6): row t is the margin z_y - z_t's weights; row y is zero
+        lower = (c.clamp_min(0) * a_lo[i]).sum(1) + (c.clamp_max(0) * a_hi[i]).sum(1) + b2[y[i]] - b2
+        margins.append(lower[torch.arange(3) != y[i]].min())
+    result = certify(model, x, y, "Linf", eps, method="ibp")
+    (got_lo, got_hi), = result.layer_bounds
+    assert torch.allclose(got_lo, lo1, atol=1e-12) and torch.allclose(got_hi, hi1, atol=1e-12)
+    assert torch.allclose(result.margin_lower, torch.stack(margins), atol=1e-12)
+    assert (hi1 > 1).any() and (hi1 < 1).any() and (lo1 < 0).any() and (hi1 > 0).any()  # every case of the ReLU met
+
+
+def test_crown_bounds_the_first_layer_by_the_l2_ball_not_its_box():
+    """Inside [0, 1], the first layer's pre-activations range over w_j . x0 + b_j +- eps ||w_j||_2, exactly; and a
+    module given to certify is read with the inputs' shape (a convolution needs it)."""
+    model = _seeded(nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(4, 3)), seed=10).double()
+    x = 0.3 + 0.4 * torch.rand(5, 1, 2, 3, dtype=torch.float64)
+    y = model(x).argmax(1)
+    eps = 0.1  # the ball stays inside [0, 1]
+    result = certify(model, x, y, "L2", eps, method="crown")
+    got_lo, got_hi = result.layer_bounds[0]
+    net = to_network(model, (1, 2, 3))
+    centre = x.flatten(1) @ net.weights[0].T + net.biases[0]
+    radius = eps * net.weights[0].norm(dim=1)
+    assert torch.allclose(got_lo, centre - radius, atol=1e-12) and torch.allclose(got_hi, centre + radius, atol=1e-12)
+    assert torch.equal(result.margin_lower, certify(net, x, y, "L2", eps, method="crown").margin_lower)

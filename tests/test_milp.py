@@ -277,6 +277,8 @@ def test_a_point_the_program_cannot_finish_in_time_is_undecided():
     y = model(x).argmax(1)
     _, (result,) = _decide(model, x, y, 0.3, time_limit=1e-3)
     assert result.status == UNDECIDED and "time limit" in result.reason and result.binaries > 0
+    _, (ball,) = _decide(model, x, y, 1.0, threat="L2", time_limit=1e-3)
+    assert ball.status == UNDECIDED and ball.reason == "time limit of 0.001 s" and ball.binaries > 0
 
 
 def test_a_counterexample_the_model_itself_does_not_confirm_is_not_counted():
