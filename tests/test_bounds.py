@@ -27,6 +27,17 @@ def _seeded(module: nn.Module, seed: int = 0) -> nn.Module:
 
 # ------------------------------------------------------------------ the canonical form
 
+class _Calling(nn.Module):
+    """A linear layer, then ``function`` called in forward() rather than held as a module."""
+
+    def __init__(self, function) -> None:
+        super().__init__()
+        self.function, self.fc = function, nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.function(self.fc(x.flatten(1)))
+
+
 class _Reshaping(nn.Module):
     """A convolution, then ``x.<method>(-1, 8)`` (``flatten(1)``), then a linear layer."""
 
@@ -75,6 +86,8 @@ def test_max_pooling_becomes_pairwise_maxima_with_passing_values():
 @pytest.mark.parametrize("model, reason", [
     (nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), "a Tanh layer"),
     (nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Sigmoid()), "a Sigmoid layer"),
+    (_Calling(torch.sigmoid), r"^sigmoid: call_function sigmoid is not a layer the bounds take$"),
+    (_Calling(lambda h: h.tanh()), r"^tanh: call_method tanh is not a layer the bounds take$"),
 ])
 def test_layers_the_bounds_cannot_take_are_named(model, reason):
     with pytest.raises(NotVerifiable, match=reason):
