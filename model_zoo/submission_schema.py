@@ -200,8 +200,7 @@ def _check_file(path: str | os.PathLike, repo_root: str | os.PathLike | None, ch
         return None, [Problem(str(file), "(file)", f"not UTF-8 text: {exc}")]
     except OSError as exc:
         return None, [Problem(str(file), "(file)", f"cannot be read: {exc.strerror or exc}")]
-    root = Path(repo_root) if repo_root is not None else repo_root_of(file)
-    return validate_text(text, file, repo_root=root, check_hash=check_hash, import_libraries=import_libraries)
+    return validate_text(text, file, repo_root=repo_root, check_hash=check_hash, import_libraries=import_libraries)
 
 
 def _collisions(path: Path, card: ModelCard, existing_ids: Iterable[str | tuple[str, str, str]]) -> list[Problem]:
