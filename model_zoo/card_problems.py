@@ -78,7 +78,7 @@ class _Schema:
 
     def kind(self, node: dict, plural: bool = False) -> str:
         node = self._resolve(node)
-        if "anyOf" in node:
+        if "anyOf" in node and "type" not in node:  # a union of types (an object's anyOf only requires keys)
             kinds = [self.kind(b, plural) for b in node["anyOf"] if b.get("type") != "null"]
             nullable = len(kinds) < len(node["anyOf"])
             return " or ".join(dict.fromkeys(kinds)) + (" or null" if nullable else "")
@@ -137,10 +137,12 @@ def _translate(error: Mapping[str, Any], schema: _Schema) -> list[tuple[str, str
     if kind == "greater_than_equal":
         return [(where, f"{item}expected at least {ctx.get('ge')}, got {_short(value)}")]
     if kind == "too_short":
-        return [(where, f"expected at least {ctx.get('min_length')} item(s), got none")]
+        if isinstance(value, (list, tuple)) and len(value) > ctx.get("actual_length", 0):
+            return []  # pydantic counts the valid items only: the items' own problems say what is wrong
+        return [(where, f"expected at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length') or 'none'}")]
     if kind == "string_too_short":
         return [(where, f"{item}expected a non-empty string")]
-    if kind == "invalid_key":
+    if kind == "invalid_key" or loc[-1:] == ("[key]",):
         return [(where, f"expected string keys, got {_short(value)}")]
     if kind == "finite_number":
         return [(where, f"{item}expected a finite number, got {_short(value)}")]

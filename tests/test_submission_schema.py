@@ -212,6 +212,70 @@ def test_each_fault_gets_its_specific_message(tmp_path: Path, name: str) -> None
     assert {p.field for p in info.value.problems} >= {where} - {"checkpoint.sha256"}
 
 
+#: faults and every problem they give, word for word: what the submitter reads
+EXACT: dict[str, tuple[Callable[[dict], None], list[tuple[str, str]]]] = {
+    "input size with a zero": (_set("preprocessing.input_size", [1, 0, 8]), [
+        ("preprocessing.input_size", "expected three positive integers [channels, height, width], got [1, 0, 8]")]),
+    "input size of two numbers": (_set("preprocessing.input_size", [8, 8]), [
+        ("preprocessing.input_size", "expected three positive integers [channels, height, width], got [8, 8]")]),
+    "backslashes in a relative path": (_set("checkpoint.path", "submissions\\digits\\m.safetensors"), [
+        ("checkpoint.path", "'submissions\\\\digits\\\\m.safetensors' is outside the repository; expected a path "
+                            "relative to the repository root with '/' separators and no '..'")]),
+    "keyword names": (_set("architecture.kwargs", {"1x": 2}), [
+        ("architecture.kwargs", "expected keyword names (identifiers), got ['1x']")]),
+    "keys that are not strings": (_set("architecture.kwargs", {1: 2}), [
+        ("architecture.kwargs", "expected string keys, got 1")]),
+    "a boolean": (_set("additional_data", "yes"), [("additional_data", "expected true or false, got a string ('yes')")]),
+    "a number": (_set("reported.clean_accuracy", "high"), [
+        ("reported.clean_accuracy", "expected a number, got a string ('high')")]),
+    "a list of numbers": (_set("preprocessing.mean", "0.5"), [
+        ("preprocessing.mean", "expected a list of numbers, got a string ('0.5')")]),
+    "an item of a list": (_set("preprocessing.mean", [True]), [("preprocessing.mean", "item 0: expected a number, got a boolean (True)")]),
+    "a choice with an underscore in its name": (_set("threat_model", "L1"), [
+        ("threat_model", "unknown threat model 'L1'; expected one of Linf, L2, corruptions (did you mean 'L2'?)")]),
+    "an empty list": (_set("paper.authors", []), [("paper.authors", "expected at least 1 item(s), got none")]),
+    # pydantic adds "too short" when no item is valid: the items' own problems are what is wrong
+    "a list of wrong items": (_set("paper.authors", [1, 2]), [
+        ("paper.authors", "item 0: expected a non-empty string, got an integer (1)"),
+        ("paper.authors", "item 1: expected a non-empty string, got an integer (2)")]),
+    # its schema's anyOf only requires one of two keys: the block is still a mapping
+    "a mapping with one of two keys": (_set("training", [1, 2]), [("training", "expected a mapping, got a list ([1, 2])")]),
+}
+
+
+@pytest.mark.parametrize("name", list(EXACT))
+def test_faults_are_worded_exactly(tmp_path: Path, name: str) -> None:
+    mutate, expected = EXACT[name]
+    path = write_submission(tmp_path, submission_document())
+    broken = copy.deepcopy(yaml.safe_load(path.read_text()))
+    mutate(broken)
+    path.write_text(yaml.safe_dump(broken))
+    assert [(p.field, p.message) for p in validate_file(path, tmp_path)] == expected
+
+
+def test_the_edges_of_the_rules_are_valid(tmp_path: Path) -> None:
+    """Accuracies of exactly 0 and 1, and a file named by the shortest path that shows its board."""
+    doc = submission_document()
+    doc["reported"] = {"clean_accuracy": 1.0, "robust_accuracy": 0.0}
+    path = write_submission(tmp_path, doc)
+    assert validate_file(path, tmp_path) == []
+    text = path.read_text()
+    assert validate_text(text, "digits/Linf/Doe2024Example.yaml", repo_root=tmp_path)[1] == []
+    (short,) = validate_text(text, "Linf/Doe2024Example.yaml", repo_root=tmp_path)[1]
+    assert (short.field, short.message) == ("(file)", "expected the file at submissions/digits/Linf/Doe2024Example.yaml")
+
+
+def test_an_imagenet_input_size_must_be_its_crop(tmp_path: Path) -> None:
+    doc = submission_document("Doe2024Net", dataset="imagenet")
+    doc.update(eps="4/255", num_classes=1000, architecture={"source": "torchvision", "name": "resnet18", "kwargs": {}},
+               preprocessing={"mean": [0.5] * 3, "std": [0.2] * 3, "input_size": [3, 256, 256], "crop": 224})
+    path = write_submission(tmp_path, doc)
+    assert [(p.field, p.message) for p in validate_file(path, tmp_path)] == [
+        ("preprocessing.input_size", "[3, 256, 256] does not match the crop 224; expected [3, 224, 224]")]
+    doc["preprocessing"]["input_size"] = [3, 224, 224]
+    assert validate_file(write_submission(tmp_path, doc), tmp_path) == []
+
+
 @pytest.mark.parametrize("suffix, text, message", [
     (".yaml", "id: [unclosed\n", "invalid YAML"),
     (".json", '{"id": "Doe2024Example",}', "invalid JSON at line 1"),
