@@ -122,7 +122,8 @@ def _translate(error: Mapping[str, Any], schema: _Schema) -> list[tuple[str, str
     loc, kind, value, ctx = tuple(error["loc"]), error["type"], error.get("input"), error.get("ctx") or {}
     where, item = _where(loc)
     if kind in ("value_error", "assertion_error") and isinstance(ctx.get("error"), CardProblems):
-        return [(f"{where}.{sub}" if sub else where, message) for sub, message in ctx["error"].problems]
+        prefix = "" if where == "(document)" else f"{where}."  # a rule over the whole card names its own fields
+        return [(f"{prefix}{sub}" if sub else where, message) for sub, message in ctx["error"].problems]
     if kind in ("value_error", "assertion_error"):
         return [(where, item + str(ctx.get("error", error["msg"])))]
     if kind == "missing":

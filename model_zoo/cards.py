@@ -436,9 +436,7 @@ def _text(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, (tuple, list)):
         return ", ".join(_text(v) for v in value)
-    if isinstance(value, Mapping):
-        return ", ".join(f"{k}={_text(v)}" for k, v in value.items())
-    return str(value)
+    return str(value)  # a part with its own text (the architecture, the training block) and plain values
 
 
 def _rows(part: BaseModel) -> list[tuple[str, str]]:

@@ -240,6 +240,12 @@ EXACT: dict[str, tuple[Callable[[dict], None], list[tuple[str, str]]]] = {
         ("paper.authors", "item 1: expected a non-empty string, got an integer (2)")]),
     # its schema's anyOf only requires one of two keys: the block is still a mapping
     "a mapping with one of two keys": (_set("training", [1, 2]), [("training", "expected a mapping, got a list ([1, 2])")]),
+    "a missing mapping": (_delete("training"), [("training", "missing required field; expected a mapping")]),
+    "a nullable field": (_set("footnote", 5), [("footnote", "expected a non-empty string or null, got an integer (5)")]),
+    "an integer": (_set("num_classes", 10.5), [("num_classes", "expected an integer, got a number (10.5)")]),
+    "no channel": (_set("preprocessing.mean", []), [("preprocessing.mean", "expected one finite number per channel, got []")]),
+    # a rule over the whole card (the board's budget) was reported at the field '(document).eps'
+    "a missing budget": (_delete("eps"), [("eps", "missing; a Linf board has a budget (docs/datasets.md lists each board's)")]),
 }
 
 
@@ -251,6 +257,50 @@ def test_faults_are_worded_exactly(tmp_path: Path, name: str) -> None:
     mutate(broken)
     path.write_text(yaml.safe_dump(broken))
     assert [(p.field, p.message) for p in validate_file(path, tmp_path)] == expected
+
+
+def test_a_file_that_cannot_be_read_is_one_problem(tmp_path: Path) -> None:
+    folder = tmp_path / "submissions" / "digits" / "Linf" / "Doe2024Example.yaml"
+    folder.mkdir(parents=True)
+    assert validate_file(folder, tmp_path) == [Problem(str(folder), "(file)", "cannot be read: Is a directory")]
+    other = folder.with_suffix(".toml")
+    other.write_text("id = 1")
+    assert validate_file(other, tmp_path) == [
+        Problem(str(other), "(file)", "unsupported file type '.toml'; expected one of .yaml, .yml, .json")]
+
+
+def test_a_checkpoint_linked_from_outside_the_repository_is_refused(tmp_path: Path) -> None:
+    repo, outside = tmp_path / "repo", tmp_path / "elsewhere.safetensors"
+    path = write_submission(repo, submission_document())
+    ckpt = repo / "submissions" / "digits" / "Linf" / "Doe2024Example.safetensors"
+    ckpt.rename(outside)
+    ckpt.symlink_to(outside)
+    assert [(p.field, p.message) for p in validate_file(path, repo)] == [
+        ("checkpoint.path", f"'submissions/digits/Linf/Doe2024Example.safetensors' resolves outside the repository "
+                            f"{repo} (a symbolic link?)")]
+
+
+def test_a_card_problem_reads_as_written() -> None:
+    from model_zoo.cards import CardProblems
+
+    assert str(CardProblems(("eps", "expected 0.2"), ("", "no board"))) == "eps: expected 0.2; no board"
+
+
+def test_a_cards_rows_are_its_fields_as_text(tmp_path: Path) -> None:
+    doc = submission_document()
+    doc["training"] = {"recipe": "pgd_at", "seed": 0, "epochs": 1, "lr": 0.1}
+    card = read_card(write_submission(tmp_path, doc))
+    assert card.rows() == [
+        ("Id", "Doe2024Example"), ("Dataset", "digits"), ("Threat model", "Linf"), ("Eps", "0.2"),
+        ("Paper", "An Example of Robust Training"), ("Link", "https://example.org/paper"),
+        ("Authors", "Jane Doe, John Roe"), ("Venue", "ICLR"), ("Year", "2024"), ("Extra training data", "no"),
+        ("Forward passes per prediction", "1"), ("Reported by the authors", "clean 90.00%, robust 50.00%"),
+        ("License", "MIT"), ("Architecture", "digits_mlp(hidden=8) (robench)"), ("Classes", "10"),
+        ("Preprocessing", "mean [0.5], std [0.25], input [1, 8, 8]"), ("Checkpoint sha256", card.checkpoint.sha256),
+        ("Format", "safetensors"), ("Path", "submissions/digits/Linf/Doe2024Example.safetensors"),
+        ("Training", "robench recipe pgd_at, seed 0 (epochs=1, lr=0.1)"),
+    ]
+    assert ("Extra training data", "yes") in read_card(write_submission(tmp_path, {**doc, "additional_data": True})).rows()
 
 
 def test_the_edges_of_the_rules_are_valid(tmp_path: Path) -> None:
@@ -361,7 +411,8 @@ def test_id_collisions(tmp_path: Path) -> None:
         assert [p.field for p in problems] == ["id"] and "collides" in problems[0].message
     twin = write_submission(tmp_path, submission_document(), suffix=".json")
     problems = validate_file(twin, tmp_path)
-    assert [p.field for p in problems] == ["id"] and "Doe2024Example.yaml" in problems[0].message
+    assert [(p.field, p.message) for p in problems] == [
+        ("id", "'Doe2024Example' is also defined by Doe2024Example.yaml in the same folder; expected one file per id")]
 
 
 def test_problem_reads_as_file_field_message() -> None:
