@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import re
 from pathlib import Path
@@ -212,6 +213,8 @@ def test_each_fault_gets_its_specific_message(tmp_path: Path, name: str) -> None
     assert {p.field for p in info.value.problems} >= {where} - {"checkpoint.sha256"}
 
 
+CARD_FIELDS = ("id, dataset, threat_model, eps, paper, additional_data, number_forward_passes, reported, license, "
+               "footnote, architecture, num_classes, preprocessing, checkpoint, training")
 #: faults and every problem they give, word for word: what the submitter reads
 EXACT: dict[str, tuple[Callable[[dict], None], list[tuple[str, str]]]] = {
     "input size with a zero": (_set("preprocessing.input_size", [1, 0, 8]), [
@@ -242,6 +245,11 @@ EXACT: dict[str, tuple[Callable[[dict], None], list[tuple[str, str]]]] = {
     "a mapping with one of two keys": (_set("training", [1, 2]), [("training", "expected a mapping, got a list ([1, 2])")]),
     "a missing mapping": (_delete("training"), [("training", "missing required field; expected a mapping")]),
     "a nullable field": (_set("footnote", 5), [("footnote", "expected a non-empty string or null, got an integer (5)")]),
+    "a blank string": (_set("license", "  "), [("license", "expected a non-empty string")]),
+    "a value of another type": (_set("paper.year", datetime.date(2024, 1, 1)), [
+        ("paper.year", "expected an integer, got a date (datetime.date(2024, 1, 1))")]),
+    "an unknown field like no other": (_set("zzz", 1), [("zzz", "unknown field; expected only: " + CARD_FIELDS)]),
+    "a blank field name": (_set(" ", 1), [("' '", "unknown field; expected only: " + CARD_FIELDS)]),
     "an integer": (_set("num_classes", 10.5), [("num_classes", "expected an integer, got a number (10.5)")]),
     "no channel": (_set("preprocessing.mean", []), [("preprocessing.mean", "expected one finite number per channel, got []")]),
     # a rule over the whole card (the board's budget) was reported at the field '(document).eps'
@@ -263,6 +271,13 @@ def test_a_file_that_cannot_be_read_is_one_problem(tmp_path: Path) -> None:
     folder = tmp_path / "submissions" / "digits" / "Linf" / "Doe2024Example.yaml"
     folder.mkdir(parents=True)
     assert validate_file(folder, tmp_path) == [Problem(str(folder), "(file)", "cannot be read: Is a directory")]
+    latin = folder.with_name("Doe2024Latin.yaml")
+    latin.write_bytes(b"id: \xff\n")
+    assert validate_file(latin, tmp_path) == [Problem(str(latin), "(file)", "not UTF-8 text: 'utf-8' codec can't "
+                                                                             "decode byte 0xff in position 4: invalid start byte")]
+    latin.write_text("id: [unclosed\n")
+    (problem,) = validate_file(latin, tmp_path)
+    assert problem.file == str(latin) and problem.field == "(document)" and problem.message.startswith("invalid YAML: ")
     other = folder.with_suffix(".toml")
     other.write_text("id = 1")
     assert validate_file(other, tmp_path) == [
