@@ -246,6 +246,12 @@ EXACT: dict[str, tuple[Callable[[dict], None], list[tuple[str, str]]]] = {
     "a missing mapping": (_delete("training"), [("training", "missing required field; expected a mapping")]),
     "a nullable field": (_set("footnote", 5), [("footnote", "expected a non-empty string or null, got an integer (5)")]),
     "a blank string": (_set("license", "  "), [("license", "expected a non-empty string")]),
+    "a path that climbs out": (_set("checkpoint.path", "submissions/../../m.safetensors"), [
+        ("checkpoint.path", "'submissions/../../m.safetensors' is outside the repository; expected a path relative to "
+                            "the repository root with '/' separators and no '..'")]),
+    "resizing outside ImageNet": (_set("preprocessing.resize", 256), [
+        ("preprocessing.resize", "only ImageNet entries resize or crop; expected null for digits")]),
+    "a boolean budget": (_set("eps", True), [("eps", 'expected a number or a fraction such as "8/255", got True')]),
     "a value of another type": (_set("paper.year", datetime.date(2024, 1, 1)), [
         ("paper.year", "expected an integer, got a date (datetime.date(2024, 1, 1))")]),
     "an unknown field like no other": (_set("zzz", 1), [("zzz", "unknown field; expected only: " + CARD_FIELDS)]),
@@ -426,8 +432,18 @@ def test_id_collisions(tmp_path: Path) -> None:
         assert [p.field for p in problems] == ["id"] and "collides" in problems[0].message
     twin = write_submission(tmp_path, submission_document(), suffix=".json")
     problems = validate_file(twin, tmp_path)
-    assert [(p.field, p.message) for p in problems] == [
-        ("id", "'Doe2024Example' is also defined by Doe2024Example.yaml in the same folder; expected one file per id")]
+    assert [(p.file, p.field, p.message) for p in problems] == [(str(twin), "id", (
+        "'Doe2024Example' is also defined by Doe2024Example.yaml in the same folder; expected one file per id"))]
+
+
+def test_a_folder_that_cannot_be_listed_leaves_the_twin_check_out(tmp_path: Path, monkeypatch) -> None:
+    path = write_submission(tmp_path, submission_document())
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    assert validate_file(path, tmp_path) == []
 
 
 def test_problem_reads_as_file_field_message() -> None:
