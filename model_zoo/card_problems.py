@@ -183,10 +183,37 @@ def _valid_fields(owner: type[BaseModel], data: dict) -> dict[str, Any]:
     return values
 
 
+def _card_rules(card_type: type[BaseModel], data: dict, parts: dict[str, Any]) -> list[tuple[str, str]]:
+    """The card's own rules across its fields (its "after" model validators, such as a budget for every Lp
+    board), run on the parts that validated: pydantic runs them only when every field is valid. A rule that
+    reads a field which failed has nothing to add and is skipped; an absent field takes its default."""
+    values = dict(parts)
+    for name, info in card_type.model_fields.items():
+        if name not in data and not info.is_required():
+            values[name] = info.get_default(call_default_factory=True)
+    view, found = SimpleNamespace(**values), []
+    for rule in card_type.__pydantic_decorators__.model_validators.values():
+        if rule.info.mode != "after":
+            continue
+        try:
+            rule.func(view)
+        except CardProblems as problems:
+            found += [(field or "(document)", message) for field, message in problems.problems]
+        except ValueError as exc:
+            found.append(("(document)", str(exc)))
+        except AttributeError:  # it reads a field that failed on its own
+            continue
+    return found
+
+
 def validate_parts(card_type: type[BaseModel], data: dict) -> tuple[Any, list[tuple[str, str]], dict[str, Any]]:
     """(the card or None, (field, message) for each fault, the parts that validated on their own)."""
     try:
         card = card_type.model_validate(data)
     except ValidationError as exc:
-        return None, problems_from(exc, card_type), _valid_fields(card_type, data)
+        parts = _valid_fields(card_type, data)
+        found = problems_from(exc, card_type)
+        if any(error["loc"] for error in exc.errors()):  # a field failed: the card's own rules did not run
+            found += _card_rules(card_type, data, parts)
+        return None, found, parts
     return card, [], dict(card)

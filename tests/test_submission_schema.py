@@ -301,6 +301,31 @@ def test_a_checkpoint_linked_from_outside_the_repository_is_refused(tmp_path: Pa
                             f"{repo} (a symbolic link?)")]
 
 
+@pytest.mark.parametrize("threat_model, eps, expected", [
+    ("Linf", None, ("eps", "missing; a Linf board has a budget (docs/datasets.md lists each board's)")),
+    ("corruptions", 0.2, ("eps", "0.2, but a corruptions board has no eps; leave it out (or write null)")),
+])
+def test_a_rule_across_fields_is_listed_with_the_fields_own_faults(tmp_path: Path, threat_model, eps, expected) -> None:
+    """The card's budget rule is a model validator, which pydantic skips once a field fails: it went unreported
+    until every other fault was fixed."""
+    doc = submission_document(threat_model=threat_model)
+    doc["eps"] = eps
+    if eps is None:
+        del doc["eps"]
+    alone = write_submission(tmp_path / "alone", doc)
+    assert [(p.field, p.message) for p in validate_file(alone, tmp_path / "alone")] == [expected]
+    doc["footnote"], doc["paper"]["authors"] = 5, "Jane Doe"
+    path = write_submission(tmp_path / "more", doc)
+    assert [(p.field, p.message) for p in validate_file(path, tmp_path / "more")] == [
+        ("paper.authors", "expected a list of non-empty strings, got a string ('Jane Doe')"),
+        ("footnote", "expected a non-empty string or null, got an integer (5)"),
+        expected,
+    ]
+    doc["threat_model"] = 7  # the rule reads a field that failed: it says nothing more
+    problems = validate_file(write_submission(tmp_path / "typo", doc, name="Doe2024Example"), tmp_path / "typo")
+    assert "eps" not in [p.field for p in problems] and "threat_model" in [p.field for p in problems]
+
+
 def test_a_card_problem_reads_as_written() -> None:
     from model_zoo.cards import CardProblems
 
