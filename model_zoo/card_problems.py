@@ -197,10 +197,9 @@ def _card_rules(card_type: type[BaseModel], data: dict, parts: dict[str, Any]) -
             continue
         try:
             rule.func(view)
-        except CardProblems as problems:
-            found += [(field or "(document)", message) for field, message in problems.problems]
-        except ValueError as exc:
-            found.append(("(document)", str(exc)))
+        except ValueError as exc:  # worded as pydantic's own report of the rule would be
+            error = {"loc": (), "type": "value_error", "input": data, "ctx": {"error": exc}, "msg": str(exc)}
+            found += _translate(error, _schema(card_type))
         except AttributeError:  # it reads a field that failed on its own
             continue
     return found
