@@ -1,6 +1,7 @@
 """Aggregation of records and cards into board tables; reading a results folder."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ from benchmark.external import ExternalEvaluation
 from leaderboard.aggregate import ALL_RESULTS_COLUMNS, BOARD_COLUMNS, STANDARD_ATTACKS, aggregate, write_csvs
 from leaderboard.entries import ImportedListing, external_from_dict, read_listing
 from leaderboard.sources import load_results
-from leaderboard.synthetic import make_card, make_record
+from leaderboard.synthetic import make_card, make_corruption_record, make_record
 
 
 def _external(model_id: str, acc: float, **kw) -> dict:
@@ -252,3 +253,73 @@ def test_a_record_on_fewer_points_is_shown_below_and_unranked(tmp_path):
     write_csvs(agg, tmp_path)
     back = pd.read_csv(tmp_path / "digits_Linf.csv")
     assert back["rank"].iloc[0] == 1 and pd.isna(back["rank"].iloc[1])
+
+
+def _on_board(record, dataset: str, threat_model: str, eps: float, **model):
+    """``record`` moved to another board (an imported entry's record: it has no checkpoint of ours)."""
+    return dataclasses.replace(record, dataset=dataset, threat_model=threat_model, eps=eps,
+                               model={"id": record.model["id"], **model})
+
+
+def test_a_board_robench_does_not_define_takes_the_eps_its_first_entry_lists():
+    """Imported entries may sit on a board with no eps of ours (cifar100/L2): the first listing's eps is the
+    board's, a listing at another eps is warned about and its record stays on its model page."""
+    first, other = (read_listing(_imported(make_card(name), dataset="cifar100", threat_model="L2", eps=eps))
+                    for name, eps in (("Far2021First", 0.5), ("Far2021Other", 0.25)))
+    records = [_on_board(make_record(make_card(m.id), 0.6, acc), "cifar100", "L2", m.eps)
+               for m, acc in ((first, 0.3), (other, 0.4))]
+    alone = aggregate([first], records[:1])
+    assert alone.boards[("cifar100", "L2")].eps == 0.5 and not alone.warnings
+    assert list(alone.boards[("cifar100", "L2")].table["model_id"]) == ["Far2021First"]
+    both = aggregate([first, other], records)
+    board = both.boards[("cifar100", "L2")]
+    assert board.eps == 0.5 and list(board.table["model_id"]) == ["Far2021First"] and board.pending == [other]
+    assert "cifar100/L2/Far2021Other is listed at eps 0.25 but its board uses eps 0.5" in both.warnings
+
+
+def test_the_checkpoint_cell_falls_back_to_the_card_and_is_empty_when_nothing_names_one():
+    card = make_card("Sha2020Card")
+    record = make_record(card, 0.9, 0.4)
+    without = dataclasses.replace(record, model={"id": card.id})
+    agg = aggregate([card], [without])
+    assert agg.boards[("digits", "Linf")].table.iloc[0]["checkpoint_sha256"] == card.checkpoint.sha256[:12]
+    recorded = dataclasses.replace(record, model={"id": card.id, "checkpoint_sha256": "ab" * 32})
+    assert aggregate([card], [recorded]).boards[("digits", "Linf")].table.iloc[0]["checkpoint_sha256"] == "ab" * 6
+    stray = dataclasses.replace(record, model={"id": "Stray2020Record"})  # no listed model, no hash in the record
+    row = aggregate([card], [stray]).all_results.set_index("model_id").loc["Stray2020Record"]
+    assert row["checkpoint_sha256"] == ""
+
+
+def test_csvs_are_written_into_a_folder_that_does_not_exist_yet(tmp_path):
+    card = make_card("Deep2020Folder")
+    out = tmp_path / "not" / "yet" / "there"
+    paths = write_csvs(aggregate([card], [make_record(card, 0.9, 0.4)]), out)
+    assert out / "all_results.csv" in paths and all(p.is_file() for p in paths)
+
+
+def test_the_verifier_s_figures_reach_the_table_only_from_a_verified_record():
+    from benchmark.record import VerificationDetails
+
+    card = make_card("Bracket2020Model")
+    record = make_record(card, 0.9, 0.4)
+    verified = dataclasses.replace(record, verification=VerificationDetails(
+        "verified", method="crown+milp", certified_accuracy=0.25, exact_accuracy=None, lower=0.3, upper=0.4, undecided=7))
+    row = aggregate([card], [verified]).boards[("digits", "Linf")].table.iloc[0]
+    assert (row["certified_accuracy"], row["undecided"]) == (0.25, 7) and pd.isna(row["exact_accuracy"])
+    exact = dataclasses.replace(verified, verification=dataclasses.replace(verified.verification, exact_accuracy=0.38,
+                                                                         undecided=0))
+    assert aggregate([card], [exact]).boards[("digits", "Linf")].table.iloc[0]["exact_accuracy"] == 0.38
+    refused = dataclasses.replace(record, verification=VerificationDetails("not_verifiable", reason="too large",
+                                                                           certified_accuracy=0.25))
+    row = aggregate([card], [refused]).all_results.iloc[0]
+    assert all(pd.isna(row[name]) for name in ("certified_accuracy", "exact_accuracy", "undecided"))
+
+
+def test_warnings_name_a_record_without_an_id_or_a_date_and_a_budget_that_is_none():
+    card = make_card("Named2020Model")
+    anonymous = dataclasses.replace(make_record(card, 0.9, 0.4), model={}, created="")
+    assert any(w.endswith("digits/Linf/? (standard, created unknown)") for w in aggregate([card], [anonymous]).warnings)
+    corrupted = make_card("Blurred2020Model", "digits", "corruptions")
+    at_eps = dataclasses.replace(make_corruption_record(corrupted, 0.9, {"gaussian_noise": [0.8] * 5}), eps=0.3)
+    assert ("digits/corruptions/Blurred2020Model (standard, created 2024-01-01T00:00:00+00:00) is at eps 0.3, "
+            "not the board's no eps: shown on the model page and in all_results.csv only") in aggregate([corrupted], [at_eps]).warnings

@@ -7,6 +7,7 @@ drop the connection halfway through the first response, send a short body, answe
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import re
 import socket
@@ -26,11 +27,17 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 HTML = b"<!DOCTYPE html><html><body><h1>Quota exceeded</h1></body></html>"
 
 
+#: what an 'endless' body stops at: far past any limit a test sets, so that a client whose size limit is
+#: broken fails the test (the bytes do not hash to what it expects) instead of filling the disk, as a
+#: mutant of that limit once did (70 GB in a minute)
+ENDLESS_CAP = 64 << 20
+
+
 class LocalServer:
     """An HTTP server on 127.0.0.1 in a daemon thread. ``routes`` maps a path to (body, behaviour);
     behaviours: 'ok', 'drop-once' (first GET sends half the body, then closes), 'short' (announces and
     sends only half), 'slow' (3 ms per 16 KiB chunk), 'trickle' (a byte every 50 ms), 'endless' (no length, the body
-    repeated until the client hangs up), 'redirect' (302 to the body as a URL), 'missing' (404). ``log`` records (path, Range header)."""
+    repeated until the client hangs up, or ENDLESS_CAP bytes have gone), 'redirect' (302 to the body as a URL), 'missing' (404). ``log`` records (path, Range header)."""
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[bytes, str]] = {}
@@ -91,13 +98,13 @@ class LocalServer:
             handler.send_header("Content-Length", "0")
             handler.end_headers()
             return
-        if behaviour == "endless":  # no length, never ends (until the client hangs up)
+        if behaviour == "endless":  # no length, goes on until the client hangs up (or ENDLESS_CAP)
             handler.send_response(200)
             handler.send_header("Content-Type", "application/octet-stream")
             handler.end_headers()
             handler.close_connection = True
             try:
-                while True:
+                for _ in range(ENDLESS_CAP // len(body)):
                     handler.wfile.write(body)
             except OSError:
                 return
@@ -205,9 +212,14 @@ def test_truncated_file_is_refused(server: LocalServer, tmp_path: Path) -> None:
     assert _cache_files(tmp_path) == []
 
 
-def test_dropped_connection_is_resumed_with_a_range_request(server: LocalServer, tmp_path: Path) -> None:
+def test_dropped_connection_is_resumed_with_a_range_request(server: LocalServer, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
     server.routes["/drop.safetensors"] = (PAYLOAD, "drop-once")
-    path = fetch(server.url("/drop.safetensors"), PAYLOAD_SHA, cache=tmp_path, progress=False, backoff=0.0)
+    with caplog.at_level(logging.WARNING, logger="model_zoo.download"):
+        path = fetch(server.url("/drop.safetensors"), PAYLOAD_SHA, cache=tmp_path, progress=False, backoff=0.0,
+                     retries=3)
+    (warning,) = caplog.messages
+    assert "connection dropped after 524288 bytes" in warning and "attempt 2 of 4 in 0.0 s" in warning
     assert path.read_bytes() == PAYLOAD
     first, second = server.requests_for("/drop.safetensors")
     assert first is None
@@ -300,3 +312,14 @@ def test_a_redirect_loop_is_a_download_error_not_a_traceback(server: LocalServer
     with pytest.raises(DownloadError, match="could not download .*redirects"):
         fetch(server.url("/loop.bin"), "1" * 64, cache=tmp_path, retries=3, backoff=0.0, progress=False)
     assert len([path for path, _ in server.log if path == "/loop.bin"]) <= 31  # no retry of a loop
+
+
+def test_the_progress_bar_counts_the_bytes_only_when_asked(server: LocalServer, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    server.routes["/shown.bin"] = (PAYLOAD, "ok")
+    fetch(server.url("/shown.bin"), PAYLOAD_SHA, cache=tmp_path / "shown", progress=True)
+    shown = capsys.readouterr().err
+    # named by the file, the total known (1 MiB, in units of 1,024 bytes), counted in bytes
+    assert shown.startswith("\rshown.bin:") and "/1.00M " in shown and "B/s]" in shown
+    fetch(server.url("/shown.bin"), PAYLOAD_SHA, cache=tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""
