@@ -476,7 +476,7 @@ def download_cases(server: _Server) -> Iterator[Case]:
     yield Case("downloads", "404", _fetch_refused(server.url("/nothing"), sha, "404"))
     yield Case("downloads", "the wrong bytes (hash mismatch)", _fetch_refused(server.url("/good"), "1" * 64, sha))
     yield Case("downloads", "fewer bytes than announced", _fetch_refused(server.url("/short"), sha, "could not download", keeps_part=True))
-    yield Case("downloads", "an HTML login page", _fetch_refused(server.url("/html"), sha, "HTML page"))
+    yield Case("downloads", "an HTML login page", _fetch_refused(server.url("/html"), sha, "HTML or XML page"))
 
 
 # ------------------------------------------------------------------ numbers: non-finite logits, point counts

@@ -296,7 +296,7 @@ def fetch(
             raise
         actual = sha256_file(part)
         if actual != sha256:
-            hint = ("the server sent an HTML page, not a checkpoint" if _looks_like_html(part)
+            hint = ("the server sent an HTML or XML page, not a checkpoint" if _looks_like_html(part)
                     else f"received {part.stat().st_size} bytes: a truncated, tampered or different file")
             part.unlink()
             raise ChecksumError(sha256, actual, url, hint)

@@ -323,3 +323,12 @@ def test_warnings_name_a_record_without_an_id_or_a_date_and_a_budget_that_is_non
     at_eps = dataclasses.replace(make_corruption_record(corrupted, 0.9, {"gaussian_noise": [0.8] * 5}), eps=0.3)
     assert ("digits/corruptions/Blurred2020Model (standard, created 2024-01-01T00:00:00+00:00) is at eps 0.3, "
             "not the board's no eps: shown on the model page and in all_results.csv only") in aggregate([corrupted], [at_eps]).warnings
+
+
+def test_an_entry_listed_at_another_eps_does_not_move_a_board_robench_defines():
+    """An imported entry's file edited to eps 0.3: the digits/Linf board stays at 0.2 and says so."""
+    edited = read_listing(_imported(make_card("Edited2021Eps"), eps=0.3))
+    card = make_card("Proper2020Card")
+    agg = aggregate([edited, card], [make_record(card, 0.9, 0.4)])
+    assert agg.boards[("digits", "Linf")].eps == 0.2
+    assert "digits/Linf/Edited2021Eps is listed at eps 0.3 but its board uses eps 0.2" in agg.warnings

@@ -242,6 +242,16 @@ def test_chunk_lines_not_written_by_this_run_are_attacked_again(tmp_path, edit, 
     assert "chunk line 3 is not one this run wrote" in caplog.text
 
 
+def test_a_chunk_off_the_chunk_boundaries_is_not_taken_even_with_its_check(tmp_path, caplog):
+    """Chunks start at multiples of the batch size: points 2-5 with a valid check are still no chunk of this run."""
+    path = tmp_path / "run.journal"
+    journal = Journal(path, SHAPED)
+    journal.append(0, *_chunk(0))
+    journal.append(2, *_chunk(2))
+    assert Journal(path, SHAPED).completed() == {0: _chunk(0)}
+    assert "chunk line 3 is not one this run wrote" in caplog.text
+
+
 def test_a_line_copied_from_another_run_is_not_taken(tmp_path):
     other = tmp_path / "other.journal"
     Journal(other, {**SHAPED, "seed": 5}).append(4, *_chunk(4))

@@ -37,7 +37,10 @@ class LocalServer:
     """An HTTP server on 127.0.0.1 in a daemon thread. ``routes`` maps a path to (body, behaviour);
     behaviours: 'ok', 'drop-once' (first GET sends half the body, then closes), 'short' (announces and
     sends only half), 'slow' (3 ms per 16 KiB chunk), 'trickle' (a byte every 50 ms), 'endless' (no length, the body
-    repeated until the client hangs up, or ENDLESS_CAP bytes have gone), 'redirect' (302 to the body as a URL), 'missing' (404). ``log`` records (path, Range header)."""
+    repeated until the client hangs up, or ENDLESS_CAP bytes have gone), 'no-length' (the body with no length, then
+    the connection closed), 'wrong-range' (like 'drop-once', then a Range request answered with the whole body
+    as 206 'bytes 0-...'), 'redirect' (302 to the body as a URL), 'missing' (404). ``log`` records (path,
+    Range header)."""
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[bytes, str]] = {}
@@ -98,6 +101,20 @@ class LocalServer:
             handler.send_header("Content-Length", "0")
             handler.end_headers()
             return
+        if behaviour == "no-length":  # HTTP/1.0 style: the body ends when the connection does
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/octet-stream")
+            handler.end_headers()
+            handler.close_connection = True
+            handler.wfile.write(body)
+            return
+        if behaviour == "wrong-range" and range_header is not None:  # the whole body, as if it were the range
+            handler.send_response(206)
+            handler.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return
         if behaviour == "endless":  # no length, goes on until the client hangs up (or ENDLESS_CAP)
             handler.send_response(200)
             handler.send_header("Content-Type", "application/octet-stream")
@@ -130,7 +147,7 @@ class LocalServer:
         handler.send_header("Content-Length", str(len(part)))
         handler.send_header("Accept-Ranges", "bytes")
         handler.end_headers()
-        if behaviour == "drop-once" and first_time:
+        if behaviour in ("drop-once", "wrong-range") and first_time:
             handler.wfile.write(part[: len(part) // 2])
             handler.wfile.flush()
             handler.connection.shutdown(socket.SHUT_RDWR)
@@ -200,9 +217,38 @@ def test_html_error_page_is_refused(server: LocalServer, tmp_path: Path) -> None
     with pytest.raises(ChecksumError) as info:
         fetch(url, PAYLOAD_SHA, cache=tmp_path, progress=False, retries=0)
     message = str(info.value)
-    assert "HTML page" in message and url in message and PAYLOAD_SHA in message
+    assert "HTML or XML page" in message and url in message and PAYLOAD_SHA in message
     assert hashlib.sha256(HTML).hexdigest() in message
     assert _cache_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("page", [
+    b"<!DOCTYPE html>\n<meta charset=utf-8><title>Sign in</title>" + b" " * 600 + b"<html>",  # HTML5: no <html> up front
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code></Error>',     # a storage bucket's refusal
+], ids=["html5-without-html-tag", "xml-error"])
+def test_pages_that_are_no_checkpoint_are_named_as_such(server: LocalServer, tmp_path: Path, page: bytes) -> None:
+    server.routes["/page"] = (page, "ok")
+    with pytest.raises(ChecksumError, match="the server sent an HTML or XML page, not a checkpoint"):
+        fetch(server.url("/page"), PAYLOAD_SHA, cache=tmp_path, progress=False, retries=0)
+    server.routes["/binary"] = (b"PK\x03\x04" + bytes(600) + b"<html>", "ok")  # "<html>" past the head
+    with pytest.raises(ChecksumError, match="received 610 bytes: a truncated, tampered or different file"):
+        fetch(server.url("/binary"), PAYLOAD_SHA, cache=tmp_path, progress=False, retries=0)
+
+
+def test_a_body_without_a_length_is_read_to_its_end(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/unsized.bin"] = (PAYLOAD, "no-length")
+    cache = tmp_path / "not" / "yet" / "there"  # the cache folder is made, parents too
+    assert fetch(server.url("/unsized.bin"), PAYLOAD_SHA, cache=cache, progress=False).read_bytes() == PAYLOAD
+
+
+def test_a_resume_answered_with_another_range_starts_over(server: LocalServer, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    server.routes["/ranged.bin"] = (PAYLOAD, "wrong-range")
+    with caplog.at_level(logging.WARNING, logger="model_zoo.download"):
+        path = fetch(server.url("/ranged.bin"), PAYLOAD_SHA, cache=tmp_path, progress=False, backoff=0.0)
+    assert path.read_bytes() == PAYLOAD  # not the first half followed by the whole body
+    assert len(server.requests_for("/ranged.bin")) == 3  # dropped; resumed and refused; whole from the start
+    assert f"unexpected Content-Range 'bytes 0-{len(PAYLOAD) - 1}/{len(PAYLOAD)}'; restarting" in caplog.text
 
 
 def test_truncated_file_is_refused(server: LocalServer, tmp_path: Path) -> None:
@@ -301,6 +347,8 @@ def test_redirects_only_to_urls_a_card_may_name(server: LocalServer, tmp_path: P
     server.routes["/moved.bin"] = (server.url("/good-again.bin").encode(), "redirect")
     server.routes["/good-again.bin"] = (PAYLOAD, "ok")
     assert sha256_file(fetch(server.url("/moved.bin"), PAYLOAD_SHA, cache=tmp_path, progress=False)) == PAYLOAD_SHA
+    server.routes["/relative.bin"] = (b"/good-again.bin", "redirect")  # a path: joined to the URL that answered
+    assert fetch(server.url("/relative.bin"), PAYLOAD_SHA, cache=tmp_path / "r", progress=False).read_bytes() == PAYLOAD
     server.routes["/downgrade.bin"] = (b"http://checkpoints.example.org/model.pt", "redirect")
     with pytest.raises(DownloadError, match="refused a redirect .* must use https"):
         fetch(server.url("/downgrade.bin"), "1" * 64, cache=tmp_path / "other", retries=0, progress=False)

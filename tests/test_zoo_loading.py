@@ -104,6 +104,9 @@ def test_prefix_rule(digits_net: nn.Module) -> None:
     assert list(strip_key_prefixes(modelled, list(modelled))) == list(modelled)
     partial = {("module." + k if i else k): v for i, (k, v) in enumerate(own.items())}
     assert list(strip_key_prefixes(partial, keys)) == list(partial)
+    # the card's key_prefix comes off the keys that carry it; the others are left whole
+    some = {("backbone." + k if i else k): v for i, (k, v) in enumerate(own.items())}
+    assert list(strip_key_prefixes(some, keys, "backbone.")) == keys
 
 
 def test_nested_prefixed_pt_checkpoint_loads_and_matches(tmp_path: Path, digits_net: nn.Module) -> None:

@@ -145,6 +145,8 @@ def test_real_card_validates_and_its_checkpoint_matches(card: object) -> None:
         c, h, w = card.preprocessing.input_size
         with torch.no_grad():
             assert model(torch.rand(2, c, h, w)).shape == (2, card.num_classes)
+        # the device asked for is where the weights go ("meta": no memory, any machine)
+        assert {t.device.type for t in load_model(card.id, card.dataset, card.threat_model, "meta").state_dict().values()} == {"meta"}
 
 
 @pytest.mark.parametrize("card", _real_cards())
