@@ -57,7 +57,8 @@ def _card_with_pt(tmp_path: Path, payload: object, model_id: str = "Doe2024Examp
 # ------------------------------------------------------------------ malicious pickles
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
-def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path: Path, digits_net: nn.Module) -> None:
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path: Path, digits_net: nn.Module,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "pwned.txt"
     payload = {"state_dict": digits_net.state_dict(), "extra": _CreatesAFile(target)}
     card, _ = _card_with_pt(tmp_path, payload)
@@ -68,6 +69,12 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path: Path, digits_net
     for protocol in (2, pickle.HIGHEST_PROTOCOL):
         with pytest.raises(CheckpointError, match="refused to load bare.pkl"):
             read_state_dict(pickle.dumps(_CreatesAFile(target), protocol=protocol), "pt", "bare.pkl")
+    assert not target.exists()
+    # torch's switch for old code that needs full unpickling does not reach robench's loader
+    with monkeypatch.context() as patched:
+        patched.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+        with pytest.raises(UnsafeCheckpointError):
+            load_model_from_card(card, repo_root=tmp_path)
     assert not target.exists()
     # the control: the same payload, unpickled by plain pickle, does create its file
     control = tmp_path / "control.txt"
@@ -82,7 +89,8 @@ def test_unreadable_checkpoints_give_clear_errors() -> None:
         read_state_dict(b"", "pt", "empty.pt")
     with pytest.raises(CheckpointError, match="unknown checkpoint format"):
         read_state_dict(b"", "onnx", "m.onnx")
-    with pytest.raises(CheckpointError, match="holds no state dict"):
+    with pytest.raises(CheckpointError, match=r"holds no state dict of tensors \(top-level keys: 'epoch', 'optimizer'\); expected "
+                                              r"\{name: tensor\} or one nested under state_dict, model_state_dict, model, net, state$"):
         unwrap_state_dict({"epoch": 3, "optimizer": {"lr": 0.1}})
     with pytest.raises(CheckpointError, match="holds a list"):
         unwrap_state_dict([torch.zeros(1)])
@@ -126,6 +134,12 @@ def test_checkpoint_that_does_not_fit_lists_the_keys(tmp_path: Path) -> None:
         load_model_from_card(card, repo_root=tmp_path)
     card, _ = _card_with_pt(tmp_path, {"extra.weight": torch.zeros(1), **DigitsMLP(hidden=8).state_dict()})
     with pytest.raises(CheckpointError, match=r"unexpected keys: extra\.weight"):
+        load_model_from_card(card, repo_root=tmp_path)
+    # keys the network needs and the file lacks, five named and the count, and the hint on prefixes
+    card, _ = _card_with_pt(tmp_path, {"backbone." + k: v for k, v in DigitsMLP(hidden=8).state_dict().items()})
+    with pytest.raises(CheckpointError, match=r"missing keys: net\.1\.weight, net\.1\.bias, net\.3\.weight, net\.3\.bias, "
+                                              r"net\.5\.weight, \.\.\. \(6 in all\); unexpected keys: backbone\.net\.1\.weight.*"
+                                              r"If the keys differ by a prefix, declare it as checkpoint\.key_prefix in the submission file"):
         load_model_from_card(card, repo_root=tmp_path)
     # weights stored as integers were cast silently; a float16 checkpoint of float32 weights is fine
     as_ints = {k: (v * 100).long() for k, v in DigitsMLP(hidden=8).state_dict().items()}
