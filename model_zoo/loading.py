@@ -88,7 +88,7 @@ def _torch_load(data: bytes, source: str) -> Any:
             ) from None
         raise CheckpointError(f"{source} is not a torch checkpoint: {text.splitlines()[0] if text else exc!r}") from None
     except (RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{source} is not a torch checkpoint: {exc or type(exc).__name__}") from None
+        raise CheckpointError(f"{source} is not a torch checkpoint: {str(exc) or type(exc).__name__}") from None
 
 
 def _is_state_dict(obj: Any) -> bool:

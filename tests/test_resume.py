@@ -235,10 +235,10 @@ def _rewrite_line(path, number, edit):
 def test_chunk_lines_not_written_by_this_run_are_attacked_again(tmp_path, edit, caplog):
     path = tmp_path / "run.journal"
     journal = Journal(path, SHAPED)
-    for start in (0, 4):
+    for start in (0, 4, 8):
         journal.append(start, *_chunk(start))
-    _rewrite_line(path, 2, edit)  # the line of chunk 4
-    assert Journal(path, SHAPED).completed() == {0: _chunk(0)}
+    _rewrite_line(path, 2, edit)  # the line of chunk 4; the lines around it are still taken
+    assert Journal(path, SHAPED).completed() == {0: _chunk(0), 8: _chunk(8)}
     assert "chunk line 3 is not one this run wrote" in caplog.text
 
 
@@ -248,8 +248,9 @@ def test_a_chunk_off_the_chunk_boundaries_is_not_taken_even_with_its_check(tmp_p
     journal = Journal(path, SHAPED)
     journal.append(0, *_chunk(0))
     journal.append(2, *_chunk(2))
+    journal.append(12, [], _chunk(12)[1])  # an empty chunk just past the last point
     assert Journal(path, SHAPED).completed() == {0: _chunk(0)}
-    assert "chunk line 3 is not one this run wrote" in caplog.text
+    assert "chunk line 3 is not one this run wrote" in caplog.text and "chunk line 4 is not" in caplog.text
 
 
 def test_a_line_copied_from_another_run_is_not_taken(tmp_path):

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import io
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -62,7 +64,9 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path: Path, digits_net
     target = tmp_path / "pwned.txt"
     payload = {"state_dict": digits_net.state_dict(), "extra": _CreatesAFile(target)}
     card, _ = _card_with_pt(tmp_path, payload)
-    with pytest.raises(UnsafeCheckpointError, match=r"refused to load .*\.pt: it pickles the callable or class .*open"):
+    with pytest.raises(UnsafeCheckpointError, match=r"refused to load .*\.pt: it pickles the callable or class .*open, which "
+                                                   r"could run arbitrary code; nothing in it was executed\. robench only loads "
+                                                   r"plain tensors: save the state dict with safetensors\.torch\.save_file\("):
         load_model_from_card(card, repo_root=tmp_path)
     assert not target.exists()
     # bare pickles (not torch's zip format) are refused too, whatever the protocol
@@ -85,15 +89,45 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path: Path, digits_net
 def test_unreadable_checkpoints_give_clear_errors() -> None:
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
         read_state_dict(b"<!DOCTYPE html><html></html>", "safetensors", "page.safetensors")
-    with pytest.raises(CheckpointError, match="not a torch checkpoint|refused"):
+    with pytest.raises(CheckpointError, match="^empty.pt is not a torch checkpoint: EOFError$"):  # the error has no text
         read_state_dict(b"", "pt", "empty.pt")
-    with pytest.raises(CheckpointError, match="unknown checkpoint format"):
+    with pytest.raises(CheckpointError, match=r"^refused to load page.pt: it is not a plain tensor file \(the weights-only "
+                                              r"unpickler stopped at: Unsupported operand 60\); nothing in it was executed$"):
+        read_state_dict(b"<html><body>login</body></html>", "pt", "page.pt")  # '<' is no pickle instruction
+    with pytest.raises(CheckpointError, match="^unknown checkpoint format 'onnx'; expected one of safetensors, pt$"):
         read_state_dict(b"", "onnx", "m.onnx")
     with pytest.raises(CheckpointError, match=r"holds no state dict of tensors \(top-level keys: 'epoch', 'optimizer'\); expected "
                                               r"\{name: tensor\} or one nested under state_dict, model_state_dict, model, net, state$"):
         unwrap_state_dict({"epoch": 3, "optimizer": {"lr": 0.1}})
     with pytest.raises(CheckpointError, match="holds a list"):
         unwrap_state_dict([torch.zeros(1)])
+
+
+def _as_if_saved_on_a_gpu(state: dict[str, torch.Tensor]) -> bytes:
+    """torch.save's bytes for ``state`` with every storage marked as saved from "cuda:0" (as a checkpoint
+    written on a GPU machine is), made on any machine: the location string in the pickle is rewritten."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("data.pkl"):
+                assert b"X\x03\x00\x00\x00cpu" in data
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            dst.writestr(info, data)
+    return out.getvalue()
+
+
+def test_a_checkpoint_saved_on_a_gpu_loads_onto_the_cpu(digits_net: nn.Module) -> None:
+    data = _as_if_saved_on_a_gpu(digits_net.state_dict())
+    if not torch.cuda.is_available():  # the file does ask for a GPU: torch's own default fails here
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(io.BytesIO(data), weights_only=True)
+    loaded = read_state_dict(data, "pt", "gpu.pt")
+    assert {t.device.type for t in loaded.values()} == {"cpu"}
+    for name, tensor in digits_net.state_dict().items():
+        torch.testing.assert_close(loaded[name], tensor, rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------ state-dict keys
@@ -133,7 +167,7 @@ def test_checkpoint_that_does_not_fit_lists_the_keys(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"shape mismatches: net\.1\.weight: checkpoint \(16, 64\) vs model \(8, 64\)"):
         load_model_from_card(card, repo_root=tmp_path)
     card, _ = _card_with_pt(tmp_path, {"extra.weight": torch.zeros(1), **DigitsMLP(hidden=8).state_dict()})
-    with pytest.raises(CheckpointError, match=r"unexpected keys: extra\.weight"):
+    with pytest.raises(CheckpointError, match=r"unexpected keys: extra\.weight\. If the keys differ"):
         load_model_from_card(card, repo_root=tmp_path)
     # keys the network needs and the file lacks, five named and the count, and the hint on prefixes
     card, _ = _card_with_pt(tmp_path, {"backbone." + k: v for k, v in DigitsMLP(hidden=8).state_dict().items()})
@@ -235,3 +269,17 @@ def test_yaml_card_round_trip_keeps_the_checkpoint_path(tmp_path: Path) -> None:
     model = load_model("Doe2024Example", "digits", "Linf", submissions_dir=tmp_path / "submissions")
     assert doc["checkpoint"]["path"] == "submissions/digits/Linf/Doe2024Example.safetensors"
     assert model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("url_path, cached_as", [("/files/W.PTH", ".pth"), ("/download/3", ".pt"), ("/w.tar", ".pt")])
+def test_a_downloaded_pt_checkpoint_is_cached_under_a_torch_suffix(tmp_path: Path, server: LocalServer,
+                                                                   digits_net: nn.Module, url_path: str,
+                                                                   cached_as: str) -> None:
+    """The cached file keeps the URL's torch suffix (lower case); a URL without one gets .pt."""
+    card, ckpt = _card_with_pt(tmp_path, digits_net.state_dict())
+    server.routes[url_path] = (ckpt.read_bytes(), "ok")
+    card = card.model_copy(update={"checkpoint": card.checkpoint.model_copy(update={"url": server.url(url_path),
+                                                                                     "path": None})})
+    load_model_from_card(card, cache=tmp_path / "cache", progress=False)
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == [
+        card.checkpoint.sha256 + cached_as]
