@@ -155,7 +155,8 @@ def test_journal_from_other_settings_is_refused(tmp_path, change, named):
     path = tmp_path / "run.journal"
     Journal(path, CONFIG).append(0, *_chunk(0))
     before = path.read_bytes()
-    with pytest.raises(JournalMismatchError, match=rf"{path}.*different settings \({named}\).*delete it"):
+    with pytest.raises(JournalMismatchError, match=rf"^the journal {path} belongs to a run with different settings \({named}\); "
+                                                 "delete it or choose another output to start afresh$"):
         Journal(path, {**CONFIG, **change})
     assert path.read_bytes() == before
 
@@ -239,7 +240,15 @@ def test_chunk_lines_not_written_by_this_run_are_attacked_again(tmp_path, edit, 
         journal.append(start, *_chunk(start))
     _rewrite_line(path, 2, edit)  # the line of chunk 4; the lines around it are still taken
     assert Journal(path, SHAPED).completed() == {0: _chunk(0), 8: _chunk(8)}
-    assert "chunk line 3 is not one this run wrote" in caplog.text
+    assert f"{path}: chunk line 3 is not one this run wrote" in caplog.text
+
+
+def test_points_with_only_the_fields_every_point_has_are_taken(tmp_path):
+    """A point record may leave out the fields with defaults (as one written before they existed does)."""
+    path = tmp_path / "run.journal"
+    points = [{"index": i, "label": 1, "clean_correct": True, "robust": True} for i in range(4)]
+    Journal(path, SHAPED).append(0, points, [])
+    assert Journal(path, SHAPED).completed() == {0: (points, [])}
 
 
 def test_a_chunk_off_the_chunk_boundaries_is_not_taken_even_with_its_check(tmp_path, caplog):
