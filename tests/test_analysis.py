@@ -126,6 +126,20 @@ def test_analyse_is_deterministic(linear_model):
     assert (first.baselines, first.metrics, first.curve) == (second.baselines, second.metrics, second.curve)
 
 
+def test_the_jacobian_metric_by_random_projections_is_seeded_too(linear_model):
+    """Inputs x classes above the exact Jacobian's limit (64x64 pixels, 300 classes) take random projections;
+    they come from the analysis' seeded streams, whatever torch's global generator holds."""
+    prob = linear_model(n=3, num_classes=300, side=64)
+    points = [PointResult(i, int(prob.y[i]), True, True, None) for i in range(3)]
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        runs.append(analyse(prob.model, prob.x, prob.y, L2(), 1e-3, points, seed=3).metrics["jacobian_norm"])
+    assert runs[0] == runs[1]
+    exact = float(prob.model.linear.weight.detach().norm())
+    assert runs[0] != pytest.approx(exact, rel=1e-6) and runs[0] == pytest.approx(exact, rel=0.3)  # an estimate
+
+
 def test_pgd_ce_baseline_exposes_saturated_logits(linear_model):
     # weights x 1e4: the same decision boundaries (same minimal norms) but a softmax that is exactly
     # one-hot, so the cross-entropy gradient vanishes: PGD-CE sees a robust model, the truth is not

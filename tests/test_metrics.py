@@ -56,6 +56,8 @@ def test_jacobian_exact_per_point_on_a_nonlinear_model():
 def test_jacobian_auto_is_exact_for_small_inputs(linear_model):
     prob = linear_model(n=4)
     assert torch.equal(metrics.jacobian_norms(prob.model, prob.x), metrics.jacobian_norms(prob.model, prob.x, method="exact"))
+    # one point alone (the size test reads the first point's shape)
+    assert torch.equal(metrics.jacobian_norms(prob.model, prob.x[:1]), metrics.jacobian_norms(prob.model, prob.x, method="exact")[:1])
 
 
 def test_jacobian_random_projections_estimate_the_frobenius_norm(linear_model, monkeypatch):
@@ -101,6 +103,18 @@ def test_noise_accuracy_linf_closed_form():
     assert abs(acc.mean().item() - (a + eps) / (2 * eps)) < 0.01
     far = torch.full((5, 1, 1, 1), t - 2 * eps)  # the ball never crosses the boundary
     assert torch.equal(metrics.noise_accuracy(Threshold(t), far, y[:5], Linf(), eps, generator=_gen()), torch.ones(5, dtype=torch.float64))
+
+
+def test_noise_accuracy_draws_only_from_its_generator():
+    """The noise comes from the generator handed in (seeded per chunk by the analysis), not torch's global one."""
+    x = torch.full((30, 1, 1, 1), 0.45)
+    y = torch.zeros(30, dtype=torch.long)
+    draws = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        draws.append(metrics.noise_accuracy(Threshold(0.5), x, y, Linf(), 0.2, n_draws=5, generator=_gen(7)))
+    assert torch.equal(*draws)
+    assert not torch.equal(draws[0], metrics.noise_accuracy(Threshold(0.5), x, y, Linf(), 0.2, n_draws=5, generator=_gen(8)))
 
 
 def test_noise_accuracy_l2_one_pixel_sphere_is_two_points():
