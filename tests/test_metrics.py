@@ -77,6 +77,16 @@ def test_jacobian_rejects_bad_settings(linear_model):
         metrics.jacobian_norms(prob.model, prob.x, method="fast")
     with pytest.raises(ValueError, match="n_projections"):
         metrics.jacobian_norms(prob.model, prob.x, method="projection", n_projections=0)
+    assert metrics.jacobian_norms(prob.model, prob.x, method="projection", n_projections=1, generator=_gen()).shape == (2,)
+
+
+def test_jacobian_auto_is_exact_up_to_its_limit_inclusive(linear_model, monkeypatch):
+    prob = linear_model(n=2)  # 64 pixels x 10 classes = 640
+    exact = metrics.jacobian_norms(prob.model, prob.x, method="exact")
+    monkeypatch.setattr(metrics, "EXACT_JACOBIAN_MAX", 640)
+    assert torch.equal(metrics.jacobian_norms(prob.model, prob.x, generator=_gen()), exact)
+    monkeypatch.setattr(metrics, "EXACT_JACOBIAN_MAX", 639)
+    assert not torch.equal(metrics.jacobian_norms(prob.model, prob.x, generator=_gen()), exact)
 
 
 # --- noise resilience ----------------------------------------------------------------------------
