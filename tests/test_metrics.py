@@ -80,6 +80,13 @@ def test_jacobian_rejects_bad_settings(linear_model):
     assert metrics.jacobian_norms(prob.model, prob.x, method="projection", n_projections=1, generator=_gen()).shape == (2,)
 
 
+def test_jacobian_keeps_a_float64_model_s_precision(linear_model):
+    prob = linear_model(n=2)
+    norms = metrics.jacobian_norms(prob.model.double(), prob.x.double(), method="exact")
+    assert norms.dtype == torch.float64
+    torch.testing.assert_close(norms, prob.model.linear.weight.detach().norm().expand(2), rtol=1e-12, atol=0)
+
+
 def test_jacobian_auto_is_exact_up_to_its_limit_inclusive(linear_model, monkeypatch):
     prob = linear_model(n=2)  # 64 pixels x 10 classes = 640
     exact = metrics.jacobian_norms(prob.model, prob.x, method="exact")
