@@ -119,3 +119,36 @@ def test_the_mean_over_the_corruptions_is_the_record_s_accuracy():
     record = _corrupted()
     assert record_problems(dataclasses.replace(record, robust_accuracy=0.5)) == [
         "robust_accuracy: 0.5 is not the mean over the corruptions (0.625)"]
+
+
+def test_every_problem_is_listed_also_beside_a_verification_s():
+    bad_name = _record(_verified(missed=[]), version="std/1")
+    assert record_problems(bad_name) == ["version: 'std/1' may only use letters, digits, '_', '.', '-'",
+                                         "verification.missed: not the points the program broke"]
+
+
+def test_the_summary_states_the_verification_and_the_corruptions():
+    undecided = _record(_verified(time_s=2.5)).summary().splitlines()
+    assert undecided[-1] == "  the attacks missed 1 point(s) the verifier broke: [5]"
+    assert undecided[-2] == "  certified:  16.67%; truth in [33.33%, 50.00%], 1 point(s) undecided (crown+milp, 2.5s)"
+    decided = _verified(statuses=[*STATUSES[:4], "exact_robust", "exact_broken"], undecided=0, upper=3 / 6,
+                        lower=3 / 6, exact_accuracy=3 / 6)
+    assert "  certified:  16.67%; exact robust accuracy  50.00% (crown+milp, 0.0s)" in _record(decided).summary()
+    corrupted = _corrupted().summary().splitlines()
+    assert corrupted[0] == "Blurred2020Check on digits corruptions (standard, 8 points, seed 0)"
+    assert corrupted[2] == "  gaussian_noise      62.50%   (severities 1-5: 87.5 75.0 62.5 50.0 37.5)"
+    unnamed = dataclasses.replace(_record(), model={})
+    assert unnamed.summary().startswith("model on digits Linf eps=0.2 (standard, 6 points, seed 0)")
+
+
+def test_a_record_names_the_versions_that_made_it():
+    import numpy
+    import torch
+
+    from benchmark import __version__
+    from benchmark.record import library_versions
+
+    versions = library_versions()
+    assert {k: versions[k] for k in ("robench", "torch", "numpy")} == {
+        "robench": __version__, "torch": torch.__version__, "numpy": numpy.__version__}
+    assert set(versions) == {"robench", "python", "torch", "numpy", "torchvision"}

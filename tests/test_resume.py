@@ -293,3 +293,33 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path):
     Journal(tmp_path / "run.journal", CONFIG).append(0, *_chunk(0))
     assert not any(f.exists() for f in stale) and alive.exists()
     assert json.loads(record.read_text()) == {"a": 1}
+
+
+def test_the_temporary_of_a_writer_killed_mid_write_is_found_and_removed(tmp_path):
+    """Not a file made by hand: a real writer, stopped between writing its temporary file and renaming it."""
+    from benchmark.record import write_json_atomic
+
+    record = tmp_path / "r.json"
+    killed = ("import os, sys, benchmark.record as r; os.replace = lambda *a: os._exit(9); "
+              "r.write_json_atomic(sys.argv[1], {'half': True})")
+    child = subprocess.run([sys.executable, "-c", killed, str(record)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert child.returncode == 9
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".r.json.") and left.name.endswith(".tmp") and not record.exists()
+    write_json_atomic(record, {"a": 1})
+    assert [f.name for f in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_a_writer_of_another_user_counts_as_running(tmp_path, monkeypatch):
+    """os.kill(pid, 0) on another user's process raises PermissionError: it runs, and its file is kept."""
+    from benchmark.record import write_json_atomic
+
+    theirs = tmp_path / ".r.json.999999.abc.tmp"
+    theirs.write_text("half")
+
+    def not_allowed(pid, signal_number):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", not_allowed)
+    write_json_atomic(tmp_path / "r.json", {"a": 1})
+    assert theirs.exists()
