@@ -24,7 +24,7 @@ def _verified(**change) -> VerificationDetails:
 
 def _record(verification: VerificationDetails | None = None, **change):
     record = make_record(make_card("Checked2020Record"), 5 / 6, 4 / 6, n_examples=6)
-    return dataclasses.replace(record, points=list(POINTS), verification=verification, **change)
+    return dataclasses.replace(record, **{"points": list(POINTS), "verification": verification, **change})
 
 
 def test_a_consistent_record_has_no_problem():
@@ -152,3 +152,13 @@ def test_a_record_names_the_versions_that_made_it():
     assert {k: versions[k] for k in ("robench", "torch", "numpy")} == {
         "robench": __version__, "torch": torch.__version__, "numpy": numpy.__version__}
     assert set(versions) == {"robench", "python", "torch", "numpy", "torchvision"}
+
+
+def test_accuracies_of_exactly_one_are_fractions_and_a_robust_misclassified_point_is_not():
+    card = make_card("Perfect2020Check", "digits", "corruptions")
+    perfect = make_corruption_record(card, 1.0, {"gaussian_noise": [1.0] * 5})
+    perfect = dataclasses.replace(perfect, corruptions=dataclasses.replace(
+        perfect.corruptions, accuracy_3d_sets={"fog_3d": [1.0] * 5}, accuracy_3d=1.0))
+    assert record_problems(perfect) == []
+    wrong = _record(points=[dataclasses.replace(POINTS[0], robust=True), *POINTS[1:]])
+    assert record_problems(wrong) == ["points: a point is robust though misclassified clean or not evaluable"]
