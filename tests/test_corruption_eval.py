@@ -62,6 +62,8 @@ def test_bad_sets_are_refused_with_what_is_wrong():
     clean, labels = _tiny()
     with pytest.raises(ValueError, match=r"fog: severities \[5\] missing"):
         evaluate_corruptions(MeanThreshold(), "tiny", sets={("fog", s): clean for s in range(1, 5)}, clean=clean, labels=labels)
+    with pytest.raises(ValueError, match=r"fog: severities \[1, 3\] missing"):
+        evaluate_corruptions(MeanThreshold(), "tiny", sets={("fog", s): clean for s in (2, 4, 5)}, clean=clean, labels=labels)
     with pytest.raises(ValueError, match="fog/2: 5 images for 6 labels"):
         evaluate_corruptions(MeanThreshold(), "tiny", sets={("fog", s): clean[: 6 if s != 2 else 5] for s in range(1, 6)},
                              clean=clean, labels=labels)

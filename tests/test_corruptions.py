@@ -135,3 +135,7 @@ def test_imagenet_c_problems_name_the_folder(tmp_path):
         read_imagenet_c(other, "fog", 1, file_names=files)
     with pytest.raises(ValueError, match="unknown corruption 'haze'"):
         read_imagenet_c(root, "haze", 1)
+    empty = tmp_path / "empty"
+    (empty / "fog" / "1").mkdir(parents=True)
+    with pytest.raises(CorruptionDataError, match=r"fog/1: class folders missing \(all; 0 in all, the other severities have 0\)"):
+        read_imagenet_c(empty, "fog", 1, file_names=files)

@@ -38,9 +38,26 @@ def test_footnote_html_drops_every_way_to_run_code(payload, gone):
     assert gone not in str(footnote_html(payload))
 
 
+def test_footnote_html_keeps_plain_http_links_and_drops_other_schemes():
+    kept = str(footnote_html('<a href="http://x.org/p">old site</a>'))
+    assert '<a href="http://x.org/p" rel="nofollow noopener noreferrer">old site</a>' in kept
+    for link in ("ftp://x.org/f", "mailto:a@x.org", "tel:123", "ssh://x.org"):
+        assert str(footnote_html(f'<a href="{link}">x</a>')) == '<a rel="nofollow noopener noreferrer">x</a>'
+
+
+def test_footnote_html_of_nothing_is_empty():
+    assert footnote_html(None) == "" and footnote_html("") == ""
+
+
+def test_latex_it_cannot_convert_stays_as_written():
+    html = str(footnote_html("bound \\(x^\\) and \\[\\left( y\\] and \\(z\\)"))
+    assert html.startswith("bound \\(x^\\) and \\[\\left( y\\] and <math ")
+
+
 def test_footnote_text_reads_as_one_line_of_words():
     assert footnote_text("Robust at 8/255.<br>7.40% robust, <b>bold</b> &amp; more") == "Robust at 8/255. 7.40% robust, bold & more"
     assert footnote_text(None) == "" and footnote_text("") == ""
+    assert footnote_text("first<BR>second<Br/>third") == "first second third"
 
 
 def test_venue_and_year_once():

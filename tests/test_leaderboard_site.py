@@ -146,9 +146,55 @@ def test_generated_bibtex_and_reproduce_command():
     assert numbered.startswith("@article{") and "journal = {arXiv preprint arXiv:2010.03593}" in numbered
     conference = bibtex_entry(make_card("Conf2021Paper", venue="NeurIPS 2021", link="https://x.org"))
     assert conference.startswith("@inproceedings{") and "booktitle = {NeurIPS}" in conference and "year = {" in conference
+    long_venue = bibtex_entry(make_card("Long2019Venue", venue="International Conference on  Machine Learning 2019", year=2019))
+    assert "booktitle = {International Conference on Machine Learning}" in long_venue and "year = {2019}" in long_venue
     record = make_record(card, 0.9, 0.5, version="plus", n_examples=100)
     assert reproduce_command("Odd id;rm", record) == (
         "robench evaluate --model 'Odd id;rm' --dataset digits --threat-model Linf --version plus --seed 0 --n-examples 100")
+
+
+class _Cells(HTMLParser):
+    """Each body row's model and its cells' text, keyed by the column of the cell's position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.columns: list[str] = []
+        self.rows: dict[str, dict[str, str]] = {}
+        self._model: str | None = None
+        self._cells: list[str] = []
+        self._in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "th" and "data-column" in attrs:
+            self.columns.append(attrs["data-column"])
+        elif tag == "tr" and "data-model" in attrs:
+            self._model, self._cells = attrs["data-model"], []
+        elif tag == "td" and self._model is not None:
+            self._cells.append("")
+            self._in_cell = True
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self._cells[-1] += data
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self._in_cell = False
+        elif tag == "tr" and self._model is not None:
+            self.rows[self._model] = dict(zip(self.columns, (c.strip() for c in self._cells)))
+            self._model = None
+
+
+def test_the_extra_data_column_says_yes_or_no(tmp_path):
+    extra = make_card("Extra2020Data", additional_data=True)
+    own = make_card("Own2020Data", additional_data=False)
+    build_site(aggregate([extra, own], [make_record(extra, 0.9, 0.6), make_record(own, 0.9, 0.5)]), tmp_path)
+    cells = _Cells()
+    cells.feed((tmp_path / "boards/digits_Linf.html").read_text(encoding="utf-8"))
+    assert cells.rows["Extra2020Data"]["additional_data"] == "yes"
+    assert cells.rows["Own2020Data"]["additional_data"] == "no"
+    assert cells.rows["Extra2020Data"]["robust_accuracy"] == "60.00"
 
 
 def test_curve_svg_is_well_formed_and_marks_the_board_eps():
