@@ -139,6 +139,11 @@ def default_reference_errors(dataset: str) -> dict[str, list[float]] | None:
 
 def _check_sets(sets: Mapping[tuple[str, int], SetImages], n: int) -> list[str]:
     names = list(dict.fromkeys(name for name, _ in sets))
+    if not names:
+        raise ValueError("no corrupted sets given")
+    if all(name in CORRUPTIONS_3D for name in names):
+        raise ValueError("only ImageNet-3DCC sets given: the board's number is the mean over the common corruptions, "
+                         "which 3DCC's sets only accompany")
     for name in names:
         absent = [s for s in range(1, 6) if (name, s) not in sets]
         if absent:
@@ -231,7 +236,7 @@ def evaluate_corruptions(
     result = EvaluationResult(
         dataset=dataset, threat_model=THREAT_MODEL, eps=None, version=version, seed=0, n_examples=len(labels),
         batch_size=batch_size, device=str(device), clean_accuracy=results[0]["accuracy"],
-        robust_accuracy=sum(per_corruption.values()) / len(per_corruption) if per_corruption else 0.0,
+        robust_accuracy=sum(per_corruption.values()) / len(per_corruption),
         model=info, timings={"total_s": time.perf_counter() - t_start}, versions=library_versions(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), corruptions=details)
     if out is not None:

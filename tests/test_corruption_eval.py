@@ -51,6 +51,8 @@ def test_mean_corruption_error_against_hand_computed_values():
     assert mean_corruption_error(reference, reference) == pytest.approx(100.0)  # AlexNet's own row reads 100
     with pytest.raises(ValueError, match="no errors for c"):
         mean_corruption_error({"c": [0.1] * 5}, reference)
+    with pytest.raises(ValueError, match="the reference's errors on a sum to 0.0: no ratio"):
+        mean_corruption_error({"a": [0.1] * 5}, {"a": [0.0] * 5})
     clean, labels = _tiny()
     sets = {("a", s): clean for s in range(1, 6)}
     result = evaluate_corruptions(MeanThreshold(), "tiny", sets=sets, clean=clean, labels=labels,
@@ -67,8 +69,46 @@ def test_bad_sets_are_refused_with_what_is_wrong():
     with pytest.raises(ValueError, match="fog/2: 5 images for 6 labels"):
         evaluate_corruptions(MeanThreshold(), "tiny", sets={("fog", s): clean[: 6 if s != 2 else 5] for s in range(1, 6)},
                              clean=clean, labels=labels)
+    with pytest.raises(ValueError, match="no corrupted sets given"):
+        evaluate_corruptions(MeanThreshold(), "tiny", sets={}, clean=clean, labels=labels)
+    with pytest.raises(ValueError, match="only ImageNet-3DCC sets given"):
+        evaluate_corruptions(MeanThreshold(), "tiny", sets={("flash", s): clean for s in range(1, 6)}, clean=clean,
+                             labels=labels)
+    for missing in ({"clean": clean}, {"labels": labels}):
+        with pytest.raises(ValueError, match="^clean images and labels are needed with sets$"):
+            evaluate_corruptions(MeanThreshold(), "tiny", sets={("fog", s): clean for s in range(1, 6)}, **missing)
     with pytest.raises(ValueError, match="no corrupted sets for 'mnist'"):
         evaluate_corruptions(MeanThreshold(), "mnist")
+
+
+class LayoutProbe(nn.Module):
+    """MeanThreshold of 4 copies of the image, made by a 1x1 and then a 3x3 identity convolution; notes whether the
+    copies came out in channels_last (a one-channel tensor or a 1x1 kernel reads as both layouts at once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.spread = nn.Conv2d(1, 4, 1, bias=False)
+        self.identity = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.spread.weight.fill_(1.0)
+            self.identity.weight.zero_()
+            self.identity.weight[range(4), range(4), 1, 1] = 1.0
+        self.channels_last: list[bool] = []
+
+    def forward(self, x):
+        copies = self.identity(self.spread(x))
+        self.channels_last.append(copies.is_contiguous(memory_format=torch.channels_last) and not copies.is_contiguous())
+        return MeanThreshold()(copies)
+
+
+def test_a_convolutional_model_runs_in_channels_last_on_the_cpu_as_evaluate_runs_it():
+    clean, labels = _tiny()
+    sets = {("a", s): clean for s in range(1, 6)}
+    for channels_last, expected in ((None, True), (False, False), (True, True)):
+        probe = LayoutProbe()
+        result = evaluate_corruptions(probe, "tiny", sets=sets, clean=clean, labels=labels, channels_last=channels_last)
+        assert result.clean_accuracy == pytest.approx(4 / 6)
+        assert len(probe.channels_last) == 6 and set(probe.channels_last) == {expected}
 
 
 def test_colour_sets_in_the_published_layout_are_read_as_nhwc():

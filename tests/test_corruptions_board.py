@@ -239,6 +239,8 @@ def test_the_site_shows_the_corruptions_board_and_a_heat_map_per_model(tmp_path)
     page = (tmp_path / "models" / "digits" / "corruptions" / "Corr2020Model.html").read_text()
     assert 'src="Corr2020Model.corruptions.svg"' in page and "<td>noise</td>" in page and "<strong>70.00</strong>" in page
     assert "Robustness curve" not in page
+    heat = (tmp_path / "models/digits/corruptions/Corr2020Model.corruptions.svg").read_text()
+    assert "Accuracy (%) per corruption and severity; clean 99.0%" in heat
     index = (tmp_path / "index.html").read_text()
     assert "digits-C" in index
     assert "corruptions-3d" not in page and not (tmp_path / "models/digits/corruptions/Corr2020Model.corruptions-3d.svg").exists()
@@ -342,3 +344,8 @@ def test_imagenet_c_from_its_folders_end_to_end_with_mce_against_alexnet(tmp_pat
     assert len(record_3d.corruptions.sets_sha256) == 75 + 60 and "flash/5" in record_3d.corruptions.correct
     # fog's errors sum to 5, AlexNet's to 5 x 0.819324; every other corruption's to 0
     assert record.corruptions.mce == pytest.approx(100 * (1 / ALEXNET_IMAGENET_C_ERRORS["fog"]) / 15)
+    # the first point alone reads only the first image: the second may be missing everywhere
+    for folder in tmp_path.glob("**/n02"):
+        (folder / "b.JPEG").unlink()
+    first = evaluate(ConstantLevel(2), "imagenet", "corruptions", data_dir=tmp_path, n_examples=1)
+    assert first.n_examples == 1 and first.corruptions.accuracy["fog"] == [0.0] * 5 and first.clean_accuracy == 1.0

@@ -12,7 +12,7 @@ import pytest
 from benchmark.checks import FLAG_EXPLANATIONS
 from leaderboard.aggregate import aggregate
 from leaderboard.plots import curve_svg, nice_ticks
-from leaderboard.site import bibtex_entry, build_site, http_url, reproduce_command
+from leaderboard.site import bibtex_entry, build_site, flag_evidence, http_url, reproduce_command
 from leaderboard.synthetic import make_card, make_record, synthetic_board
 
 XSS_TITLE = "<script>alert(1)</script>"
@@ -62,6 +62,17 @@ def test_pages_csvs_and_plots_are_written(site):
         assert (out / page).is_file(), page
     assert len(report.pages) == 2 + len(agg.boards) + len(agg.models)
     assert len(report.plots) == 3
+
+
+def test_a_site_is_built_into_a_new_nested_folder_and_rebuilt_over_itself(tmp_path):
+    card = make_card("Madry2018Towards")
+    agg = aggregate([card], [make_record(card, 0.97, 0.8)])
+    out = tmp_path / "public" / "robench" / "site"
+    first = build_site(agg, out)
+    pages = {p: p.read_bytes() for p in first.pages}
+    second = build_site(agg, out)
+    assert second.pages == first.pages and {p: p.read_bytes() for p in second.pages} == pages
+    assert (out / "static" / "board-grid.css").is_file()
 
 
 def test_index_links_to_every_board_and_every_link_resolves(site):
@@ -247,6 +258,39 @@ def test_flags_show_the_numbers_behind_them(tmp_path):
     board_page = (tmp_path / "boards" / "digits_Linf.html").read_text()
     assert re.search(r'<span class="flag" title="[^"]*' + re.escape(evidence) + r'">black_box_beats_white_box</span>',
                      board_page)
+
+
+@pytest.mark.parametrize("flag, details, words", [
+    ("non_finite_logits", {"points_not_evaluable": 4}, "4 of 500 points had NaN or infinite logits."),
+    ("zero_gradients", {"fraction_zero_cross_entropy": 0.254, "fraction_zero_margin": 0.5},
+     "25% of the probed points had a zero cross-entropy gradient, 50% a zero margin gradient."),
+    ("randomness", {"prediction_changes": 7, "passes": 3, "max_logit_difference": 0.01234},
+     "7 predictions changed over 3 passes; logits moved by up to 0.0123."),
+    ("too_few_classes", {"num_classes": 3, "needed": 10}, "The model has 3 classes; the protocol's attacks need 10."),
+    ("randomness", {"passes": 3}, ""),  # a detail missing: no half sentence
+    ("zero_gradients", {"fraction_zero_cross_entropy": "much", "fraction_zero_margin": 0.5}, ""),
+    ("zero_gradients", {"fraction_zero_cross_entropy": None, "fraction_zero_margin": 0.5}, ""),
+])
+def test_every_flag_states_its_numbers(flag, details, words):
+    card = make_card("Flagged2020Model")
+    record = make_record(card, 0.9, 0.5, flags=[flag])
+    record.check_details = {flag: details}
+    assert flag_evidence(flag, record) == words
+    record.check_details = None
+    assert flag_evidence(flag, record) == ""
+
+
+def test_a_claim_that_was_not_reproduced_shows_both_numbers_on_the_board(tmp_path):
+    from model_zoo.cards import Reported
+
+    card = make_card("Claim2020Model")
+    card = card.model_copy(update={"reported": Reported(clean_accuracy=0.9, robust_accuracy=0.61)})
+    build_site(aggregate([card], [make_record(card, 0.9, 0.45)]), tmp_path)
+    words = "Reported 61.00%, measured 45.00% on 500 points."
+    board = (tmp_path / "boards" / "digits_Linf.html").read_text(encoding="utf-8")
+    assert re.search(r'<span class="flag" title="[^"]*' + re.escape(words) + r'">reported_not_reproduced</span>', board)
+    assert words in (tmp_path / "models/digits/Linf/Claim2020Model.html").read_text(encoding="utf-8")
+    assert flag_evidence("reported_not_reproduced", make_record(card, 0.9, 0.45)) == ""  # no card, no claim
 
 
 def test_the_index_lists_boards_with_results_first(tmp_path):
