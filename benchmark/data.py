@@ -213,12 +213,16 @@ def _load_cifar(name: str, split: str, root: Path, download: bool, n_examples: i
 
 
 def _download_cifar(name: str, root: Path) -> None:
-    """Let torchvision fetch and check the archive; quietly give up when offline."""
+    """Fetch the archive from torchvision's address and extract it once its md5 is torchvision's; quietly give
+    up when offline or when the archive is not that one. Only the archive is checked and unpacked here: the
+    batch files are read by this module's own unpickler, never by torchvision's dataset class (which
+    unpickles every file with the standard pickle module)."""
     import torchvision
+    from torchvision.datasets.utils import download_and_extract_archive
 
     cls = getattr(torchvision.datasets, _CIFAR[name]["torchvision"])
     try:
-        cls(root=str(root), train=False, download=True)
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     except (OSError, RuntimeError):
         pass  # no network or a failed download: the caller reports the missing files
 

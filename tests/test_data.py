@@ -58,6 +58,18 @@ def test_n_examples_takes_the_first_points():
     assert torch.equal(x, xa[:7]) and torch.equal(y, ya[:7])
 
 
+def test_digits_are_read_from_scikit_learns_file_without_importing_it():
+    """Importing scikit-learn takes longer than a small evaluation (docs/scaling.md): the file is read directly."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from benchmark.data import load_dataset; x, y = load_dataset('digits', 'test'); "
+            "print(tuple(x.shape), 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(__import__("benchmark").__file__)))
+    assert out.stdout.split("\n")[0] == "(500, 1, 8, 8) False"
+
+
 @pytest.mark.parametrize("bad", [dict(name="mnist"), dict(name="digits", split="val"), dict(name="digits", n_examples=0)])
 def test_bad_arguments_are_named(bad):
     with pytest.raises(ValueError) as err:
@@ -93,6 +105,75 @@ def test_cifar_missing_files_are_named(tmp_path):
         load_dataset("cifar10", data_dir=tmp_path, download=False)
 
 
+@pytest.fixture
+def cifar_server(tmp_path, monkeypatch):
+    """A CIFAR-10 archive of 12 test images served on 127.0.0.1, torchvision's CIFAR10 pointed at it (its URL and
+    its archive's md5). Yields the images, the server's request log and the class."""
+    import hashlib
+    import http.server
+    import io
+    import tarfile
+    import threading
+
+    import torchvision.datasets
+
+    data = _write_cifar(tmp_path / "made", "cifar10")
+    folder = tmp_path / "made" / "cifar-10-batches-py"
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    body = archive.getvalue()
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            if self.path != "/cifar-10-python.tar.gz":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    md5 = lambda b: hashlib.md5(b).hexdigest()  # noqa: E731
+    cls = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cls, "url", f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz")
+    monkeypatch.setattr(cls, "tgz_md5", md5(body))
+    yield data, requests, cls
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_missing_cifar_test_set_is_downloaded_through_torchvision(tmp_path, cifar_server):
+    data, requests, _ = cifar_server
+    x, y = load_dataset("cifar10", data_dir=tmp_path / "data", download=True)
+    assert requests and set(requests) == {"/cifar-10-python.tar.gz"} and y.tolist() == list(range(12))
+    assert torch.equal((x * 255).round().to(torch.uint8), torch.from_numpy(data).view(12, 3, 32, 32))
+    fetched = len(requests)
+    load_dataset("cifar10", data_dir=tmp_path / "data", download=True)
+    assert len(requests) == fetched  # there now: not fetched again
+
+
+def test_a_failed_or_tampered_cifar_download_names_the_missing_file(tmp_path, cifar_server, monkeypatch):
+    _, requests, cls = cifar_server
+    served = cls.url
+    monkeypatch.setattr(cls, "url", served.replace("cifar-10-python", "gone"))  # 404: as good as offline
+    with pytest.raises(DatasetNotFoundError, match="cifar-10-batches-py/test_batch"):
+        load_dataset("cifar10", data_dir=tmp_path / "offline", download=True)
+    monkeypatch.setattr(cls, "url", served)
+    monkeypatch.setattr(cls, "tgz_md5", "0" * 32)  # the archive is not the one torchvision expects
+    with pytest.raises(DatasetNotFoundError, match="cifar-10-batches-py/test_batch"):
+        load_dataset("cifar10", data_dir=tmp_path / "tampered", download=True)
+    assert not (tmp_path / "tampered" / "cifar-10-batches-py" / "test_batch").exists()
+    assert requests[0] == "/gone.tar.gz" and set(requests[1:]) == {"/cifar-10-python.tar.gz"}
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("touch PWNED_BY_DATA",))
@@ -124,6 +205,11 @@ def test_imagenet_uses_the_shipped_file_list(tmp_path):
     assert x_small.shape == (2, 3, 56, 56)
     with pytest.raises(DatasetNotFoundError, match="1 of the 7"):
         load_dataset("imagenet", data_dir=tmp_path, n_examples=7)
+    x_one, y_one = load_dataset("imagenet", data_dir=tmp_path, n_examples=1)
+    assert torch.equal(x_one, x[:1]) and y_one.tolist() == [0]
+    with pytest.raises(DatasetNotFoundError, match="ImageNet validation folder not found: expected .*/nowhere/val holding "
+                                                   "one sub-folder per class"):
+        load_dataset("imagenet", data_dir=tmp_path / "nowhere", n_examples=1)
 
 
 def test_data_root_defaults_to_user_cache_and_honours_env(monkeypatch, tmp_path):
