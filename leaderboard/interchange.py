@@ -377,9 +377,8 @@ def percent_text(fraction: float) -> str:
 _ROBENCH_FIELDS = ("clean_acc", "autoattack_acc", "corruptions_acc", *_CORRUPTION_FIGURES, "external", "unreliable")
 
 
-def _same_value(key: str, old: Any, new: Any) -> bool:
-    if key == "unreliable":
-        return bool(old) == bool(new)
+def _same_value(old: Any, new: Any) -> bool:
+    """Equal as numbers (within float noise; booleans too, as 0 and 1), else equal as written."""
     try:
         return math.isclose(float(old), float(new), rel_tol=0, abs_tol=1e-9)
     except (TypeError, ValueError):
@@ -396,7 +395,7 @@ def _merged_with_source(source_text: str, generated: dict[str, Any]) -> str:
             continue
         if new is None and original.get(key) in ("", None):  # an empty figure ("corruptions_mce_3d": ""): as written
             continue
-        if key in original and (new is None or not _same_value(key, original[key], new)):
+        if key in original and (new is None or not _same_value(original[key], new)):
             if new is None:
                 del merged[key]
             else:

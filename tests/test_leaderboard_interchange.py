@@ -43,6 +43,7 @@ def test_read_a_well_formed_file(tmp_path):
     m, r = item.model, item.record
     assert (m.id, m.dataset, m.threat_model, m.eps) == ("Carmon2019Unlabeled", "cifar10", "Linf", 8 / 255)
     assert m.paper.authors[0] == "Yair Carmon" and len(m.paper.authors) == 5
+    assert (m.paper.link, m.paper.title) == (CARMON["link"], CARMON["name"])
     assert (m.paper.year, m.paper.venue, m.architecture, m.additional_data) == (2019, "NeurIPS 2019", "WideResNet-28-10", True)
     assert m.reported.robust_accuracy == pytest.approx(0.625)
     assert m.footnote == CARMON["footnote"]  # kept as written; the site sanitises it (leaderboard.rich_text)
@@ -69,7 +70,10 @@ def test_read_a_well_formed_file(tmp_path):
      "'corruptions_acc_3d' must be a percentage in [0, 100]"),
     ("cifar10/gaussian/A2020a.json", {}, "no robench board"),
     ("cifar10/A2020a.json", {}, "not at <dataset>/<threat_model>/<ModelID>.json"),
-    ("cifar10/Linf/bad id!.json", {}, "may only use"),
+    ("cifar10/Linf/bad id!.json", {}, "model id 'bad id!' may only use letters, digits, '_', '.', '-'"),
+    ("cifar 10/Linf/A2020a.json", {}, "dataset folder 'cifar 10' may only use letters, digits, '_', '.', '-'"),
+    ("cifar10/corruptions/A2020a.json", {"eps": None, "corruptions_acc": "90", "corruptions_mce": "nan"},
+     "'corruptions_mce' must be a non-negative number like \"65.3\", got 'nan'"),
 ])
 def test_malformed_files_are_reported_with_their_reason(tmp_path, rel, change, reason):
     _write(tmp_path, rel, {**CARMON, **change})
@@ -94,6 +98,13 @@ def test_every_malformed_file_is_reported_one_by_one(tmp_path):
     assert [m.id for m in loaded.listed] == ["Fine2020Model"] and not loaded.problems
 
 
+@pytest.mark.parametrize("written, value", [("0", 0.0), ("0.5", 0.5), (0.25, 0.25), ("123.4", 123.4), ("", None)])
+def test_an_mce_is_any_non_negative_number(tmp_path, written, value):
+    path = _write(tmp_path, "cifar10/corruptions/Low2020Mce.json",
+                  {**CARMON, "eps": None, "corruptions_acc": "90", "corruptions_mce": written})
+    assert read_defacto_file(path, tmp_path).record.corruptions.mce == value
+
+
 def test_unreadable_rows_of_an_unaggregated_table_are_named_and_the_table_still_kept(tmp_path):
     table = ("model_id,fog,fog,fog,fog,fog\n,1,2,3,4,5\n"
              "Short2020Row,0.9,0.8,0.7,0.6,\n" "Big2020Value,0.9,0.8,0.7,0.6,1.5\n" "Good2020Row,0.9,0.8,0.7,0.6,0.5\n")
@@ -102,7 +113,8 @@ def test_unreadable_rows_of_an_unaggregated_table_are_named_and_the_table_still_
         _write(tmp_path / "src", f"cifar10/corruptions/{model_id}.json", {**CARMON, "eps": "8/255", "corruptions_acc": "70"})
     report = import_dir(tmp_path / "src", tmp_path / "out")
     notes = "\n".join(report.warnings)
-    assert report.problems == [] and len(report.imported) == 3 and len(report.kept) == 1
+    assert report.problems == [] and len(report.imported) == 3
+    assert report.kept == [tmp_path / "src" / "cifar10/corruptions/unaggregated_results.csv"]
     assert "row 3 (Short2020Row): not read: '' (fog, severity 5) is not a number" in notes
     assert "row 4 (Big2020Value): not read: '1.5' is not a fraction in [0, 1]" in notes
     assert "eps '8/255' ignored: the corruptions threat model has none" in notes
@@ -261,8 +273,28 @@ def test_an_export_changes_only_what_robench_changed(tmp_path):
     assert after == {**before, "external": "50.00"} and "unreliable" not in after
 
 
+def test_an_export_writes_a_figure_robench_changed_even_by_half_a_point(tmp_path):
+    _write(tmp_path / "src", "cifar10/Linf/Carmon2019Unlabeled.json", CARMON)
+    import_dir(tmp_path / "src", tmp_path / "results")
+    loaded = load_results(tmp_path / "results")
+    record = loaded.records[0]
+    record.robust_accuracy = 0.5903  # re-evaluated: half a point below the file's 59.53
+    out = tmp_path / "fresh" / "export"  # nothing there yet: the board folders are made
+    written = export_dir(aggregate(loaded.listed, [record], []), out)
+    after = json.loads((out / "cifar10/Linf/Carmon2019Unlabeled.json").read_text(encoding="utf-8"))
+    assert written == [out / "cifar10/Linf/Carmon2019Unlabeled.json"]
+    assert after == {**CARMON, "autoattack_acc": "59.03"}
+
+
+def test_an_export_of_robench_entries_lists_the_authors_as_the_format_does(tmp_path):
+    card = make_card("Own2020Model", "cifar10", "Linf", authors=("Ada Lovelace", "Alan Turing", "Grace Hopper"))
+    export_dir(aggregate([card], [make_record(card, 0.9, 0.5)], []), tmp_path)
+    data = json.loads((tmp_path / "cifar10/Linf/Own2020Model.json").read_text(encoding="utf-8"))
+    assert data["authors"] == "Ada Lovelace, Alan Turing, Grace Hopper" and data["link"] == "https://example.org/paper"
+
+
 @pytest.mark.parametrize("table, reason", [
-    ("model_id,fog\n", "two header rows"),
+    ("model_id,fog\n", "expected two header rows (corruptions, then severities 1..5) and one row per model"),
     ("model_id,fog,fog\n,1,2\nA2020a,0.9\n", "rows [3] do not have the header's 3 columns"),
     ("model_id,fog\n,severe\nA2020a,0.9\n", "severities 1..5"),
 ])
