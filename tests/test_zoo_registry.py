@@ -38,8 +38,12 @@ def test_listing_and_filters(zoo: Path) -> None:
     assert [c.key for c in list_cards(include="Madry2018Towards", registry=reg)] == [
         ("digits", "L2", "Madry2018Towards"), ("digits", "Linf", "Madry2018Towards")]
     assert list_models("digits", "Linf", include="Zhang*", registry=reg) == ["Zhang2019Theoretically"]
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+    with pytest.raises(ValueError, match=r"^unknown dataset 'mnist'; known: digits, cifar10, cifar100, imagenet$"):
         reg.list_models("mnist")
+    given = Registry(zoo / "submissions", repo_root=str(zoo))
+    assert given.repo_root == zoo and len(given) == 4
+    with pytest.raises(SubmissionError, match="does not exist under the repository root"):
+        Registry(zoo / "submissions", repo_root=zoo / "submissions")  # checkpoint paths are read from the root given
 
 
 def test_get_card(zoo: Path) -> None:
@@ -59,10 +63,20 @@ def test_unknown_name_lists_close_matches(zoo: Path) -> None:
         reg.get_card("Madry2018Toward", "digits", "Linf")
     with pytest.raises(UnknownModelError, match="closest: Zhang2019Theoretically"):
         reg.get_card("zhang2019theoretically", "digits", "Linf")
-    with pytest.raises(UnknownModelError, match="'Zhang2019Theoretically' exists on digits/Linf"):
+    with pytest.raises(UnknownModelError, match=r"^no model 'Zhang2019Theoretically' on the digits/L2 board; "
+                                                 r"'Zhang2019Theoretically' exists on digits/Linf$"):
         reg.get_card("Zhang2019Theoretically", "digits", "L2")
     with pytest.raises(UnknownModelError, match="no model 'Nothing' on the cifar10/Linf board"):
         reg.get_card("Nothing")  # the defaults are cifar10 / Linf
+
+
+def test_at_most_five_close_matches_are_named(zoo: Path) -> None:
+    for suffix in ("B", "C", "D", "E", "F"):
+        write_submission(zoo, submission_document(f"Madry2018Towards_{suffix}"))
+    with pytest.raises(UnknownModelError) as info:
+        Registry(zoo / "submissions").get_card("Madry2018Towards_", "digits", "Linf")
+    closest = str(info.value).split("closest: ")[1].split(", ")
+    assert len(closest) == 5 and all(name.startswith("Madry2018Towards") for name in closest)
 
 
 def test_duplicate_ids_raise(zoo: Path) -> None:
@@ -89,6 +103,8 @@ def test_validate_skips_the_files_own_entry(zoo: Path) -> None:
     shutil.copy(zoo / "submissions/digits/Linf/Madry2018Towards.yaml", copy)
     problems = validate_file(copy, zoo, existing_ids=[c.key for c in reg.cards()])
     assert [p.field for p in problems] == ["id"] and "collides" in problems[0].message
+    through_registry = reg.validate(copy, check_hash=False)
+    assert [p.field for p in through_registry] == ["id"] and "collides" in through_registry[0].message
 
 
 def test_missing_folder_and_empty_folder(tmp_path: Path) -> None:
