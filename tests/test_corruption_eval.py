@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from benchmark.corruption_eval import correct_bits, evaluate_corruptions, mean_corruption_error
-from benchmark.record import EvaluationResult
 
 
 class MeanThreshold(nn.Module):
