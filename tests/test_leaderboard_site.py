@@ -75,6 +75,14 @@ def test_a_site_is_built_into_a_new_nested_folder_and_rebuilt_over_itself(tmp_pa
     assert (out / "static" / "board-grid.css").is_file()
 
 
+def test_rank_and_model_stay_in_view_side_by_side_from_the_left_edge(site):
+    out, _, _ = site
+    css = (out / "static" / "board-grid.css").read_text(encoding="utf-8")
+    sticky = re.findall(r"tr > :nth-child\((\d+)\) \{ position: sticky; left: ([\d.]+)rem;", css)
+    widths = re.search(r"grid-template-columns: ([^;]+);", css).group(1).split()
+    assert sticky == [("1", "0"), ("2", widths[0].removesuffix("rem"))]  # the model column starts where rank ends
+
+
 def test_index_links_to_every_board_and_every_link_resolves(site):
     out, _, agg = site
     board_links = [a["href"] for tag, a in tags_of(out / "index.html") if tag == "a" and a.get("class") == "board-link"]
