@@ -47,6 +47,28 @@ def test_random_delta_lies_on_the_sphere_and_is_seeded(tm):
     assert bool(tm.within(start, x, 0.3).all())
 
 
+def test_linf_random_delta_fills_the_ball_symmetrically():
+    x = torch.full((200, 1, 8, 8), 0.5)
+    d = Linf().random_delta(x, 0.3, torch.Generator().manual_seed(2))
+    flat = d.flatten(1)
+    assert 0.45 < float((flat > 0).float().mean()) < 0.55  # as many coordinates up as down
+    assert abs(float(flat.mean())) < 0.01 and float(flat.min()) == pytest.approx(-0.3, abs=1e-6)
+    assert float(flat.max()) == pytest.approx(0.3, abs=1e-6)
+    eps = torch.linspace(0.1, 0.5, 200)
+    assert torch.allclose(Linf().norm(Linf().random_delta(x, eps, None)), eps, atol=1e-6)  # one radius per point
+
+
+@pytest.mark.parametrize("tm", [Linf(), L2()])
+def test_within_checks_each_point_on_its_own(tm):
+    x = torch.full((4, 1, 2, 2), 0.5)
+    x_adv = x.clone()
+    x_adv[0, 0, 0, 0] = 1.1   # above the box
+    x_adv[1, 0, 0, 0] = -0.1  # below the box
+    x_adv[2, 0, 0, 0] = 0.9   # 0.4 away: outside an eps of 0.3
+    assert tm.within(x_adv, x, 0.3).tolist() == [False, False, False, True]
+    assert tm.within(x_adv, x, torch.tensor([1.0, 1.0, 0.5, 0.1])).tolist() == [False, False, True, True]
+
+
 def test_steepest_direction():
     g = torch.tensor([[3.0, -4.0, 0.0]])
     assert torch.equal(Linf().steepest_direction(g), torch.tensor([[1.0, -1.0, 0.0]]))
@@ -61,6 +83,10 @@ def test_names_and_eps_parsing():
     for bad in ("eight", "0", "-1/255", "1/0"):
         with pytest.raises(ValueError):
             parse_eps(bad)
+    with pytest.raises(ValueError, match=r"^eps must be finite, got inf$"):
+        parse_eps(float("inf"))
+    with pytest.raises(ValueError, match=r"^eps must be positive, got '-1/255'$"):
+        parse_eps("-1/255")
 
 
 def test_boards_and_budgets():
