@@ -59,6 +59,13 @@ def test_linf_random_delta_fills_the_ball_symmetrically():
 
 
 @pytest.mark.parametrize("tm", [Linf(), L2()])
+def test_random_starts_keep_the_inputs_dtype(tm):
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    delta = tm.random_delta(x, 0.25, torch.Generator().manual_seed(0))
+    assert delta.dtype == torch.float64 and torch.allclose(tm.norm(delta), torch.full((3,), 0.25, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("tm", [Linf(), L2()])
 def test_within_checks_each_point_on_its_own(tm):
     x = torch.full((4, 1, 2, 2), 0.5)
     x_adv = x.clone()
