@@ -181,3 +181,17 @@ def test_every_shipped_file_is_in_the_current_form() -> None:
     for path in SHIPPED:
         training = yaml.safe_load(path.read_text())["training"]
         assert not set(training) & set(TRAINING_REPEATS), path
+
+
+def test_card_parts_read_as_one_line_each():
+    """What `robench models show` and the model pages print for the preprocessing and the reported numbers."""
+    from model_zoo.cards import Preprocessing, ReportedListing
+
+    digits = Preprocessing(mean=(0.0,), std=(1.0,), input_size=(1, 8, 8))
+    assert str(digits) == "mean [0.0], std [1.0], input [1, 8, 8]"
+    imagenet = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), input_size=(3, 224, 224),
+                             resize=256, crop=224)
+    assert str(imagenet) == ("mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225], input [3, 224, 224], "
+                             "resize 256, crop 224")
+    assert str(ReportedListing(clean_accuracy=0.9, robust_accuracy=None)) == "clean 90.00%, robust –"
+    assert str(ReportedListing(clean_accuracy=0.8765, robust_accuracy=0.5)) == "clean 87.65%, robust 50.00%"
