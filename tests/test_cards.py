@@ -185,7 +185,7 @@ def test_every_shipped_file_is_in_the_current_form() -> None:
 
 def test_card_parts_read_as_one_line_each():
     """What `robench models show` and the model pages print for the preprocessing and the reported numbers."""
-    from model_zoo.cards import Preprocessing, ReportedListing
+    from model_zoo.cards import Preprocessing, ReportedListing, Training
 
     digits = Preprocessing(mean=(0.0,), std=(1.0,), input_size=(1, 8, 8))
     assert str(digits) == "mean [0.0], std [1.0], input [1, 8, 8]"
@@ -195,3 +195,6 @@ def test_card_parts_read_as_one_line_each():
                              "resize 256, crop 224")
     assert str(ReportedListing(clean_accuracy=0.9, robust_accuracy=None)) == "clean 90.00%, robust –"
     assert str(ReportedListing(clean_accuracy=0.8765, robust_accuracy=0.5)) == "clean 87.65%, robust 50.00%"
+    assert str(Training(recipe="pgd_at", seed=0)) == "robench recipe pgd_at, seed 0"
+    assert str(Training(recipe="pgd_at", seed=1, epochs=30, lr=0.1)) == "robench recipe pgd_at, seed 1 (epochs=30, lr=0.1)"
+    assert str(Training(description="trained by the authors")) == "trained by the authors"

@@ -2,6 +2,8 @@
 prediction, the mean and the mCE; digits-C end to end on a zoo model."""
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,8 @@ def test_an_unchanged_set_scores_the_clean_accuracy_and_the_means_are_the_hand_c
     assert list(bits[:6]) == [0, 0, 1, 0, 1, 1]  # correct exactly where the label is 1
     assert details.sets_sha256["same/1"] == details.sets_sha256["bright/1"] != details.sets_sha256["bright/3"]
     assert result.threat_model == "corruptions" and result.eps is None and not result.points
+    created = datetime.datetime.fromisoformat(result.created)
+    assert created.tzinfo is not None and abs(datetime.datetime.now(datetime.timezone.utc) - created).total_seconds() < 60
 
 
 def test_mean_corruption_error_against_hand_computed_values():
