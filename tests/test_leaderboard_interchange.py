@@ -286,6 +286,16 @@ def test_an_export_writes_a_figure_robench_changed_even_by_half_a_point(tmp_path
     assert after == {**CARMON, "autoattack_acc": "59.03"}
 
 
+def test_kept_tables_are_written_back_into_folders_an_export_has_not_made(tmp_path):
+    table = "model_id,fog,fog,fog,fog,fog\n,1,2,3,4,5\nGood2020Row,0.9,0.8,0.7,0.6,0.5\n"
+    _write(tmp_path / "src", "cifar10/corruptions/unaggregated_results.csv", table)
+    import_dir(tmp_path / "src", tmp_path / "results")
+    out = tmp_path / "fresh" / "export"
+    written = export_dir(aggregate([], [], []), out, kept_from=tmp_path / "results")  # no rows: only the table
+    assert written == [out / "cifar10/corruptions/unaggregated_results.csv"]
+    assert written[0].read_text(encoding="utf-8") == table
+
+
 def test_an_export_of_robench_entries_lists_the_authors_as_the_format_does(tmp_path):
     card = make_card("Own2020Model", "cifar10", "Linf", authors=("Ada Lovelace", "Alan Turing", "Grace Hopper"))
     export_dir(aggregate([card], [make_record(card, 0.9, 0.5)], []), tmp_path)
@@ -296,12 +306,13 @@ def test_an_export_of_robench_entries_lists_the_authors_as_the_format_does(tmp_p
 @pytest.mark.parametrize("table, reason", [
     ("model_id,fog\n", "expected two header rows (corruptions, then severities 1..5) and one row per model"),
     ("model_id,fog,fog\n,1,2\nA2020a,0.9\n", "rows [3] do not have the header's 3 columns"),
-    ("model_id,fog\n,severe\nA2020a,0.9\n", "severities 1..5"),
+    ("model_id,fog\n,severe\nA2020a,0.9\n", "the second header row must give severities 1..5, got ['severe']"),
 ])
 def test_a_malformed_unaggregated_table_is_refused_with_its_reason(tmp_path, table, reason):
     _write(tmp_path / "src", "cifar10/corruptions/unaggregated_results.csv", table)
     report = import_dir(tmp_path / "src", tmp_path / "out")
-    assert len(report.problems) == 1 and reason in report.problems[0] and report.kept == []
+    assert len(report.problems) == 1 and report.problems[0].endswith(f"unaggregated_results.csv: {reason}")
+    assert report.kept == []
 
 
 def test_cli_import_build_export(tmp_path, capsys):

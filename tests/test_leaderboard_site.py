@@ -78,7 +78,7 @@ def test_a_site_is_built_into_a_new_nested_folder_and_rebuilt_over_itself(tmp_pa
 def test_rank_and_model_stay_in_view_side_by_side_from_the_left_edge(site):
     out, _, _ = site
     css = (out / "static" / "board-grid.css").read_text(encoding="utf-8")
-    sticky = re.findall(r"tr > :nth-child\((\d+)\) \{ position: sticky; left: ([\d.]+)rem;", css)
+    sticky = re.findall(r"^table\.board tr > :nth-child\((\d+)\) \{ position: sticky; left: ([\d.]+)rem;", css, re.MULTILINE)
     widths = re.search(r"grid-template-columns: ([^;]+);", css).group(1).split()
     assert sticky == [("1", "0"), ("2", widths[0].removesuffix("rem"))]  # the model column starts where rank ends
 
