@@ -221,6 +221,8 @@ def test_imagenet_uses_the_shipped_file_list(tmp_path):
         load_dataset("imagenet", data_dir=tmp_path, n_examples=7)
     x_one, y_one = load_dataset("imagenet", data_dir=tmp_path, n_examples=1)
     assert torch.equal(x_one, x[:1]) and y_one.tolist() == [0]
+    x_val, y_val = load_dataset("imagenet", data_dir=tmp_path / "val", n_examples=6)  # the val folder itself
+    assert torch.equal(x_val, x) and torch.equal(y_val, y)
     with pytest.raises(DatasetNotFoundError, match="ImageNet validation folder not found: expected .*/nowhere/val holding "
                                                    "one sub-folder per class"):
         load_dataset("imagenet", data_dir=tmp_path / "nowhere", n_examples=1)

@@ -34,6 +34,7 @@ def test_listing_and_filters(zoo: Path) -> None:
     assert reg.list_models("digits", "L2") == ["Madry2018Towards"]
     assert reg.list_models(threat_model="linf", include="madry*") == ["Madry2018Towards", "Madry2018Towards_Wide"]
     assert reg.list_models("digits", "Linf", exclude=["*_Wide", "Zhang*"]) == ["Madry2018Towards"]
+    assert reg.list_models("digits", "Linf", exclude="*_wide") == ["Madry2018Towards", "Zhang2019Theoretically"]
     assert reg.list_models("cifar10") == []
     assert [c.key for c in list_cards(include="Madry2018Towards", registry=reg)] == [
         ("digits", "L2", "Madry2018Towards"), ("digits", "Linf", "Madry2018Towards")]
@@ -81,8 +82,11 @@ def test_at_most_five_close_matches_are_named(zoo: Path) -> None:
 
 def test_duplicate_ids_raise(zoo: Path) -> None:
     write_submission(zoo, submission_document("Zhang2019Theoretically"), suffix=".json")
-    with pytest.raises(DuplicateModelError, match="'Zhang2019Theoretically' is defined twice on digits/Linf"):
+    with pytest.raises(DuplicateModelError) as info:
         Registry(zoo / "submissions")
+    first, second = (zoo / "submissions/digits/Linf" / f"Zhang2019Theoretically.{s}" for s in ("json", "yaml"))
+    assert str(info.value) == (f"model id 'Zhang2019Theoretically' is defined twice on digits/Linf: by {first} and by "
+                               f"{second}")
 
 
 def test_every_problem_of_every_file_is_raised_together(zoo: Path) -> None:
@@ -105,6 +109,18 @@ def test_validate_skips_the_files_own_entry(zoo: Path) -> None:
     assert [p.field for p in problems] == ["id"] and "collides" in problems[0].message
     through_registry = reg.validate(copy, check_hash=False)
     assert [p.field for p in through_registry] == ["id"] and "collides" in through_registry[0].message
+
+
+def test_validate_hashes_the_checkpoint_unless_told_not_to(zoo: Path) -> None:
+    reg = Registry(zoo / "submissions")
+    path = zoo / "submissions/digits/Linf/Madry2018Towards.yaml"
+    checkpoint = zoo / "submissions/digits/Linf/Madry2018Towards.safetensors"
+    checkpoint.write_bytes(checkpoint.read_bytes() + b"tampered")
+    problems = reg.validate(path)
+    assert [p.field for p in problems] == ["checkpoint.sha256"] and "expected" in problems[0].message
+    assert reg.validate(path, check_hash=False) == []
+    card = get_card("Zhang2019Theoretically", "digits", registry=reg)  # the threat model defaults to Linf
+    assert card.key == ("digits", "Linf", "Zhang2019Theoretically")
 
 
 def test_missing_folder_and_empty_folder(tmp_path: Path) -> None:
