@@ -1,6 +1,8 @@
 """Threat models: norms, projections onto the eps-ball intersected with [0,1], random starts."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -114,6 +116,15 @@ def test_boards_and_budgets():
     assert format_eps("digits", "corruptions", None) == ""
     with pytest.raises(ValueError, match="known: Linf, L2, corruptions"):
         check_board("digits", "fog")
+    with pytest.raises(ValueError, match=r"^unknown dataset 'svhn'; known: digits, cifar10, cifar100, imagenet$"):
+        check_board("svhn", "Linf")
+    boards = ", ".join(f"{d}/{t}" for d, t in BOARDS)
+    assert "digits/Linf, digits/L2, cifar10/Linf" in boards
+    with pytest.raises(ValueError, match=f"^there is no imagenet/L2 board; boards: {re.escape(boards)}$"):
+        check_board("imagenet", "L2")
+    # an eps that is not the board's, or a board robench does not define, is written as a short decimal
+    assert format_eps("cifar10", "Linf", 4 / 255) == "0.0156863" and format_eps("digits", "Linf", 0.1) == "0.1"
+    assert format_eps("cifar100", "L2", 0.5) == "0.5" and format_eps("digits", "Linf", 0.2 + 1e-12) == "0.2"
 
 
 def test_protocol_versions_hold_the_documented_settings():
@@ -143,3 +154,4 @@ def test_same_eps_tells_budgets_apart_and_no_eps_equals_only_no_eps():
 
     assert same_eps(None, None) and same_eps(8 / 255, 0.0313725490196 + 1e-12)
     assert not same_eps(None, 0.2) and not same_eps(0.2, None) and not same_eps(0.2, 0.21)
+    assert same_eps(0.5, 0.5 * (1 + 5e-7)) and not same_eps(0.5, 0.5 * (1 + 2e-6))  # a relative tolerance of 1e-6
