@@ -163,8 +163,14 @@ def test_external_evaluation_file_is_validated(tmp_path):
     bad.write_text(yaml.safe_dump({"model_id": "X", "robust_accuracy": 1.5, "link": "http://x", "colour": 1}))
     with pytest.raises(ValueError) as err:
         read_external(bad)
-    for part in ("who", "eps", "robust_accuracy", "link", "colour: unknown field"):
-        assert part in str(err.value)
+    assert str(err.value) == (
+        f"{bad}: dataset: required, a non-empty str; threat_model: required, a non-empty str; who: required, a non-empty "
+        "str; attack: required, a non-empty str; eps: required, a positive number or a fraction like '8/255'; "
+        "robust_accuracy: required, a fraction in [0, 1]; link: must be an https:// URL; colour: unknown field")
+    for acc in ("0.5", True, None):
+        bad.write_text(good.read_text().replace("robust_accuracy: 0.5", f"robust_accuracy: {yaml.safe_dump(acc).split()[0]}"))
+        with pytest.raises(ValueError, match=r": robust_accuracy: required, a fraction in \[0, 1\]$"):
+            read_external(bad)
 
 
 @pytest.mark.parametrize("examples, message", [
