@@ -28,6 +28,9 @@ def test_nesting_is_capped_in_yaml_and_json():
     with pytest.raises(DocumentError, match=rf"^the document is nested too deeply \(more than {MAX_DEPTH} levels at line 1, "
                                             rf"column {MAX_DEPTH + 1}\)$"):
         load_yaml(deep)
+    siblings = "[" + "[], " * 10 + "[" * MAX_DEPTH + "]" * (MAX_DEPTH + 1)  # closed lists do not count
+    with pytest.raises(DocumentError, match=rf"more than {MAX_DEPTH} levels at line 1, column {1 + 40 + MAX_DEPTH}\)$"):
+        load_yaml(siblings)
     with pytest.raises(DocumentError, match=r"^the document is nested too deeply$"):
         load_json("[" * 100_000 + "]" * 100_000)
 

@@ -207,8 +207,10 @@ def test_normalize_wrapper() -> None:
     assert norm.state_dict() == {}  # the card, not the checkpoint, holds mean and std
     with pytest.raises(ValueError, match=r"expected a batch of shape \(n, 3, height, width\)"):
         norm(torch.rand(2, 1, 4, 4))
-    with pytest.raises(ValueError, match="std values must be positive"):
+    with pytest.raises(ValueError, match=r"^std values must be positive, got \(0\.0,\)$"):
         Normalize([0.0], [0.0])
+    with pytest.raises(ValueError, match=r"^mean and std need one value per channel, got 3 and 1 values$"):
+        Normalize([0.5, 0.5, 0.5], [0.5])
 
 
 # ------------------------------------------------------------------ load_model, end to end
