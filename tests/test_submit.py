@@ -133,6 +133,23 @@ def test_verify_adversarial_counts_a_known_answer():
     assert report.proven_robust_accuracy == pytest.approx(1 - inside.float().mean().item())
 
 
+def test_verify_adversarial_takes_float64_examples_and_names_wrong_shapes(tmp_path):
+    from benchmark.external import load_adversarial_file
+
+    model, x, y = _two_class_problem()
+    x_adv, min_norm = _exact_linf_adversarial(model, x, y, scale=1.01)
+    eps = float(min_norm.max()) * 1.01
+    report = verify_adversarial(model, x, y, x_adv.double(), torch.arange(len(x)), "Linf", eps)  # saved as float64
+    assert report.ok and sorted(report.broken) == list(range(len(x))) and report.proven_robust_accuracy == 0.0
+    with pytest.raises(ValueError, match=r"^x_adv must have shape \(k, 1, 4, 4\) and indices shape \(k,\); "
+                                         r"got \(3, 16\) and \(3,\)$"):
+        verify_adversarial(model, x, y, x_adv[:3].flatten(1), torch.arange(3), "Linf", eps)
+    path = tmp_path / "adv.safetensors"
+    save_file({"x_adv": x_adv.contiguous()}, str(path))
+    with pytest.raises(ValueError, match=r"adv.safetensors: missing tensor\(s\) indices \(expected x_adv and indices\)$"):
+        load_adversarial_file(path)
+
+
 def test_verify_adversarial_refuses_out_of_budget_out_of_range_and_non_adversarial():
     model, x, y = _two_class_problem()
     x_adv, min_norm = _exact_linf_adversarial(model, x, y, scale=1.01)
