@@ -211,6 +211,10 @@ def test_normalize_wrapper() -> None:
         Normalize([0.0], [0.0])
     with pytest.raises(ValueError, match=r"^mean and std need one value per channel, got 3 and 1 values$"):
         Normalize([0.5, 0.5, 0.5], [0.5])
+    with pytest.raises(ValueError, match=r"^mean and std need one value per channel, got 0 and 0 values$"):
+        Normalize([], [])
+    half = norm(x.to(torch.bfloat16))  # a model run in bfloat16 gets bfloat16 back, not float32
+    assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), expected, atol=0.05)
 
 
 # ------------------------------------------------------------------ load_model, end to end
