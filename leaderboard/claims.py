@@ -45,7 +45,7 @@ def _proven_robust_accuracy(claim: ExternalEvaluation, registry: Any, data_dir: 
 
     board_eps = default_eps(claim.dataset, claim.threat_model)
     if abs(claim.eps - board_eps) > 1e-9 * board_eps:
-        raise ValueError(f"eps {claim.eps:g} is not the board's {board_eps:g}")
+        raise ValueError(f"eps {claim.eps:.12g} is not the board's {board_eps:.12g}")
     if not claim.adversarial_examples:
         raise ValueError("no adversarial examples given, so the claim cannot be checked")
     examples = Path(str(claim.source_file)).parent / claim.adversarial_examples

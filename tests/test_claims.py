@@ -50,6 +50,28 @@ def test_a_claim_at_another_eps_ranks_nothing(tmp_path, examples):
     assert verified == [] and "eps 1 is not the board's 0.2" in notes[0]
 
 
+def test_an_eps_off_by_more_than_float_rounding_is_another_eps(tmp_path, examples):
+    folder, _ = examples
+    off = 0.2 * (1 + 1e-8)
+    verified, notes = verify_claims([read_external(_claim(folder, eps=off, adversarial_examples="adv.safetensors"))])
+    assert verified == [] and len(notes) == 1 and "eps 0.200000002 is not the board's 0.2" in notes[0]  # not "0.2 is not 0.2"
+
+
+def test_a_claim_on_the_l2_board_is_checked_against_the_l2_model(tmp_path):
+    model = load_model(MODEL, dataset="digits", threat_model="L2")
+    x, y = load_dataset("digits", "test", n_examples=100)
+    out = PGD("L2", n_iter=20)(model, x, y, 0.8)
+    indices = out.success.nonzero().flatten()
+    save_file({"x_adv": out.x_adv[indices].contiguous(), "indices": indices.contiguous()}, str(tmp_path / "adv.safetensors"))
+    claim = read_external(_claim(tmp_path, threat_model="L2", eps=0.8, adversarial_examples="adv.safetensors"))
+    (verified,), notes = verify_claims([claim])
+    full_x, full_y = load_dataset("digits", "test")
+    with torch.no_grad():
+        correct = model(full_x).argmax(1) == full_y
+    assert len(indices) > 0 and notes == []
+    assert verified.robust_accuracy == pytest.approx((int(correct.sum()) - int(correct[indices].sum())) / len(full_y))
+
+
 def test_checked_examples_rank_at_the_accuracy_they_prove(examples):
     folder, broken = examples
     assert broken > 0
