@@ -57,6 +57,22 @@ def test_an_eps_off_by_more_than_float_rounding_is_another_eps(tmp_path, example
     assert verified == [] and len(notes) == 1 and "eps 0.200000002 is not the board's 0.2" in notes[0]  # not "0.2 is not 0.2"
 
 
+def test_the_test_points_are_read_from_the_data_folder_given(examples, monkeypatch, tmp_path):
+    import benchmark.data
+
+    folder, _ = examples
+    real, asked = benchmark.data.load_dataset, []
+
+    def spy(name, split="test", **kwargs):
+        asked.append((name, split, kwargs.get("data_dir")))
+        return real(name, split, **kwargs)
+
+    monkeypatch.setattr(benchmark.data, "load_dataset", spy)
+    (verified,), notes = verify_claims([read_external(_claim(folder, adversarial_examples="adv.safetensors"))],
+                                       data_dir=str(tmp_path))
+    assert notes == [] and asked == [("digits", "test", str(tmp_path))]
+
+
 def test_a_claim_on_the_l2_board_is_checked_against_the_l2_model(tmp_path):
     model = load_model(MODEL, dataset="digits", threat_model="L2")
     x, y = load_dataset("digits", "test", n_examples=100)
