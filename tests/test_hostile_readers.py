@@ -106,3 +106,22 @@ def test_records_that_cannot_be_true_are_refused(tmp_path: Path, change: dict, s
     path.write_text(json.dumps({**_with_points(), **change}))
     with pytest.raises(ValueError, match=re.escape(says)):
         read_record(path)
+
+
+@pytest.mark.parametrize("eps, message", [
+    ("abc", "eps must be a number in [0, inf], got 'abc'"),
+    (float("nan"), "eps must be a number in [0, inf], got nan"),
+    (0.1, "eps: 0.1, but a corruptions record has no eps (null)"),
+])
+def test_a_corruptions_record_with_an_eps_is_refused_by_name(tmp_path, eps, message):
+    from benchmark.corruptions import CORRUPTIONS
+    from leaderboard.sources import read_record
+    from leaderboard.synthetic import make_card, make_corruption_record
+
+    card = make_card("Corr2020Model", "digits", "corruptions")
+    data = make_corruption_record(card, 0.99, {name: [0.9] * 5 for name in CORRUPTIONS}).to_dict()
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps({**data, "eps": eps}), encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        read_record(path)
+    assert message in str(info.value)
