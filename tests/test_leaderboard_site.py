@@ -216,6 +216,42 @@ def test_the_extra_data_column_says_yes_or_no(tmp_path):
     assert cells.rows["Extra2020Data"]["robust_accuracy"] == "60.00"
 
 
+def test_every_chart_is_a_labelled_sans_serif_image_with_its_axis_titles_beside_the_plot():
+    from leaderboard.plots import heatmap_svg, scatter_svg
+
+    charts = {"curve": curve_svg([[0.0, 0.9], [0.1, 0.35]], board_eps=0.1),
+              "scatter": scatter_svg([("A2020a", 0.9, 0.5), ("B2020b", 0.95, 1.0 * 0.95)]),
+              "heatmap": heatmap_svg({"fog": [0.9, 0.8, 0.7, 0.6, 0.5]})}
+    for name, svg in charts.items():
+        root = ET.fromstring(svg)
+        assert (root.get("font-family"), root.get("font-size"), root.get("role")) == ("sans-serif", "12", "img"), name
+        height = float(root.get("height"))
+        rotated = [re.fullmatch(r"translate\((-?[\d.]+),(-?[\d.]+)\) rotate\(-90\)", t.get("transform"))
+                   for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("transform")]
+        assert len(rotated) == (0 if name == "heatmap" else 1), name
+        for match in rotated:  # the vertical axis title: centred on the plot, inside the picture
+            assert 0.3 * height < float(match.group(2)) < 0.7 * height, name
+
+
+def test_the_scatters_vertical_axis_reaches_its_top_tick():
+    from leaderboard.plots import scatter_svg
+
+    labels = [t.text for t in ET.fromstring(scatter_svg([("A2020a", 0.9, 0.5), ("B2020b", 0.95, 0.6)], labels=False)).iter()
+              if t.tag.endswith("text") and t.get("text-anchor") == "end"]
+    assert labels == ["0", "20", "40", "60"]  # the highest robust accuracy, 60%, is the top of the axis
+
+
+def test_the_heat_maps_mean_column_stands_apart():
+    from leaderboard.plots import heatmap_svg
+
+    rects = [r for r in ET.fromstring(heatmap_svg({"fog": [0.9, 0.8, 0.7, 0.6, 0.5]})).iter()
+             if r.tag.endswith("rect") and r.find("{http://www.w3.org/2000/svg}title") is not None]
+    xs = [float(r.get("x")) for r in rects]
+    widths = [float(r.get("width")) for r in rects]
+    steps = [b - a for a, b in zip(xs, xs[1:])]
+    assert len(rects) == 6 and steps[:4] == [steps[0]] * 4 and steps[4] == steps[0] + 4 and widths[5] == widths[0] - 4
+
+
 def test_curve_svg_is_well_formed_and_marks_the_board_eps():
     curve = [[0.0, 0.9], [0.05, 0.6], [0.1, 0.35], [0.2, 0.0]]
     svg = curve_svg(curve, board_eps=0.1)
