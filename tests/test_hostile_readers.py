@@ -125,3 +125,18 @@ def test_a_corruptions_record_with_an_eps_is_refused_by_name(tmp_path, eps, mess
     with pytest.raises(ValueError) as info:
         read_record(path)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", "not a JSON object"), ("{", "not valid JSON"),
+    ('{"schema_version": "1"}', "schema_version '1' is not one this robench reads (up to 1)"),
+])
+def test_a_record_file_that_is_not_a_record_object_says_so(tmp_path, text, message):
+    from leaderboard.sources import read_record
+
+    path = tmp_path / "record.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        read_record(path)
+    assert str(info.value).startswith(message)
+

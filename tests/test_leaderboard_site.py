@@ -250,6 +250,13 @@ def test_the_heat_maps_mean_column_stands_apart():
     widths = [float(r.get("width")) for r in rects]
     steps = [b - a for a, b in zip(xs, xs[1:])]
     assert len(rects) == 6 and steps[:4] == [steps[0]] * 4 and steps[4] == steps[0] + 4 and widths[5] == widths[0] - 4
+    tips = [r.find("{http://www.w3.org/2000/svg}title").text for r in rects]
+    assert tips == ["fog, severity 1: 90.00%", "fog, severity 2: 80.00%", "fog, severity 3: 70.00%",
+                    "fog, severity 4: 60.00%", "fog, severity 5: 50.00%", "fog, mean: 70.00%"]
+    root = ET.fromstring(heatmap_svg({"fog": [0.9, 0.8, 0.7, 0.6, 0.5]}))
+    assert root.find("{http://www.w3.org/2000/svg}title").text == "Accuracy (%) per corruption and severity"
+    inks = {t.text: t.get("fill") for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("fill")}
+    assert inks["90.0"] == "#111111" and inks["50.0"] == "#ffffff"  # dark figures on light cells, white on red
 
 
 def test_curve_svg_is_well_formed_and_marks_the_board_eps():
