@@ -140,3 +140,30 @@ def test_a_record_file_that_is_not_a_record_object_says_so(tmp_path, text, messa
         read_record(path)
     assert str(info.value).startswith(message)
 
+
+def test_external_evaluations_are_read_back_whole_and_refused_by_name():
+    from benchmark.external import ExternalEvaluation
+    from leaderboard.entries import external_from_dict
+
+    full = ExternalEvaluation("Madry2018Towards", "digits", "Linf", 0.2, "Jane Doe", "APGD", 0.5, "https://x.org/r",
+                              "adv.safetensors", "submissions/digits/Linf/external/Madry2018Towards__Doe.yaml")
+    assert external_from_dict(full.as_dict()) == full
+    base = {"dataset": "digits", "threat_model": "Linf", "model_id": "M2020m", "attack": "APGD", "who": "me"}
+    for acc in ("0.5", True, 1.5):
+        with pytest.raises(ValueError, match=rf"^external robust_accuracy must be a fraction in \[0, 1\], got {re.escape(repr(acc))}$"):
+            external_from_dict({**base, "robust_accuracy": acc})
+    with pytest.raises(ValueError, match=r"^external evaluation lacks model_id, robust_accuracy$"):
+        external_from_dict({k: v for k, v in base.items() if k != "model_id"})
+
+
+def test_every_import_report_and_bad_external_file_of_a_results_folder_is_read(tmp_path):
+    from leaderboard.sources import EXTERNAL_SUFFIX, IMPORT_REPORT, load_results
+
+    for board, note in (("a", "not imported: a.json"), ("b", "import warning: b.json")):
+        (tmp_path / board).mkdir()
+        (tmp_path / board / IMPORT_REPORT).write_text(f"{note}\n\n", encoding="utf-8")
+    (tmp_path / "a" / f"X2020x{EXTERNAL_SUFFIX}").write_text("[1]", encoding="utf-8")
+    loaded = load_results(tmp_path)
+    assert loaded.import_notes == ["not imported: a.json", "import warning: b.json"]
+    assert loaded.problems == [f"{tmp_path / 'a' / ('X2020x' + EXTERNAL_SUFFIX)}: an external evaluation must be a JSON object"]
+
