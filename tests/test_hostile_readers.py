@@ -167,3 +167,16 @@ def test_every_import_report_and_bad_external_file_of_a_results_folder_is_read(t
     assert loaded.import_notes == ["not imported: a.json", "import warning: b.json"]
     assert loaded.problems == [f"{tmp_path / 'a' / ('X2020x' + EXTERNAL_SUFFIX)}: an external evaluation must be a JSON object"]
 
+
+def test_a_submitted_external_file_that_does_not_validate_is_named_with_its_reason(tmp_path):
+    from leaderboard.sources import load_submitted_external
+
+    folder = tmp_path / "digits" / "Linf" / "external"
+    folder.mkdir(parents=True)
+    (folder / "M2020m__Doe.yaml").write_text("model_id: M2020m\n", encoding="utf-8")
+    (folder / "notes.txt").write_text("not an evaluation", encoding="utf-8")
+    found, problems = load_submitted_external(tmp_path)
+    assert found == [] and len(problems) == 1
+    assert problems[0].startswith(f"{folder / 'M2020m__Doe.yaml'}: dataset: required, a non-empty str; ")
+    assert load_submitted_external(tmp_path / "nowhere") == ([], [])
+
