@@ -154,6 +154,8 @@ def test_external_evaluations_are_read_back_whole_and_refused_by_name():
             external_from_dict({**base, "robust_accuracy": acc})
     with pytest.raises(ValueError, match=r"^external evaluation lacks model_id, robust_accuracy$"):
         external_from_dict({k: v for k, v in base.items() if k != "model_id"})
+    with pytest.raises(ValueError, match=r"^external evaluation of M2020m gives no eps and cifar100/L2 is no board$"):
+        external_from_dict({**base, "dataset": "cifar100", "threat_model": "L2", "robust_accuracy": 0.5})
 
 
 def test_every_import_report_and_bad_external_file_of_a_results_folder_is_read(tmp_path):

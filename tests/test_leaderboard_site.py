@@ -231,6 +231,21 @@ def test_every_chart_is_a_labelled_sans_serif_image_with_its_axis_titles_beside_
         assert len(rotated) == (0 if name == "heatmap" else 1), name
         for match in rotated:  # the vertical axis title: centred on the plot, inside the picture
             assert 0.3 * height < float(match.group(2)) < 0.7 * height, name
+        width = float(root.get("width"))
+        for text in root.iter("{http://www.w3.org/2000/svg}text"):
+            if text.get("x") is not None:
+                assert 0 <= float(text.get("x")) <= width and 0 <= float(text.get("y")) <= height, (name, text.text)
+
+
+def test_the_scatters_clean_axis_starts_at_the_tens_below_the_lowest_clean_accuracy():
+    from leaderboard.plots import scatter_svg
+
+    root = ET.fromstring(scatter_svg([("A2020a", 0.55, 0.3), ("B2020b", 0.97, 0.6)], labels=False))
+    ticks = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("text-anchor") == "middle"
+             and t.text and t.text.replace(".", "").isdigit()]
+    assert ticks[:2] == ["50", "60"] and ticks[5] == "100"
+    width = float(root.get("width"))
+    assert all(0 < float(c.get("cx")) < width for c in root.iter("{http://www.w3.org/2000/svg}circle"))
 
 
 def test_the_scatters_vertical_axis_reaches_its_top_tick():
