@@ -33,9 +33,6 @@ class AttackEntry:
     kind: str
     settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, **dict(self.settings)}
-
 
 def _entry(name: str, kind: str, **settings: Any) -> AttackEntry:
     return AttackEntry(name, kind, MappingProxyType(settings))

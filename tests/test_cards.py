@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -150,6 +151,26 @@ def test_migrate_refuses_a_repeat_that_disagrees_and_leaves_the_file_alone(tmp_p
     path = _old_form(tmp_path, training_eps=0.35)
     text = path.read_text()
     with pytest.raises(ValueError, match="training.eps is 0.35 but the card's eps is"):
+        migrate_file(path)
+    assert path.read_text() == text
+
+
+def test_migrate_refuses_a_repeated_eps_that_is_no_number(tmp_path: Path) -> None:
+    path = _old_form(tmp_path)
+    path.write_text(re.sub(r"(?m)^  eps: .*$", "  eps: a lot", path.read_text()))
+    text = path.read_text()
+    with pytest.raises(ValueError, match="training.eps is 'a lot' but the card's eps is"):
+        migrate_file(path)
+    assert path.read_text() == text
+
+
+def test_migrate_refuses_a_flow_training_block_over_several_lines(tmp_path: Path) -> None:
+    doc = submission_document()
+    path = write_submission(tmp_path, doc)
+    rest = yaml.safe_dump({k: v for k, v in doc.items() if k != "training"}, sort_keys=False)
+    path.write_text(rest + "training: {recipe: pgd_at,\n  eps: %r, epochs: 1}\n" % doc["eps"])
+    text = path.read_text()
+    with pytest.raises(ValueError, match="neither a block mapping nor a one-line flow mapping; edit it by hand"):
         migrate_file(path)
     assert path.read_text() == text
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmark.budgets import BOARDS, check_board, default_eps, format_eps
-from benchmark.protocol import PROTOCOLS, build_attack, get_protocol
+from benchmark.protocol import PROTOCOLS, attack_class, build_attack, get_protocol
 from benchmark.threat_models import L2, Linf, get_threat_model, parse_eps
 
 
@@ -140,8 +140,10 @@ def test_protocol_versions_hold_the_documented_settings():
     assert [e.name for e in fast] == ["apgd-ce", "apgd-t-malt", "square"]
     assert fast[1].settings["n_targets"] == 5 and fast[1].settings["target_order"] == "first_order"
     assert fast[2].settings["n_queries"] == 1000
-    with pytest.raises(ValueError, match="unknown protocol version"):
+    with pytest.raises(ValueError, match=r"unknown protocol version 'fastest'; known: standard, plus, rand, fast$"):
         get_protocol("fastest")
+    with pytest.raises(ValueError, match=r"unknown attack 'cw'; known: apgd, fab, square, pgd, fgsm$"):
+        attack_class("cw")
     # targets are capped by the number of classes; every entry builds an attack
     for version in PROTOCOLS:
         for entry in get_protocol(version):
