@@ -58,7 +58,7 @@ def _drop_yaml_keys(text: str, keys: list[str]) -> str:
     lines = text.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if re.match(r"^training:\s*(#.*)?$", line)), None)
     if start is None:  # a flow mapping on the training line: rewrite that one line
-        pattern = re.compile(r"^training:\s*\{.*\}\s*$", re.MULTILINE)
+        pattern = re.compile(r"^training:[ \t]*\{.*\}[ \t]*$", re.MULTILINE)  # [ \t]: the line end stays
         data = yaml.safe_load(text)
         block = {k: v for k, v in data["training"].items() if k not in keys}
         flow = yaml.safe_dump({"training": block}, default_flow_style=None, sort_keys=False, width=10_000).strip()

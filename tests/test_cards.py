@@ -155,6 +155,14 @@ def test_migrate_refuses_a_repeat_that_disagrees_and_leaves_the_file_alone(tmp_p
     assert path.read_text() == text
 
 
+def test_migrate_takes_a_repeated_eps_written_as_a_fraction_of_the_same_value(tmp_path: Path) -> None:
+    path = _old_form(tmp_path)
+    eps = yaml.safe_load(path.read_text())["eps"]
+    path.write_text(re.sub(r"(?m)^  eps: .*$", f"  eps: {eps * 1000:g}/1000", path.read_text()))
+    assert yaml.safe_load(path.read_text())["training"]["eps"] == f"{eps * 1000:g}/1000"
+    assert "eps" in migrate_file(path) and "eps" not in yaml.safe_load(path.read_text())["training"]
+
+
 def test_migrate_refuses_a_repeated_eps_that_is_no_number(tmp_path: Path) -> None:
     path = _old_form(tmp_path)
     path.write_text(re.sub(r"(?m)^  eps: .*$", "  eps: a lot", path.read_text()))
@@ -195,6 +203,7 @@ def test_migrate_rewrites_json_and_one_line_training_blocks(tmp_path: Path) -> N
     as_yaml.write_text(rest + "training: {recipe: pgd_at, eps: %r, architecture: digits_mlp, arch_kwargs: {hidden: 8}, "
                               "epochs: 1}\n" % doc["eps"])
     assert migrate_file(as_yaml) == ["eps", "architecture", "arch_kwargs"]
+    assert as_yaml.read_text().endswith("\ntraining: {recipe: pgd_at, epochs: 1}\n")  # the order kept
     assert validate_file(as_yaml, tmp_path / "y") == []
 
 

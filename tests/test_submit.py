@@ -225,3 +225,76 @@ def test_a_corruptions_submission_is_checked_and_evaluated_on_the_corrupted_sets
 
     record = read_record(tmp_path / "digits" / "corruptions" / "Rusak2020Simple.standard.json")
     assert record.n_examples == 40 and len(record.corruptions.accuracy) == 15 and record.eps is None
+
+
+def _fgsm_examples(folder: Path, n: int = 30) -> tuple[Path, torch.Tensor, torch.Tensor]:
+    """FGSM examples at the board's eps on those of the first ``n`` digits test points that they break on
+    LeCun1998Gradient (undefended), the last one pushed out of [0, 1]; saved as a contributor would."""
+    from benchmark.attacks import FGSM
+    from model_zoo import load_model
+
+    model = load_model("LeCun1998Gradient", dataset="digits", threat_model="Linf")
+    x, y = load_dataset("digits", "test", n_examples=n)
+    x_adv = FGSM("Linf")(model, x, y, default_eps("digits", "Linf")).x_adv.detach()
+    with torch.no_grad():
+        fooled = torch.nonzero((model(x_adv).argmax(1) != y) & (model(x).argmax(1) == y)).flatten()
+    x_adv, indices = x_adv[fooled].clone(), fooled
+    x_adv[-1] = x_adv[-1] + 2.0
+    path = folder / "LeCun1998Gradient__Doe.safetensors"
+    save_file({"x_adv": x_adv.contiguous(), "indices": indices}, str(path))
+    return path, x_adv, indices
+
+
+def test_robench_submit_verify_adversarial_prints_what_the_examples_prove(tmp_path, capsys):
+    from model_zoo import load_model
+
+    path, x_adv, indices = _fgsm_examples(tmp_path)
+    x, y = load_dataset("digits", "test")
+    model = load_model("LeCun1998Gradient", dataset="digits", threat_model="Linf")
+    expected = verify_adversarial(model, x, y, x_adv, indices, "Linf", default_eps("digits", "Linf"))
+    k = len(x_adv)
+    assert k > 10 and len(expected.broken) == k - 1 and len(expected.rejected) == 1
+    args = ["submit", "verify-adversarial", "--model", "LeCun1998Gradient", "--dataset", "digits",
+            "--threat-model", "Linf", "--examples", str(path)]
+    assert main(args) == 1  # one example was rejected
+    out = capsys.readouterr().out
+    assert f"  rejected example for test point {int(indices[-1])}: {expected.rejected[0][1]}\n" in out
+    assert f"{k} examples: {k - 1} valid and breaking a correctly classified point, 1 rejected\n" in out
+    assert (f"robust accuracy proven by the valid examples: {100 * expected.proven_robust_accuracy:.2f}% "
+            "(an upper bound)") in out
+    assert main([*args, "--eps", "0.01"]) == 1  # a smaller budget than the examples used: every one is out of it
+    assert f"{k} examples: 0 valid and breaking a correctly classified point, {k} rejected" in capsys.readouterr().out
+
+
+def test_robench_submit_verify_external_checks_the_examples_beside_the_file(tmp_path, capsys):
+    examples, x_adv, indices = _fgsm_examples(tmp_path)
+    claim = {"model_id": "LeCun1998Gradient", "dataset": "digits", "threat_model": "Linf", "eps": 0.2, "who": "Jane Doe",
+             "attack": "FGSM", "robust_accuracy": 0.1, "link": "https://example.org/r"}
+    path = tmp_path / "LeCun1998Gradient__Doe.yaml"
+    path.write_text(yaml.safe_dump(claim))
+    assert main(["submit", "verify-external", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "LeCun1998Gradient (digits/Linf): Jane Doe reports 10.00% with FGSM" in out
+    assert "no adversarial examples given: the claim cannot be checked" in out
+    path.write_text(yaml.safe_dump({**claim, "adversarial_examples": examples.name}))
+    assert main(["submit", "verify-external", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"rejected example for test point {int(indices[-1])}: " in out
+    assert f"{len(x_adv)} examples: {len(x_adv) - 1} valid and breaking a correctly classified point, 1 rejected" in out
+    save_file({"x_adv": x_adv[:-1].contiguous(), "indices": indices[:-1]}, str(examples))  # without the bad one
+    assert main(["submit", "verify-external", str(path)]) == 0
+    assert f"{len(x_adv) - 1} examples: {len(x_adv) - 1} valid and breaking a correctly classified point, 0 rejected" \
+        in capsys.readouterr().out
+    path.write_text(yaml.safe_dump({**claim, "robust_accuracy": 2}))
+    assert main(["submit", "verify-external", str(path)]) == 1
+    assert "robust_accuracy: required, a fraction in [0, 1]" in capsys.readouterr().err
+
+
+def test_an_evaluation_that_fails_is_logged_with_its_reason(tmp_path, capsys):
+    path = _tiny_digits_submission(tmp_path)
+    log = tmp_path / "evaluate.log"
+    assert main(["submit", "evaluate", str(path), "--n-examples", "0", "--out", str(tmp_path / "r"),
+                 "--log", str(log), "--no-progress"]) == 2
+    reason = "n_examples must be a positive integer, got 0"
+    assert f"robench submit evaluate: error: {reason}" in capsys.readouterr().err
+    assert f"evaluation failed: {reason}" in log.read_text()
