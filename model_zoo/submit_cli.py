@@ -42,14 +42,14 @@ def _existing_keys(submissions_dir: Path, exclude: set[Path]) -> list[tuple[str,
 
 def check_files(paths: list[str]) -> tuple[list[Any], list[Any]]:
     """(cards of the valid files, problems of all files)."""
-    from .registry import default_submissions_dir
     from .submission_schema import read_card, repo_root_of, validate_file
 
     targets = {Path(p).resolve() for p in paths}
     problems, cards = [], []
     for p in paths:
-        submissions = repo_root_of(p) / "submissions"
-        existing = _existing_keys(submissions if submissions.is_dir() else default_submissions_dir(), targets)
+        # ids are checked for collisions only in a file that is valid otherwise, so inside its repository's
+        # submissions/<dataset>/<threat_model>/: the ids taken are those of that repository
+        existing = _existing_keys(repo_root_of(p) / "submissions", targets)
         found = validate_file(p, existing_ids=existing, check_hash=True)
         problems += found
         if not found:

@@ -33,6 +33,8 @@ def test_cifar_architecture_builds_round_trips_and_gives_logits(tmp_path: Path, 
     with torch.no_grad():
         logits = net(x)
     assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+    library = {"timm": "timm.", "torchvision": "torchvision.", "robench": "model_zoo.architectures."}[arch.source]
+    assert type(net).__module__.startswith(library)  # timm's and torchvision's resnet18 are different networks
 
     path = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))

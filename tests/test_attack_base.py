@@ -65,6 +65,7 @@ def test_each_chunk_and_attack_has_its_documented_seed():
             expected = torch.Generator().manual_seed(seed * 1_000_003 + offset)
             drawn = APGD("Linf", seed=seed).generator("cpu", offset=offset)
             assert torch.equal(torch.rand(4, generator=drawn), torch.rand(4, generator=expected))
+    assert seeded_generator(5).initial_seed() == 5 * 1_000_003  # stream 0 and offset 0 unless named
 
 
 def test_repr_names_the_class_the_threat_model_and_every_setting():

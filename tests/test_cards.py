@@ -207,6 +207,20 @@ def test_migrate_rewrites_json_and_one_line_training_blocks(tmp_path: Path) -> N
     assert validate_file(as_yaml, tmp_path / "y") == []
 
 
+def test_robench_submit_migrate_names_what_it_removed_and_each_file_it_could_not_rewrite(tmp_path: Path, capsys) -> None:
+    from robench.cli import main
+
+    old = _old_form(tmp_path / "a")
+    wrong = _old_form(tmp_path / "b", training_eps=0.35)
+    assert main(["submit", "migrate", str(old), str(wrong)]) == 1
+    out, err = capsys.readouterr()
+    removed = ", ".join(f"training.{k}" for k in ("threat_model", "eps", "architecture", "arch_kwargs"))  # the file's order
+    assert out == f"{old}: removed {removed} (the card says them)\n"
+    assert err.startswith(f"{wrong}: training.eps is 0.35 but the card's eps is ")
+    assert main(["submit", "migrate", str(old)]) == 0
+    assert capsys.readouterr().out == f"{old}: already in the current form\n"
+
+
 def test_every_shipped_file_is_in_the_current_form() -> None:
     for path in SHIPPED:
         training = yaml.safe_load(path.read_text())["training"]

@@ -34,6 +34,7 @@ def test_each_standard_attack_runs_on_cuda_and_respects_the_exact_minimal_pertur
         attack = build_attack(entry, tm, num_classes=10, seed=0)
         out = attack(model, x, y, eps)
         assert out.x_adv.device == x.device and out.success.device == x.device, entry.name
+        assert attack.generator(x.device).device == x.device, entry.name  # random starts drawn on the GPU
         success = out.success.cpu()
         # nothing beyond the exact minimal perturbation can be broken inside the ball ...
         assert not success[minimal > eps * 1.001].any(), entry.name

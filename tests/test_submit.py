@@ -51,17 +51,19 @@ def _tiny_digits_submission(root: Path, model_id: str = "Tiny2026Test", claimed:
     return path
 
 
-def test_new_submission_goes_through_check_evaluate_and_onto_the_board(tmp_path, capsys):
+def test_new_submission_goes_through_check_evaluate_and_onto_the_board(tmp_path, capsys, monkeypatch):
     path = _tiny_digits_submission(tmp_path)
     cards, problems = check_files([str(path)])
     assert problems == [] and [c.id for c in cards] == ["Tiny2026Test"]
     assert main(["submit", "check", str(path)]) == 0
+    assert "OK submissions/digits/Linf/Tiny2026Test.yaml: Tiny2026Test on digits/Linf eps=0.2, robench:digits_mlp, " \
+        in capsys.readouterr().out
     results, site = tmp_path / "results", tmp_path / "site"
     log = tmp_path / "evaluate.log"
-    assert main(["submit", "evaluate", str(path), "--n-examples", "6", "--out", str(results),
-                 "--log", str(log), "--no-progress"]) == 0
-    record = results / "digits" / "Linf" / "Tiny2026Test.standard.json"
-    assert record.is_file()
+    monkeypatch.chdir(tmp_path)  # the record goes to ./results unless --out says otherwise
+    assert main(["submit", "evaluate", str(path), "--n-examples", "6", "--log", str(log), "--no-progress"]) == 0
+    record = Path("results") / "digits" / "Linf" / "Tiny2026Test.standard.json"
+    assert (results / record.relative_to("results")).is_file()
     out = capsys.readouterr().out
     assert "reproduced" in out and "robust accuracy" in out
     assert f"record written to {record} " in out  # the user did not know where it went
@@ -89,7 +91,11 @@ def test_check_lists_every_problem_and_fails(tmp_path, capsys):
     assert main(["submit", "check", str(path)]) == 1
     err = capsys.readouterr().err
     for field in ("eps", "license", "checkpoint.sha256"):
-        assert field in err, err
+        assert f"{path}: {field}: " in err, err
+    assert err.endswith("\n3 problem(s) in 1 file(s)\n")
+    assert main(["submit", "evaluate", str(path), "--out", str(tmp_path / "r"), "--no-progress"]) == 1
+    assert capsys.readouterr().err == err.removesuffix("3 problem(s) in 1 file(s)\n")  # every problem, nothing run
+    assert not (tmp_path / "r").exists()
 
 
 class _Linear(nn.Module):
@@ -262,7 +268,8 @@ def test_robench_submit_verify_adversarial_prints_what_the_examples_prove(tmp_pa
     assert f"{k} examples: {k - 1} valid and breaking a correctly classified point, 1 rejected\n" in out
     assert (f"robust accuracy proven by the valid examples: {100 * expected.proven_robust_accuracy:.2f}% "
             "(an upper bound)") in out
-    assert main([*args, "--eps", "0.01"]) == 1  # a smaller budget than the examples used: every one is out of it
+    defaults = ["submit", "verify-adversarial", "--model", "LeCun1998Gradient", "--examples", str(path)]  # digits, Linf
+    assert main([*defaults, "--eps", "0.01"]) == 1  # a smaller budget than the examples used: every one is out of it
     assert f"{k} examples: 0 valid and breaking a correctly classified point, {k} rejected" in capsys.readouterr().out
 
 
