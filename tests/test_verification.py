@@ -222,3 +222,37 @@ def test_a_randomised_model_is_not_verifiable(mlp):
     record.flags.append("randomness")  # as the pre-attack check sets it
     details = verify_record(model, record, x[:3], y[:3])
     assert details.status == "not_verifiable" and "randomised" in details.reason
+
+
+def test_points_out_of_time_are_undecided_and_widen_the_bracket(mlp):
+    model, x, y = mlp
+    record = evaluate(model, "digits", "L2", EPS_L2, x=x, y=y, analysis=False, progress=False)
+    v = verify_record(model, record, x, y, time_limit=1e-6)  # no program can finish: every uncertified robust point
+    undecided = [i for i, s in enumerate(v.statuses) if s == "undecided"]
+    assert undecided and v.undecided == len(undecided) and v.exact_accuracy is None
+    assert set(v.statuses) == {"clean", "certified", "attacked", "undecided"}
+    assert v.reasons == {str(i): "time limit of 1e-06 s" for i in undecided}
+    assert v.lower == v.certified_accuracy == v.statuses.count("certified") / 20
+    assert v.upper == pytest.approx(v.lower + len(undecided) / 20) and v.upper == pytest.approx(record.robust_accuracy)
+
+
+def test_only_records_with_an_lp_budget_are_verified(mlp):
+    model, x, y = mlp
+    record = evaluate(model, "digits", "Linf", 0.05, x=x[:3], y=y[:3], analysis=False, progress=False)
+    record.eps = None  # as a corruptions record has
+    with pytest.raises(ValueError, match="^only Linf and L2 records can be verified$"):
+        verify_record(model, record, x[:3], y[:3])
+
+
+def test_attach_flags_only_a_record_whose_points_the_attacks_missed():
+    from benchmark.record import VerificationDetails
+
+    card = make_card("Hidden2020Region")
+    record = make_record(card, 1.0, 1.0, n_examples=1)
+    flags, checks = list(record.flags), dict(record.check_details)
+    attach(record, VerificationDetails(status="verified", missed=[]))
+    assert record.flags == flags and record.check_details == checks and record.verification.missed == []
+    attach(record, VerificationDetails(status="verified", missed=[0]))
+    attach(record, VerificationDetails(status="verified", missed=[0]))  # a second verification: still one flag
+    assert record.flags == [*flags, "attacks_missed_points"]
+    assert record.check_details["attacks_missed_points"] == {"points_missed": 1, "indices": [0]}
