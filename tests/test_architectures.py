@@ -82,6 +82,9 @@ def test_bad_architectures_are_refused_clearly() -> None:
         build_architecture(Architecture(source="robench", name="wrn_28_10", kwargs={"width": 2}), 10)
     with pytest.raises(ValueError, match="unknown architecture source 'keras'"):
         build_architecture(Architecture.model_construct(source="keras", name="resnet", kwargs={}), 10)
+    assert check_architecture(Architecture(source="robench", name="qqqq"), 10) == (  # nothing close: no suggestion
+        "unknown robench architecture 'qqqq' (known: digits_cnn, digits_mlp, preact_resnet18, wide_resnet, wrn_28_10, "
+        "wrn_34_10, wrn_70_16)")
     assert "timm has no model" in check_architecture(Architecture(source="timm", name="resnet18x"), 10)
     assert "torchvision has no model" in check_architecture(Architecture(source="torchvision", name="resnet18x"), 10)
     with pytest.raises(ValueError, match="depth must be 6n \\+ 4"):
@@ -113,3 +116,16 @@ def test_kwargs_that_would_fetch_read_or_exhaust_are_refused(source, name, kwarg
 ])
 def test_kwargs_that_shape_the_network_are_accepted(source, name, kwargs) -> None:
     assert check_architecture(Architecture(source=source, name=name, kwargs=kwargs), 10) is None
+
+
+def test_list_kwargs_of_a_constructor_take_positive_integers_only() -> None:
+    """No registered constructor takes a list today (PreActResNet's num_blocks is fixed by preact_resnet18); the
+    rule for one that will (Sequence[int], or no annotation) is in place."""
+    from collections.abc import Sequence
+
+    from model_zoo.architectures import _kwarg_problem
+
+    assert _kwarg_problem("num_blocks", [2, 2, 2, 2], Sequence[int]) is None
+    for bad in ([2, 0, 2], [2, 5000], [2, True], [2, 2.0], [], "2222", 4):
+        assert _kwarg_problem("num_blocks", bad, Sequence[int]) == (
+            f"num_blocks must be a list of integers from 1 to 4096, got {bad!r}")

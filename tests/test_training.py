@@ -527,6 +527,12 @@ def test_ibp_refuses_layers_it_cannot_bound() -> None:
 
     with pytest.raises(ValueError, match="cannot take a Residual layer"):
         ibp_layers(nn.Sequential(nn.Flatten(), Residual(), nn.Linear(64, 10)))
+    reflecting = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), nn.Flatten(), nn.Linear(128, 10))
+    with pytest.raises(ValueError, match="^interval bound propagation takes Conv2d with zero padding only, "
+                                         "not padding_mode='reflect'$"):
+        ibp_layers(reflecting)
+    with pytest.raises(ValueError, match="^interval bound propagation cannot take a MaxPool2d that returns indices$"):
+        ibp_layers(nn.Sequential(nn.MaxPool2d(2, return_indices=True), nn.Flatten(), nn.Linear(16, 10)))
     relu_last = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.ReLU())
     with pytest.raises(ValueError, match="must end with a Linear"):
         margin_bounds(relu_last, *ibp_input_box(torch.rand(2, 1, 8, 8), 0.1), torch.tensor([0, 1]))
