@@ -76,7 +76,8 @@ def test_every_registered_name_builds_on_meta() -> None:
 
 
 def test_bad_architectures_are_refused_clearly() -> None:
-    with pytest.raises(ValueError, match="unknown robench architecture 'wrn_28_1'; did you mean wrn_28_10"):
+    with pytest.raises(ValueError, match="unknown robench architecture 'wrn_28_1'; did you mean wrn_28_10, wrn_70_16, "
+                                         "wrn_34_10[?] [(]known: "):
         build_architecture(Architecture(source="robench", name="wrn_28_1"), 10)
     with pytest.raises(ValueError, match="does not accept the kwargs"):
         build_architecture(Architecture(source="robench", name="wrn_28_10", kwargs={"width": 2}), 10)
@@ -97,6 +98,8 @@ def test_bad_architectures_are_refused_clearly() -> None:
     ("timm", "resnet18", {"pretrained_cfg_overlay": {"file": "/x"}}, "not allowed"),
     ("torchvision", "resnet18", {"weights": "DEFAULT"}, "torchvision kwargs weights are not allowed"),
     ("timm", "resnet18", {"global_pool": "../../x"}, "must be a number, a flag, a name"),
+    ("timm", "resnet18", {"global_pool": ["avg"]}, "timm kwarg global_pool must be a number, a flag, a name or a list of "
+                                                   "numbers, got ['avg']"),
     ("robench", "digits_cnn", {"width": "abc"}, "width must be an integer from 1 to 4096, got 'abc'"),
     ("robench", "digits_cnn", {"width": -3}, "got -3"),
     ("robench", "digits_cnn", {"width": 10**9}, "got 1000000000"),
@@ -113,6 +116,7 @@ def test_kwargs_that_would_fetch_read_or_exhaust_are_refused(source, name, kwarg
 @pytest.mark.parametrize("source, name, kwargs", [
     ("robench", "digits_cnn", {"width": 32}), ("robench", "wide_resnet", {"depth": 28, "width": 10, "dropout": 0.3}),
     ("timm", "resnet18", {"drop_rate": 0.1, "global_pool": "avg"}), ("torchvision", "resnet18", {"zero_init_residual": True}),
+    ("timm", "vit_tiny_patch16_224", {"img_size": [32, 32], "patch_size": 4}),
 ])
 def test_kwargs_that_shape_the_network_are_accepted(source, name, kwargs) -> None:
     assert check_architecture(Architecture(source=source, name=name, kwargs=kwargs), 10) is None
@@ -129,3 +133,19 @@ def test_list_kwargs_of_a_constructor_take_positive_integers_only() -> None:
     for bad in ([2, 0, 2], [2, 5000], [2, True], [2, 2.0], [], "2222", 4):
         assert _kwarg_problem("num_blocks", bad, Sequence[int]) == (
             f"num_blocks must be a list of integers from 1 to 4096, got {bad!r}")
+
+
+def test_checking_without_importing_leaves_timm_and_torchvision_unloaded() -> None:
+    """What `robench submit check` does for many files: a library name is looked up only once it is loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from model_zoo.architectures import check_architecture\n"
+            "from model_zoo.cards import Architecture\n"
+            "for source in ('timm', 'torchvision'):\n"
+            "    print(check_architecture(Architecture(source=source, name='resnet18x'), 10, import_libraries=False),\n"
+            "          source in sys.modules)\n")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert out == "None False\nNone False\n"
