@@ -12,6 +12,8 @@ import yaml
 
 from benchmark.budgets import default_eps
 from benchmark.data import load_dataset
+from benchmark.seeding import SEED_STRIDE
+from benchmark.threat_models import get_threat_model
 from model_zoo.architectures import build_architecture
 from model_zoo.architectures.digits import DigitsCNN
 from model_zoo.cards import TRAINING_REPEATS, Architecture
@@ -653,3 +655,65 @@ def test_the_first_layer_bounds_over_an_l2_ball_are_exact() -> None:
         logits = linear(x)
         exact = logits.gather(1, y[:, None]) - logits - eps * rows.norm(dim=-1)
     assert torch.allclose(ours, exact, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["pgd_at", "fast_at", "trades"])
+def test_adversarial_recipes_draw_their_random_starts_from_the_seed(name: str, small_data) -> None:
+    """Not from torch's global generator: whatever ran before, a seed gives the same weights."""
+    quick = {"epochs": 1, "batch_size": 64, **({"steps": 2} if "steps" in get_recipe(name).defaults else {})}
+    torch.manual_seed(1)
+    first = train(name, overrides=quick, data=small_data).model
+    torch.manual_seed(2)
+    assert _same_state(first, train(name, overrides=quick, data=small_data).model)
+
+
+def test_pgd_at_attacks_every_step_from_a_random_start(monkeypatch, small_data) -> None:
+    """Madry et al.'s PGD: a random start and every step taken, also for points broken on the way (no early
+    stop, which would leave the others' examples at a weaker, earlier iterate); FGSM-RS (fast_at) one step."""
+    from benchmark.attacks import PGD
+    from model_zoo.training import recipes
+
+    made: list[dict] = []
+    seeds: list[int] = []
+
+    class Recording(PGD):
+        def __init__(self, *args, **kwargs) -> None:
+            made.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+        def __call__(self, *args, generator=None, **kwargs):
+            seeds.append(generator.initial_seed())  # one stream of the run's seed, drawn on from batch to batch
+            return super().__call__(*args, generator=generator, **kwargs)
+
+    monkeypatch.setattr(recipes, "PGD", Recording)
+    train("pgd_at", overrides={"epochs": 1, "steps": 3, "step_size": 0.05}, data=small_data, seed=4)
+    train("fast_at", overrides={"epochs": 1, "step_size": 0.3}, data=small_data, seed=5)
+    assert made == [dict(n_iter=3, step_size=0.05, random_start=True, early_stop=False),
+                    dict(n_iter=1, step_size=0.3, random_start=True, early_stop=False)]
+    batches = len(seeds) // 2
+    assert batches > 1 and seeds == [4 * SEED_STRIDE + 1] * batches + [5 * SEED_STRIDE + 1] * batches
+
+
+def test_ibp_objective_mixes_the_crown_ibp_and_ibp_bounds_by_beta() -> None:
+    """Zhang et al.'s CROWN-IBP loss, term by term: kappa * CE(clean) + (1 - kappa) * CE(-(beta * CROWN-IBP's
+    margins + (1 - beta) * IBP's)), here with no warm-up and no ramp, so the final kappa and beta from the first step."""
+    from model_zoo.architectures.digits import DigitsMLP
+    from model_zoo.training.objectives import ibp_input_box, margin_bounds
+    from model_zoo.training.recipes import RecipeContext
+
+    torch.manual_seed(0)
+    model, x, y = DigitsMLP(hidden=8), torch.rand(6, 1, 8, 8), torch.arange(6)
+    for kappa, beta in ((0.25, 0.6), (0.0, 1.0)):
+        settings = resolve_settings(get_recipe("ibp"), {"architecture": "digits_mlp", "arch_kwargs": {"hidden": 8},
+                                                        "warmup_epochs": 0, "ramp_epochs": 0, "kappa_final": kappa,
+                                                        "beta_final": beta, "eps_train_factor": 1.0})
+        ctx = RecipeContext(settings, get_threat_model("Linf"), 0.1, 0, x, y, 10)
+        ibp, crown = margin_bounds(model, *ibp_input_box(x, 0.1), y, crown_ibp=True)
+        expected = kappa * F.cross_entropy(model(x), y) + (1 - kappa) * F.cross_entropy(-(beta * crown + (1 - beta) * ibp), y)
+        assert get_recipe("ibp").build(ctx)(model, x, y, torch.arange(6)).item() == pytest.approx(expected.item(), rel=1e-6)
+    # kappa_final 1 (the clean loss only) is allowed: the standard recipe's model bit for bit
+    data = (x.repeat(4, 1, 1, 1), y.repeat(4))
+    quick = {"architecture": "digits_mlp", "arch_kwargs": {"hidden": 8}, "epochs": 2, "batch_size": 8}
+    only_clean = train("ibp", overrides={**quick, "kappa_final": 1.0, "warmup_epochs": 0, "ramp_epochs": 1}, data=data)
+    shared = {**quick, **{k: resolve_settings(get_recipe("ibp"))[k] for k in ("optimizer", "lr", "weight_decay")}}
+    assert _same_state(only_clean.model, train("standard", overrides=shared, data=data).model)
