@@ -289,7 +289,35 @@ def test_compile_option_is_wired(data, mlp, monkeypatch):
     monkeypatch.setattr(runner, "evaluate", lambda *a, **k: calls.append(k) or (_ for _ in ()).throw(EvaluationError("stop")))
     assert cli_main(["evaluate", "--model", "tests.runner_models:build_mlp", "--n-examples", "2", "--channels-last",
                      "--compile", "--no-progress"]) == 2
-    assert calls[-1]["channels_last"] is True and calls[-1]["compile"] is True
+    assert calls[-1]["channels_last"] is True and calls[-1]["compile"] is True and calls[-1]["verify"] is False
+    assert cli_main(["evaluate", "--model", "tests.runner_models:build_mlp", "--n-examples", "2", "--verify",
+                     "--verify-time-limit", "7", "--no-progress"]) == 2
+    assert calls[-1]["verify"] is True and calls[-1]["verify_time_limit"] == 7.0
+    assert calls[-1]["channels_last"] is None and calls[-1]["compile"] is False
+
+
+def test_cli_prints_each_flag_with_its_explanation(monkeypatch, capsys, tmp_path):
+    from benchmark.flags import FLAG_EXPLANATIONS
+
+    _fgsm_only(monkeypatch)
+    real = runner.evaluate
+
+    def flagged(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.flags.append("softmax_output")
+        return result
+
+    monkeypatch.setattr(runner, "evaluate", flagged)
+    assert cli_main(["evaluate", "--model", "tests.runner_models:build_mlp", "--n-examples", "2", "--no-progress",
+                     "--out", str(tmp_path)]) == 0
+    assert f"\n  ! softmax_output: {FLAG_EXPLANATIONS['softmax_output']}\n" in capsys.readouterr().out
+
+
+def test_cli_refuses_a_factory_that_returns_no_module(capsys):
+    with pytest.raises(SystemExit, match="^robench: builtins:dict returned dict, not a torch.nn.Module$"):
+        cli_main(["evaluate", "--model", "builtins:dict", "--n-examples", "2", "--no-progress"])
+    with pytest.raises(SystemExit, match="^robench: cannot import 'builtins:no_such_factory': "):
+        cli_main(["evaluate", "--model", "builtins:no_such_factory", "--n-examples", "2", "--no-progress"])
 
 
 def test_without_inputs_the_datasets_first_test_points_are_evaluated(mlp, monkeypatch):
