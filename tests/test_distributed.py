@@ -70,6 +70,8 @@ def test_distributed_flag_forwards_every_evaluation_argument():
     assert forwarded == {k: v for k, v in vars(args).items() if k in forwarded}
     assert forwarded["eps"] == "8/255" and forwarded["model"] == "pkg.mod:factory" and forwarded["no_progress"]
     assert forwarded["channels_last"] is False  # an explicit --no-x is forwarded, not left to the default
+    on = build_parser().parse_args(["evaluate", "--model", "m:f", "--channels-last", "--verify", "--compile"])
+    assert evaluation_argv(on)[-5:-2] == ["--channels-last", "--compile", "--verify"]
     defaults = build_parser().parse_args(["evaluate", "--model", "m:f"])
     assert vars(run_parser.parse_args(evaluation_argv(defaults))) == {k: v for k, v in vars(defaults).items()
                                                                        if k in forwarded}

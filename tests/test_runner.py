@@ -286,13 +286,16 @@ def test_compile_option_is_wired(data, mlp, monkeypatch):
     x, y = data
     evaluate(mlp, x=x, y=y, batch_size=20, progress=False, analysis=False, compile=True)
     assert calls == [mlp]
-    monkeypatch.setattr(runner, "evaluate", lambda *a, **k: calls.append(k) or (_ for _ in ()).throw(EvaluationError("stop")))
+    monkeypatch.setattr(runner, "evaluate",
+                        lambda *a, **k: calls.append({**k, "eps": a[3]}) or (_ for _ in ()).throw(EvaluationError("stop")))
     assert cli_main(["evaluate", "--model", "tests.runner_models:build_mlp", "--n-examples", "2", "--channels-last",
                      "--compile", "--no-progress"]) == 2
     assert calls[-1]["channels_last"] is True and calls[-1]["compile"] is True and calls[-1]["verify"] is False
     assert cli_main(["evaluate", "--model", "tests.runner_models:build_mlp", "--n-examples", "2", "--verify",
                      "--verify-time-limit", "7", "--no-progress"]) == 2
-    assert calls[-1]["verify"] is True and calls[-1]["verify_time_limit"] == 7.0
+    assert calls[-1]["verify"] is True and calls[-1]["verify_time_limit"] == 7.0 and calls[-1]["eps"] is None
+    assert cli_main(["evaluate", "--model", "tests.runner_models:build_mlp", "--eps", "3/20", "--no-progress"]) == 2
+    assert calls[-1]["eps"] == pytest.approx(0.15)
     assert calls[-1]["channels_last"] is None and calls[-1]["compile"] is False
 
 
@@ -305,12 +308,14 @@ def test_cli_prints_each_flag_with_its_explanation(monkeypatch, capsys, tmp_path
     def flagged(*args, **kwargs):
         result = real(*args, **kwargs)
         result.flags.append("softmax_output")
+        result.model["fast_fallback"] = "a check fired"
         return result
 
     monkeypatch.setattr(runner, "evaluate", flagged)
     assert cli_main(["evaluate", "--model", "tests.runner_models:build_mlp", "--n-examples", "2", "--no-progress",
                      "--out", str(tmp_path)]) == 0
-    assert f"\n  ! softmax_output: {FLAG_EXPLANATIONS['softmax_output']}\n" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"\n  ! softmax_output: {FLAG_EXPLANATIONS['softmax_output']}\n  'fast' was not run: a check fired\n" in out
 
 
 def test_cli_refuses_a_factory_that_returns_no_module(capsys):
