@@ -78,7 +78,14 @@ def test_claimed_clean_accuracy_mismatch_is_reported(tmp_path, capsys):
     path = _tiny_digits_submission(tmp_path, claimed=0.10)
     code = main(["submit", "evaluate", str(path), "--n-examples", "2", "--out", str(tmp_path / "r"), "--no-progress"])
     assert code == 1
-    assert "MISMATCH" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "claimed 10.00% -- MISMATCH (more than 0.5 points apart)\n" in out
+    from leaderboard.sources import read_record
+
+    model = read_record(tmp_path / "r" / "digits" / "Linf" / "Tiny2026Test.standard.json").model
+    card = yaml.safe_load(path.read_text())
+    assert model["checkpoint_sha256"] == card["checkpoint"]["sha256"] and model["name"] == "A Tiny Test Model"
+    assert model["clean_accuracy_claimed"] == 0.10 and model["clean_accuracy_mismatch"] is True
 
 
 def test_check_lists_every_problem_and_fails(tmp_path, capsys):
@@ -93,6 +100,12 @@ def test_check_lists_every_problem_and_fails(tmp_path, capsys):
     for field in ("eps", "license", "checkpoint.sha256"):
         assert f"{path}: {field}: " in err, err
     assert err.endswith("\n3 problem(s) in 1 file(s)\n")
+    other = _tiny_digits_submission(tmp_path / "other", model_id="Other2026Test")
+    other.write_text(other.read_text().replace("license: MIT", "license: ''"))
+    assert main(["submit", "check", str(path), str(other)]) == 1  # every file's problems, not the last file's
+    both = capsys.readouterr().err
+    assert both.startswith(err.removesuffix("3 problem(s) in 1 file(s)\n")) and f"{other}: license: " in both
+    assert both.endswith("\n4 problem(s) in 2 file(s)\n")
     assert main(["submit", "evaluate", str(path), "--out", str(tmp_path / "r"), "--no-progress"]) == 1
     assert capsys.readouterr().err == err.removesuffix("3 problem(s) in 1 file(s)\n")  # every problem, nothing run
     assert not (tmp_path / "r").exists()

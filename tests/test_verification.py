@@ -256,3 +256,26 @@ def test_attach_flags_only_a_record_whose_points_the_attacks_missed():
     attach(record, VerificationDetails(status="verified", missed=[0]))  # a second verification: still one flag
     assert record.flags == [*flags, "attacks_missed_points"]
     assert record.check_details["attacks_missed_points"] == {"points_missed": 1, "indices": [0]}
+
+
+def test_a_network_over_the_exact_limit_gets_ibp_certificates_only(mlp):
+    """Above MAX_EXACT_RELUS (the zoo's CNNs) no program runs: IBP certifies what it can, the rest stays undecided."""
+    model, x, y = mlp
+    record = evaluate(model, "digits", "Linf", 0.05, x=x, y=y, analysis=False, progress=False)
+    v = verify_record(model, record, x, y, max_exact_relus=1)
+    assert v.method == "ibp" and v.num_relus > 1 and v.exact_accuracy is None
+    net = to_network(model, (1, 8, 8))
+    ibp = certify(net, x, y, "Linf", 0.05, method="ibp").certified.tolist()
+    robust = [p.robust for p in record.points]
+    assert v.statuses == ["clean" if not p.clean_correct else "certified" if ibp[i] else "attacked" if not robust[i]
+                          else "undecided" for i, p in enumerate(record.points)]
+    assert "undecided" in v.statuses and "certified" in v.statuses
+    assert set(v.reasons.values()) == {"too many ReLUs for CROWN and exact verification here"}
+
+
+def test_a_model_that_is_not_verifiable_is_told_at_once(mlp):
+    _, x, y = mlp
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Tanh()).eval()
+    record = evaluate(model, "digits", "Linf", 0.1, x=x[:3], y=y[:3], analysis=False, progress=False)
+    details = verify_record(model, record, x[:3], y[:3])
+    assert details.status == "not_verifiable" and 0 <= details.time_s < 60
