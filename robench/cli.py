@@ -183,10 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback, not one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ev = sub.add_parser("evaluate", help="evaluate a model with the protocol and write its result record")
-    ev.add_argument("--model", required=True, help="a zoo name or module:function returning an nn.Module")
+    ev.add_argument("--model", required=True,
+                    help="a zoo id (robench models lists them) or package.module:function, a function taking no argument "
+                         "that returns an nn.Module mapping [0, 1] inputs to logits (imported from the current folder "
+                         "and PYTHONPATH)")
     add_evaluation_arguments(ev)
     ev.add_argument("--distributed", type=int, default=0, metavar="N",
-                    help="launch N processes with torchrun on this node")
+                    help="launch N processes with torchrun on this node (docs/scaling.md)")
     ev.set_defaults(func=_cmd_evaluate)
     ver = sub.add_parser("verify", help="bound a record's robust accuracy from below: certify, then decide points exactly")
     ver.add_argument("--model", required=True, help="a zoo name or module:function returning an nn.Module")

@@ -10,7 +10,9 @@
 - ``recipes`` (docs/training.md): the training recipes, their own settings and their papers, and
   the settings every recipe shares, from ``model_zoo.training.recipes``;
 - ``corruptions`` (docs/corruptions.md): digits-C's corruptions and what each severity means, from
-  ``benchmark.corruptions.SEVERITIES``.
+  ``benchmark.corruptions.SEVERITIES``;
+- ``evaluate-options`` (docs/evaluation.md): every option of ``robench evaluate`` with its help text, read
+  off the command's own argument parser (``robench.cli.build_parser``).
 """
 from __future__ import annotations
 
@@ -77,12 +79,28 @@ def _corruptions() -> str:
     return "\n".join(["| corruption | the parameter | severities 1 / 2 / 3 / 4 / 5 |", "|---|---|---|", *rows])
 
 
+def _evaluate_options() -> str:
+    from robench.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    rows = []
+    for action in commands.choices["evaluate"]._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        shown = action.metavar or ("{" + ",".join(action.choices) + "}" if action.choices else action.dest.upper())
+        takes = f" {shown}" if action.nargs != 0 else ""
+        names = " / ".join(f"`{option}{takes}`" for option in action.option_strings)
+        rows.append(f"| {names} | {_cell(action.help)}{'; required' if action.required else ''} |")
+    return "\n".join(["| option | meaning |", "|---|---|", *rows])
+
+
 #: name -> (the doc holding it, what writes it)
 TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "boards": ("datasets.md", _boards),
     "architectures": ("model_zoo.md", _architectures),
     "recipes": ("training.md", _recipes),
     "corruptions": ("corruptions.md", _corruptions),
+    "evaluate-options": ("evaluation.md", _evaluate_options),
 }
 
 

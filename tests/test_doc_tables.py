@@ -27,3 +27,15 @@ def test_the_architecture_table_counts_parameters():
     text = render()[DOCS / "model_zoo.md"]
     assert "| `digits_cnn` | Two 3x3 conv blocks and a two-layer head | `width=32` | 151,306 |" in text
     assert "| `wrn_70_16` |" in text and "266,796,506" in text
+
+
+def test_the_options_table_is_robench_evaluate_help():
+    """docs/evaluation.md listed 13 options by hand and had missed four (--channels-last, --compile, --verify and
+    --verify-time-limit) and the corruptions threat model; it is read off the parser now."""
+    text = render()[DOCS / "evaluation.md"]
+    assert "| `--channels-last` / `--no-channels-last` | run the model in the channels_last memory format" in text
+    assert "| `--verify-time-limit S` | seconds of exact verification a point may take" in text
+    assert "| `--version {standard,plus,rand,fast,auto}` | protocol version (default standard); " in text
+    assert "| `--model MODEL` | a zoo id (robench models lists them) or package.module:function, " in text
+    assert "(imported from the current folder and PYTHONPATH); required |" in text
+    assert "| `--no-progress` | no progress display " in text and "-h" not in text.split("evaluate-options")[1]
