@@ -278,4 +278,4 @@ def test_a_model_that_is_not_verifiable_is_told_at_once(mlp):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Tanh()).eval()
     record = evaluate(model, "digits", "Linf", 0.1, x=x[:3], y=y[:3], analysis=False, progress=False)
     details = verify_record(model, record, x[:3], y[:3])
-    assert details.status == "not_verifiable" and 0 <= details.time_s < 60
+    assert details.status == "not_verifiable" and 0 < details.time_s < 60  # measured, not left at 0
