@@ -41,12 +41,13 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", default="standard", choices=[*PROTOCOLS, "auto"],
                    help="protocol version (default standard); 'auto' switches to 'rand' when the model is randomised; 'fast' (MALT-targeted APGD, for many checkpoints) runs 'standard' when a check fires")
     p.add_argument("--seed", type=int, default=0, help="the seed every random draw derives from (default 0; never the clock)")
-    p.add_argument("--batch-size", type=int, default=500, help="points per chunk (default 500): the unit of work, of resuming and of sharding, and the most images "
-                        "one forward+backward pass holds; pick it for your memory")
+    p.add_argument("--batch-size", type=int, default=500,
+                   help="points per chunk (default 500): the unit of work, of resuming and of sharding, and the most "
+                        "images one forward+backward pass holds; pick it for your memory")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--out", default="results", help="folder for result records (default: results/)")
     p.add_argument("--data-dir", default=None, help="dataset folder (default: $ROBENCH_DATA or the user cache)")
-    p.add_argument("--no-progress", action="store_true", help="no progress display (otherwise one line for the whole evaluation, naming the stage under way)")
+    p.add_argument("--no-progress", action="store_true", help="no progress display (otherwise one bar for the whole evaluation, naming the stage under way)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="run the model in the channels_last memory format (default: when it has 2-d convolutions "
                         "and runs on the CPU, where NHWC kernels are faster; on GPUs it was not)")
