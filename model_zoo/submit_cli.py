@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 __all__ = ["register", "check_files", "CLEAN_ACCURACY_TOLERANCE"]
 
@@ -74,13 +76,35 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_to(path: str | None) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(logging.INFO)
+@contextmanager
+def _logging_to(path: str | None) -> Iterator[None]:
+    """While a command runs, also write the log (INFO and above) to ``path``; afterwards the root logger
+    is as it was (the handler removed and its file closed, the level restored)."""
+    if not path:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+
+
+def _with_log_file(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``command`` run with its ``--log`` file open (see :func:`_logging_to`)."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        with _logging_to(args.log):
+            return command(args)
+    return run
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -93,7 +117,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .loading import load_model_from_card
     from .submission_schema import SubmissionError, read_card, repo_root_of
 
-    _log_to(args.log)
     try:
         card = read_card(args.path)
     except SubmissionError as exc:
@@ -167,7 +190,6 @@ def _cmd_verify_adversarial(args: argparse.Namespace) -> int:
     from .registry import get_card
     from .loading import load_model
 
-    _log_to(args.log)
     card = get_card(args.model, dataset=args.dataset, threat_model=args.threat_model)
     eps = parse_eps(args.eps) if args.eps else default_eps(card.dataset, card.threat_model)
     model = load_model(card.id, dataset=card.dataset, threat_model=card.threat_model)
@@ -179,7 +201,6 @@ def _cmd_verify_external(args: argparse.Namespace) -> int:
 
     from .loading import load_model
 
-    _log_to(args.log)
     try:
         ext = read_external(args.path)
     except ValueError as exc:
@@ -243,7 +264,7 @@ def register(subparsers: Any) -> None:
     e.add_argument("--log", default=None, help="also write a log file here")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--no-progress", action="store_true")
-    e.set_defaults(func=_cmd_evaluate)
+    e.set_defaults(func=_with_log_file(_cmd_evaluate))
 
     v = sub.add_parser("verify-adversarial", help="check adversarial examples: in budget, in [0,1], misclassified")
     v.add_argument("--model", required=True)
@@ -253,13 +274,13 @@ def register(subparsers: Any) -> None:
     v.add_argument("--examples", required=True, help="safetensors file with x_adv and indices")
     v.add_argument("--data-dir", default=None)
     v.add_argument("--log", default=None)
-    v.set_defaults(func=_cmd_verify_adversarial)
+    v.set_defaults(func=_with_log_file(_cmd_verify_adversarial))
 
     x = sub.add_parser("verify-external", help="read an external-evaluation file and verify its examples")
     x.add_argument("path")
     x.add_argument("--data-dir", default=None)
     x.add_argument("--log", default=None)
-    x.set_defaults(func=_cmd_verify_external)
+    x.set_defaults(func=_with_log_file(_cmd_verify_external))
 
     m = sub.add_parser("migrate", help="rewrite submission files whose training block repeats the card's fields")
     m.add_argument("paths", nargs="+", help="submission files (YAML or JSON), rewritten in place")

@@ -1,7 +1,10 @@
 """Issue 5: submissions end to end, verify-adversarial and external evaluations."""
 from __future__ import annotations
 
+import gc
 import hashlib
+import logging
+import warnings
 from pathlib import Path
 
 import pytest
@@ -318,3 +321,20 @@ def test_an_evaluation_that_fails_is_logged_with_its_reason(tmp_path, capsys):
     reason = "n_examples must be a positive integer, got 0"
     assert f"robench submit evaluate: error: {reason}" in capsys.readouterr().err
     assert f"evaluation failed: {reason}" in log.read_text()
+
+
+def test_a_log_file_is_closed_and_the_root_logger_restored_after_the_command(tmp_path, capsys):
+    path = _tiny_digits_submission(tmp_path)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    log = tmp_path / "evaluate.log"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["submit", "evaluate", str(path), "--n-examples", "0", "--out", str(tmp_path / "r"),
+                     "--log", str(log), "--no-progress"]) == 2
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # the file closed, not left to the GC
+    assert "evaluation failed" in log.read_text()
+    assert root.handlers == handlers and root.level == level  # no handler left writing into an old file
+    logging.getLogger("robench.submit").error("after the command")
+    assert "after the command" not in log.read_text()
