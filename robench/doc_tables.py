@@ -12,7 +12,8 @@
 - ``corruptions`` (docs/corruptions.md): digits-C's corruptions and what each severity means, from
   ``benchmark.corruptions.SEVERITIES``;
 - ``evaluate-options`` (docs/evaluation.md): every option of ``robench evaluate`` with its help text, read
-  off the command's own argument parser (``robench.cli.build_parser``).
+  off the command's own argument parser (``robench.cli.build_parser``);
+- ``submit-options`` (docs/submitting.md): every action of ``robench submit`` and its arguments, the same way.
 """
 from __future__ import annotations
 
@@ -79,19 +80,37 @@ def _corruptions() -> str:
     return "\n".join(["| corruption | the parameter | severities 1 / 2 / 3 / 4 / 5 |", "|---|---|---|", *rows])
 
 
-def _evaluate_options() -> str:
-    from robench.cli import build_parser
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
 
-    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+
+def _option_rows(parser: argparse.ArgumentParser, first_cells: str = "") -> list[str]:
+    """One table row per argument of ``parser`` (its help option left out): the names as typed, the help."""
     rows = []
-    for action in commands.choices["evaluate"]._actions:
+    for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
             continue
         shown = action.metavar or ("{" + ",".join(action.choices) + "}" if action.choices else action.dest.upper())
         takes = f" {shown}" if action.nargs != 0 else ""
-        names = " / ".join(f"`{option}{takes}`" for option in action.option_strings)
-        rows.append(f"| {names} | {_cell(action.help)}{'; required' if action.required else ''} |")
+        names = " / ".join(f"`{option}{takes}`" for option in action.option_strings) or f"`{shown}`"
+        required = "; required" if action.required and action.option_strings else ""  # positionals always are
+        rows.append(f"| {first_cells}{names} | {_cell(action.help)}{required} |")
+    return rows
+
+
+def _evaluate_options() -> str:
+    from robench.cli import build_parser
+
+    rows = _option_rows(_subcommands(build_parser())["evaluate"])
     return "\n".join(["| option | meaning |", "|---|---|", *rows])
+
+
+def _submit_options() -> str:
+    from robench.cli import build_parser
+
+    actions = _subcommands(_subcommands(build_parser())["submit"])
+    rows = [row for name, parser in actions.items() for row in _option_rows(parser, f"`{name}` | ")]
+    return "\n".join(["| action | argument | meaning |", "|---|---|---|", *rows])
 
 
 #: name -> (the doc holding it, what writes it)
@@ -101,6 +120,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "recipes": ("training.md", _recipes),
     "corruptions": ("corruptions.md", _corruptions),
     "evaluate-options": ("evaluation.md", _evaluate_options),
+    "submit-options": ("submitting.md", _submit_options),
 }
 
 

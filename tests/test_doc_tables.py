@@ -39,3 +39,14 @@ def test_the_options_table_is_robench_evaluate_help():
     assert "| `--model MODEL` | a zoo id (robench models lists them) or package.module:function, " in text
     assert "(imported from the current folder and PYTHONPATH); required |" in text
     assert "| `--no-progress` | no progress display " in text and "-h" not in text.split("evaluate-options")[1]
+
+
+def test_the_submit_table_lists_every_action_and_its_arguments():
+    """docs/submitting.md showed two example lines per action and no option's meaning; it is read off the parser."""
+    text = render()[DOCS / "submitting.md"].split("generated: submit-options")[1]
+    for action in ("check", "evaluate", "verify-adversarial", "verify-external", "migrate", "schema"):
+        assert f"| `{action}` | " in text
+    assert "| `check` | `PATHS` | submission files (YAML or JSON) |" in text  # a positional: no "; required"
+    assert "| `verify-adversarial` | `--model MODEL` | the zoo id of the model the examples attack; required |" in text
+    assert "| `evaluate` | `--n-examples N` | attack only the first N test points" in text
+    assert "| `evaluate` | `--no-progress` | no progress display |" in text and "`-h" not in text
