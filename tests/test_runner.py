@@ -411,18 +411,19 @@ def test_evaluate_zoo_runs_models_in_parallel_workers_and_reuses_up_to_date_reco
     """What `make run` calls: every zoo model of the board, two at a time, one line per model; a second run
     finds every record up to date and evaluates nothing."""
     argv = ["evaluate-zoo", "--dataset", "digits", "--threat-model", "L2", "--n-examples", "3", "--jobs", "2",
-            "--out", str(tmp_path), "--no-progress"]
+            "--out", str(tmp_path)]
     from model_zoo import list_models
 
     listed = list_models(dataset="digits", threat_model="L2")
     n = len(listed)
     assert n >= 3
     assert cli_main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert f"evaluating {n} model(s), 2 at a time" in out
     done = [line for line in out.splitlines() if line.startswith("== ") and ": done in " in line]
     assert len(done) == n and f"[{n}/{n} models" in done[-1]
     assert "about 0 s left]" in done[-1] and "about 0 s left]" not in done[0]  # an estimate until the last one
+    assert "point-stages" not in out + err  # one line per model, not each model's progress bars
     records = sorted(p.name for p in (tmp_path / "digits" / "L2").glob("*.json"))
     assert records == sorted(f"{name}.standard.json" for name in listed)
     assert cli_main(argv) == 0

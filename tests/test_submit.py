@@ -13,7 +13,7 @@ import yaml
 from safetensors.torch import save_file
 from torch import nn
 
-from benchmark.budgets import default_eps
+from benchmark.budgets import BOARDS, default_eps
 from robench.cli import main
 from benchmark.data import load_dataset
 from benchmark.external import read_external, verify_adversarial
@@ -73,6 +73,9 @@ def test_new_submission_goes_through_check_evaluate_and_onto_the_board(tmp_path,
     assert "clean accuracy on the full test split" in log.read_text()
     assert main(["leaderboard", "build", "--results", str(results), "--submissions",
                  str(tmp_path / "submissions"), "--out", str(site)]) == 0
+    summary = capsys.readouterr().out.splitlines()[-1]
+    pages = len(list(site.rglob("*.html")))
+    assert summary == f"{len(BOARDS)} boards, 1 ranked models, {pages} pages; open {site / 'index.html'}", summary  # every board, even empty
     board_pages = [p for p in site.rglob("*.html") if "Tiny2026Test" in p.read_text(encoding="utf-8")]
     assert any("digits" in p.name.lower() and "linf" in p.name.lower() for p in board_pages), board_pages
 
