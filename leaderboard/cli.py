@@ -105,7 +105,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 2
     _report(problems, [])
     written = export_dir(aggregation, args.out, kept_from=args.results)
-    print(f"exported {len(written)} model(s) to {args.out}")
+    models = sum(path.suffix == ".json" for path in written)
+    tables = f" and {len(written) - models} kept table(s)" if len(written) > models else ""
+    print(f"exported {models} model(s){tables} to {args.out}")
     return 0
 
 

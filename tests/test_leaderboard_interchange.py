@@ -318,8 +318,12 @@ def test_a_malformed_unaggregated_table_is_refused_with_its_reason(tmp_path, tab
 def test_cli_import_build_export(tmp_path, capsys):
     _write(tmp_path, "src/cifar10/Linf/Carmon2019Unlabeled.json", CARMON)
     _write(tmp_path, "src/cifar10/Linf/Broken2020Json.json", "{")
+    table = "model_id,fog,fog,fog,fog,fog\n,1,2,3,4,5\nGood2020Row,0.9,0.8,0.7,0.6,0.5\n"
+    _write(tmp_path, "src/cifar10/corruptions/unaggregated_results.csv", table)
     (tmp_path / "submissions").mkdir()
     results = tmp_path / "results"
+    assert main(["leaderboard", "import", str(tmp_path / "nowhere"), "--out", str(results / "imported")]) == 2
+    assert "robench leaderboard import: error: " in capsys.readouterr().err
     assert main(["leaderboard", "import", str(tmp_path / "src"), "--out", str(results / "imported")]) == 1
     captured = capsys.readouterr()
     assert "imported 1 model(s)" in captured.out and "Broken2020Json.json: not valid JSON" in captured.err
@@ -333,8 +337,10 @@ def test_cli_import_build_export(tmp_path, capsys):
 
     assert main(["leaderboard", "export", "--results", str(results), "--submissions", str(tmp_path / "submissions"),
                  "--out", str(tmp_path / "exported")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"exported 1 model(s) and 1 kept table(s) to {tmp_path / 'exported'}"
     back = (tmp_path / "exported/cifar10/Linf/Carmon2019Unlabeled.json").read_text()
     assert back == json.dumps(CARMON)  # the imported file, as it was
+    assert (tmp_path / "exported/cifar10/corruptions/unaggregated_results.csv").read_text() == table  # kept, written back
 
     assert main(["leaderboard", "build", "--results", str(tmp_path / "nowhere"), "--out", str(site),
                  "--submissions", str(tmp_path / "submissions")]) == 2
@@ -354,3 +360,4 @@ def test_leaderboard_show_prints_each_board_best_first(tmp_path, capsys):
     assert lines[0].startswith("digits Linf (eps 0.2):") and len(lines) == 4  # title, header, two rows
     assert lines[2].split()[:2] == ["1", ids[-1]] and lines[3].split()[:2] == ["2", ids[-2]]
     assert main(["leaderboard", "show", "--results", str(tmp_path), "--threat-model", "L2"]) == 1
+    assert "no board with results matches; evaluate a model first (make run)" in capsys.readouterr().err
