@@ -28,10 +28,8 @@ def collect(results: str | Path, submissions: str | Path | None) -> tuple[Any, l
     return aggregation, unread + unverified + loaded.import_notes + kept
 
 
-def _report(problems: list[str], warnings: list[str]) -> None:
+def _report(problems: list[str]) -> None:
     for line in problems:
-        print(f"warning: {line}", file=sys.stderr)
-    for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
 
 
@@ -44,7 +42,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         print(f"robench leaderboard build: error: {exc}", file=sys.stderr)
         return 2
     site = build_site(aggregation, args.out, problems)
-    _report(problems, [])  # aggregation warnings are logged by aggregate()
+    _report(problems)  # aggregation warnings are logged by aggregate()
     ranked = sum(len(b.table) for b in aggregation.boards.values())
     print(f"{len(aggregation.boards)} boards, {ranked} ranked models, {len(site.pages)} pages; "
           f"open {Path(args.out) / 'index.html'}")
@@ -68,7 +66,7 @@ def format_board(board: Any, top: int | None = None) -> str:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     aggregation, problems = collect(args.results, args.submissions)
-    _report(problems, [])
+    _report(problems)
     boards = [b for (dataset, tm), b in aggregation.boards.items()
               if len(b.table) and args.dataset in (None, dataset) and args.threat_model in (None, tm)]
     if not boards:
@@ -103,7 +101,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"robench leaderboard export: error: {exc}", file=sys.stderr)
         return 2
-    _report(problems, [])
+    _report(problems)
     written = export_dir(aggregation, args.out, kept_from=args.results)
     models = sum(path.suffix == ".json" for path in written)
     tables = f" and {len(written) - models} kept table(s)" if len(written) > models else ""

@@ -361,3 +361,38 @@ def test_leaderboard_show_prints_each_board_best_first(tmp_path, capsys):
     assert lines[2].split()[:2] == ["1", ids[-1]] and lines[3].split()[:2] == ["2", ids[-2]]
     assert main(["leaderboard", "show", "--results", str(tmp_path), "--threat-model", "L2"]) == 1
     assert "no board with results matches; evaluate a model first (make run)" in capsys.readouterr().err
+
+
+def test_a_board_in_the_terminal_names_its_measure_and_shows_a_missing_accuracy_as_a_dash():
+    import math
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from leaderboard.cli import format_board
+
+    table = pd.DataFrame([
+        {"rank": 1, "model_id": "Measured2020", "clean_accuracy": 0.9, "robust_accuracy": 0.7,
+         "best_known_robust_accuracy": 0.7, "n_examples": 500, "flags": ""},
+        {"rank": 2, "model_id": "Listed2021", "clean_accuracy": 0.8, "robust_accuracy": math.nan,
+         "best_known_robust_accuracy": 0.6, "n_examples": 0, "flags": "unreliable"},
+    ])
+    board = SimpleNamespace(table=table, name="digits_corruptions", budget_text="digits-C", is_corruptions=True)
+    lines = format_board(board).splitlines()
+    assert lines[0] == "digits corruptions (digits-C): 2 model(s)"
+    assert lines[1].split() == ["rank", "model", "clean", "%", "corruptions", "%", "best", "known", "%", "points", "flags"]
+    assert lines[2].split() == ["1", "Measured2020", "90.00", "70.00", "70.00", "500"]
+    assert lines[3].split() == ["2", "Listed2021", "80.00", "-", "60.00", "0", "unreliable"]
+    assert "robust %" in format_board(SimpleNamespace(**{**vars(board), "is_corruptions": False}))
+
+
+def test_leaderboard_show_warns_of_a_record_it_could_not_read(tmp_path, capsys):
+    from model_zoo import get_card
+
+    card = get_card("Madry2018Towards", dataset="digits", threat_model="Linf")
+    make_record(card, 0.95, 0.5).save(tmp_path / "digits" / "Linf" / "Madry2018Towards.standard.json")
+    (tmp_path / "digits" / "Linf" / "Broken.standard.json").write_text("{", encoding="utf-8")
+    assert main(["leaderboard", "show", "--results", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "Madry2018Towards" in out
+    assert [line for line in err.splitlines() if "Broken.standard.json" in line][0].startswith("warning: not read: ")

@@ -2,6 +2,7 @@
 points the attacks missed flagged and ranked by, models the bounds cannot take named, the journal resumed."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -150,16 +151,20 @@ def test_robench_verify_adds_the_verification_to_a_record(tmp_path, monkeypatch,
     assert cli_main(["verify", *args[:2], "--out", str(tmp_path)]) == 2
     assert "no record at" in capsys.readouterr().err
     assert cli_main(["evaluate", *args, "--no-progress"]) == 0
+    record_file = tmp_path / "digits/Linf/digits_mlp.standard.json"
     assert cli_main(["verify", *args[:2], "--out", str(tmp_path), "--time-limit", "20"]) == 0
     out = capsys.readouterr().out
     assert "certified:" in out and "exact robust accuracy" in out
     record = read_record(tmp_path / "digits/Linf/digits_mlp.standard.json")
     assert record.verification.status == "verified" and len(record.verification.statuses) == 30
+    data = json.loads(record_file.read_text(encoding="utf-8"))
+    data["model"]["fingerprint"] = "0" * 16  # as if evaluated from other weights
+    record_file.write_text(json.dumps(data), encoding="utf-8")
+    assert cli_main(["verify", *args[:2], "--out", str(tmp_path)]) == 2
+    assert f"robench verify: error: {record_file} was made from other weights than {args[1]}'s" in capsys.readouterr().err
 
 
 def test_a_verification_whose_numbers_contradict_its_points_is_refused(tmp_path):
-    import json
-
     from benchmark.record import RecordError
 
     model = HiddenRegion().eval()
@@ -179,7 +184,6 @@ def test_a_verification_whose_numbers_contradict_its_points_is_refused(tmp_path)
 
 
 def test_torchrun_shares_the_points_and_writes_what_one_process_writes(tmp_path, monkeypatch):
-    import json
     import os
     import shutil
     import subprocess

@@ -155,6 +155,19 @@ def test_cli_table_and_show(zoo: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert code == 2 and "closest: Madry2018Towards" in err
 
 
+def test_cli_table_rows_and_a_broken_submissions_folder(zoo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sub = str(zoo / "submissions")
+    code, out, _ = _run_cli(["models", "--submissions", sub, "--threat-model", "L2"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3 and all(line == line.rstrip() for line in lines)  # no padding at the ends
+    assert lines[2].split()[:4] == ["Madry2018Towards", "digits", "L2", BOARDS[("digits", "L2")][1]]
+    assert lines[2].split()[-1] == "no"  # extra data: none
+    path = zoo / "submissions/digits/Linf/Zhang2019Theoretically.yaml"
+    path.write_text(path.read_text().replace("license: MIT", "license: ''"))
+    code, out, err = _run_cli(["models", "--submissions", sub], capsys)
+    assert code == 2 and out == "" and err.startswith("robench models: error: ") and "license" in err
+
+
 # ------------------------------------------------------------------ the real zoo, one test per card
 
 def _real_cards() -> list:
