@@ -128,11 +128,11 @@ def _pattern(name: str) -> re.Pattern[str]:
     return re.compile(rf"<!-- generated: {name} -->\n(?:.*?\n)?<!-- end generated: {name} -->", re.S)
 
 
-def render(docs: Path = DOCS) -> dict[Path, str]:
-    """Each doc's text with its generated tables as the code says now."""
+def render() -> dict[Path, str]:
+    """Each doc's text (in :data:`DOCS`) with its generated tables as the code says now."""
     out: dict[Path, str] = {}
     for name, (doc, make) in TABLES.items():
-        path = docs / doc
+        path = DOCS / doc
         text = out.get(path, path.read_text(encoding="utf-8"))
         if not _pattern(name).search(text):
             raise ValueError(f"{path} has no <!-- generated: {name} --> ... <!-- end generated: {name} --> block")
@@ -142,14 +142,14 @@ def render(docs: Path = DOCS) -> dict[Path, str]:
     return out
 
 
-def stale(docs: Path = DOCS) -> list[str]:
+def stale() -> list[str]:
     """The docs whose generated tables differ from the code."""
-    return [str(path) for path, text in render(docs).items() if path.read_text(encoding="utf-8") != text]
+    return [str(path) for path, text in render().items() if path.read_text(encoding="utf-8") != text]
 
 
-def write(docs: Path = DOCS) -> list[str]:
-    changed = stale(docs)
-    for path, text in render(docs).items():
+def write() -> list[str]:
+    changed = stale()
+    for path, text in render().items():
         path.write_text(text, encoding="utf-8")
     return changed
 

@@ -50,3 +50,42 @@ def test_the_submit_table_lists_every_action_and_its_arguments():
     assert "| `verify-adversarial` | `--model MODEL` | the zoo id of the model the examples attack; required |" in text
     assert "| `evaluate` | `--n-examples N` | attack only the first N test points" in text
     assert "| `evaluate` | `--no-progress` | no progress display |" in text and "`-h" not in text
+
+
+def test_robench_docs_reports_stale_tables_and_rewrites_them(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import robench.doc_tables as doc_tables
+
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs)
+    monkeypatch.setattr(doc_tables, "DOCS", docs)
+    assert main(["docs"]) == 0
+    assert capsys.readouterr().out == f"the generated tables ({', '.join(doc_tables.TABLES)}) are current\n"
+    moved = dict(budgets.BOARDS)
+    moved[("digits", "Linf")] = (0.25, "0.25")
+    monkeypatch.setattr(budgets, "BOARDS", MappingProxyType(moved))
+    evaluation = docs / "evaluation.md"  # and a table edited by hand
+    evaluation.write_text(evaluation.read_text(encoding="utf-8").replace("| `--seed SEED` |", "| `--seed S` |"), encoding="utf-8")
+    both = f"{docs / 'datasets.md'}, {evaluation}"
+    assert main(["docs"]) == 1
+    assert capsys.readouterr().out == f"generated tables out of date in {both}; run robench docs --write\n"
+    assert main(["docs", "--write"]) == 0
+    assert capsys.readouterr().out == f"rewrote {both}\n"
+    assert "| `--seed SEED` |" in evaluation.read_text(encoding="utf-8")
+    assert "| digits Linf | 0.25 |" in (docs / "datasets.md").read_text(encoding="utf-8")
+    assert (DOCS / "datasets.md").read_text(encoding="utf-8") != (docs / "datasets.md").read_text(encoding="utf-8")
+    assert main(["docs", "--write"]) == 0 and capsys.readouterr().out == "the generated tables were current\n"
+
+
+def test_an_architecture_without_keyword_arguments_says_none(monkeypatch):
+    from torch import nn
+
+    from model_zoo import architectures
+
+    def plain(num_classes: int = 10) -> nn.Module:
+        """One linear layer on flattened 8x8 digits."""
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))
+
+    monkeypatch.setattr(architectures, "ARCHITECTURES", MappingProxyType({**architectures.ARCHITECTURES, "plain_linear": plain}))
+    assert "| `plain_linear` | One linear layer on flattened 8x8 digits | (none) | 650 |" in render()[DOCS / "model_zoo.md"]
