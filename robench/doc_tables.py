@@ -13,7 +13,8 @@
   ``benchmark.corruptions.SEVERITIES``;
 - ``evaluate-options`` (docs/evaluation.md): every option of ``robench evaluate`` with its help text, read
   off the command's own argument parser (``robench.cli.build_parser``);
-- ``submit-options`` (docs/submitting.md): every action of ``robench submit`` and its arguments, the same way.
+- ``submit-options`` (docs/submitting.md): every action of ``robench submit`` and its arguments, the same way;
+- ``train-options`` (docs/training.md): every argument of ``robench train``, the same way.
 """
 from __future__ import annotations
 
@@ -105,6 +106,13 @@ def _evaluate_options() -> str:
     return "\n".join(["| option | meaning |", "|---|---|", *rows])
 
 
+def _train_options() -> str:
+    from robench.cli import build_parser
+
+    rows = _option_rows(_subcommands(build_parser())["train"])
+    return "\n".join(["| argument | meaning |", "|---|---|", *rows])
+
+
 def _submit_options() -> str:
     from robench.cli import build_parser
 
@@ -121,6 +129,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "corruptions": ("corruptions.md", _corruptions),
     "evaluate-options": ("evaluation.md", _evaluate_options),
     "submit-options": ("submitting.md", _submit_options),
+    "train-options": ("training.md", _train_options),
 }
 
 

@@ -89,3 +89,10 @@ def test_an_architecture_without_keyword_arguments_says_none(monkeypatch):
 
     monkeypatch.setattr(architectures, "ARCHITECTURES", MappingProxyType({**architectures.ARCHITECTURES, "plain_linear": plain}))
     assert "| `plain_linear` | One linear layer on flattened 8x8 digits | (none) | 650 |" in render()[DOCS / "model_zoo.md"]
+
+
+def test_the_train_table_is_robench_train_help():
+    text = render()[DOCS / "training.md"].split("generated: train-options")[1]
+    assert "| `RECIPE` | a recipe name, or a submission file (.yaml/.json) to rebuild |" in text
+    assert "| `--set KEY=VALUE` | override a setting, e.g. --set epochs=10 (the value is read as YAML) |" in text
+    assert "| `--quiet` | no per-epoch progress |" in text and "`-h" not in text

@@ -19,7 +19,7 @@ from model_zoo.architectures.digits import DigitsCNN
 from model_zoo.cards import TRAINING_REPEATS, Architecture
 from model_zoo.download import sha256_file
 from model_zoo.training import (
-    RECIPES, cpu_fingerprint, digits_test_accuracy, get_recipe, read_training_spec, resolve_settings,
+    COMMON_DEFAULTS, RECIPES, cpu_fingerprint, digits_test_accuracy, get_recipe, read_training_spec, resolve_settings,
     save_checkpoint, train, update_submission,
 )
 from model_zoo.training.cli import main as train_main
@@ -717,3 +717,37 @@ def test_ibp_objective_mixes_the_crown_ibp_and_ibp_bounds_by_beta() -> None:
     only_clean = train("ibp", overrides={**quick, "kappa_final": 1.0, "warmup_epochs": 0, "ramp_epochs": 1}, data=data)
     shared = {**quick, **{k: resolve_settings(get_recipe("ibp"))[k] for k in ("optimizer", "lr", "weight_decay")}}
     assert _same_state(only_clean.model, train("standard", overrides=shared, data=data).model)
+
+
+def test_fit_refuses_an_unknown_optimizer_and_a_learning_rate_of_zero() -> None:
+    from torch import nn
+
+    from model_zoo.training._loop import fit
+
+    def objective(model, xb, yb, index):
+        return F.cross_entropy(model(xb), yb)
+
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(ValueError, match=r"^unknown optimizer 'rmsprop'; known: adam, sgd$"):
+        fit(model, objective, x, y, epochs=1, batch_size=2, lr=0.1, seed=0, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="lr > 0; got 1, 2, 0.0"):
+        fit(model, objective, x, y, epochs=1, batch_size=2, lr=0.0, seed=0)
+
+
+def test_the_recipe_list_marks_the_adversarial_ones_and_prints_their_settings(capsys) -> None:
+    assert train_main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"common settings: {json.dumps(dict(COMMON_DEFAULTS))}"
+    for recipe in RECIPES.values():
+        at = next(i for i, line in enumerate(lines) if line.split()[:1] == [recipe.name])
+        marked = " [threat_model, eps]" if recipe.adversarial else ""  # they take the card's threat model and eps
+        assert lines[at].split(None, 1)[1] == f"{recipe.summary}{marked}", lines[at]
+        assert lines[at + 1].split() == ["settings:", *json.dumps(dict(recipe.defaults)).split()]
+        assert lines[at + 2].strip() == f"paper: {recipe.paper}"
+
+
+def test_a_setting_value_may_hold_an_equals_sign() -> None:
+    from model_zoo.training.cli import _parse_overrides
+
+    assert _parse_overrides(["note=a=b", " epochs =3"]) == {"note": "a=b", "epochs": 3}
