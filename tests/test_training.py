@@ -751,3 +751,27 @@ def test_a_setting_value_may_hold_an_equals_sign() -> None:
     from model_zoo.training.cli import _parse_overrides
 
     assert _parse_overrides(["note=a=b", " epochs =3"]) == {"note": "a=b", "epochs": 3}
+
+
+def test_update_submission_rewrites_a_json_file_and_refuses_one_that_is_not_a_mapping(tmp_path: Path) -> None:
+    from test_submission_schema import submission_document, write_submission
+
+    path = write_submission(tmp_path, submission_document(), suffix=".json")
+    before = json.loads(path.read_text())
+    update_submission(path, "cd" * 32, 0.875)
+    after = json.loads(path.read_text())
+    assert after["checkpoint"]["sha256"] == "cd" * 32 and after["reported"]["clean_accuracy"] == 0.875
+    after["checkpoint"]["sha256"], after["reported"]["clean_accuracy"] = before["checkpoint"]["sha256"], 0.9
+    assert after == before
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"a submission file holds one mapping, got list$"):
+        update_submission(path, "cd" * 32, 0.875)
+
+
+def test_a_submission_without_a_robench_recipe_cannot_be_retrained(tmp_path: Path) -> None:
+    from test_submission_schema import submission_document, write_submission
+
+    doc = {**submission_document(), "training": {"description": "PGD-AT in another codebase"}}
+    path = write_submission(tmp_path, doc)
+    with pytest.raises(ValueError, match=r"names no robench recipe \(external models cannot be retrained\)"):
+        read_training_spec(path)
