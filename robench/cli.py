@@ -121,7 +121,6 @@ def _cmd_evaluate_zoo(args: argparse.Namespace) -> int:
                 print(f"== {card.id} ({args.dataset} {tm}): record up to date, skipped (--force re-evaluates)")
                 continue
             settings = {**vars(args), "model": card.id, "threat_model": tm, "eps": None, "no_progress": True}
-            settings.pop("func", None)
             jobs.append((f"{card.id} ({args.dataset} {tm})", settings))
     if not jobs:
         return 0
