@@ -775,3 +775,12 @@ def test_a_submission_without_a_robench_recipe_cannot_be_retrained(tmp_path: Pat
     path = write_submission(tmp_path, doc)
     with pytest.raises(ValueError, match=r"names no robench recipe \(external models cannot be retrained\)"):
         read_training_spec(path)
+
+
+def test_save_checkpoint_makes_the_folders_and_a_world_readable_file(tmp_path: Path) -> None:
+    from torch import nn
+
+    path = tmp_path / "runs" / "sweep" / "m.safetensors"
+    sha = save_checkpoint(nn.Linear(2, 2), path)
+    assert sha == sha256_file(path) and path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["m.safetensors"]  # no temporary file left
