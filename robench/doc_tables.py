@@ -99,18 +99,14 @@ def _option_rows(parser: argparse.ArgumentParser, first_cells: str = "") -> list
     return rows
 
 
-def _evaluate_options() -> str:
-    from robench.cli import build_parser
+def _command_options(command: str, column: str) -> Callable[[], str]:
+    """The table of ``robench COMMAND``'s arguments (``column`` heads their names)."""
+    def table() -> str:
+        from robench.cli import build_parser
 
-    rows = _option_rows(_subcommands(build_parser())["evaluate"])
-    return "\n".join(["| option | meaning |", "|---|---|", *rows])
-
-
-def _train_options() -> str:
-    from robench.cli import build_parser
-
-    rows = _option_rows(_subcommands(build_parser())["train"])
-    return "\n".join(["| argument | meaning |", "|---|---|", *rows])
+        rows = _option_rows(_subcommands(build_parser())[command])
+        return "\n".join([f"| {column} | meaning |", "|---|---|", *rows])
+    return table
 
 
 def _submit_options() -> str:
@@ -127,9 +123,9 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "architectures": ("model_zoo.md", _architectures),
     "recipes": ("training.md", _recipes),
     "corruptions": ("corruptions.md", _corruptions),
-    "evaluate-options": ("evaluation.md", _evaluate_options),
+    "evaluate-options": ("evaluation.md", _command_options("evaluate", "option")),
     "submit-options": ("submitting.md", _submit_options),
-    "train-options": ("training.md", _train_options),
+    "train-options": ("training.md", _command_options("train", "argument")),
 }
 
 
